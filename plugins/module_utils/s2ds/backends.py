@@ -1,0 +1,138 @@
+# -*- coding: utf-8 -*-
+# Copyright (c) 2026, SciStream gateway contributors
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""What each proxy is, whatever runs it: file names, commands, signals, template.
+
+Runtimes (process, docker, janus) ask a Backend how to start, check and
+reload its proxy; they never hard-code a proxy themselves.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import signal
+
+import jinja2
+
+from .errors import S2DSError
+from .templates import haproxy, nginx, stunnel
+
+PSK_FILE = "psk.txt"
+
+# Defaults of the tunables every template receives; measured in bench/.
+TUNING = {
+    "maxconn": 4096,
+    "haproxy_bufsize": 262144,
+    "nginx_buffer_size": "256k",
+    "nginx_workers": 1,
+    "nginx_stream_module": "/usr/lib/nginx/modules/ngx_stream_module.so",
+}
+
+
+def _haproxy_address(host, port):
+    # HAProxy reads "ipv6@addr:port" unambiguously; plain "host:port" otherwise.
+    return "ipv6@%s:%d" % (host, port) if ":" in host else "%s:%d" % (host, port)
+
+
+def _nginx_address(host, port):
+    return "[%s]:%d" % (host, port) if ":" in host else "%s:%d" % (host, port)
+
+
+def _stunnel_address(host, port):
+    # stunnel splits host and port at the last colon, IPv6 included.
+    return "%s:%d" % (host, port)
+
+
+@dataclasses.dataclass(frozen=True)
+class Backend:
+    name: str
+    config_name: str
+    template: str
+    protocols: tuple
+    address: object
+    reload_signal: object = None  # None: the proxy is restarted to apply a change
+    stop_signal: object = signal.SIGTERM
+    uses_psk: bool = False
+
+    def foreground_argv(self, config_path, log_file="stderr"):
+        if self.name == "haproxy":
+            return ["haproxy", "-W", "-db", "-f", config_path]
+        if self.name == "nginx":
+            return ["nginx", "-e", log_file, "-c", config_path, "-g", "daemon off;"]
+        return ["stunnel", config_path]
+
+    def daemon_argv(self, config_path, pid_file, log_file):
+        """Start as a daemon that writes its (master) pid to ``pid_file``."""
+        if self.name == "haproxy":
+            return ["haproxy", "-W", "-D", "-p", pid_file, "-f", config_path]
+        if self.name == "nginx":
+            return ["nginx", "-e", log_file, "-c", config_path]
+        return ["stunnel", config_path]
+
+    def check_argv(self, config_path, log_file="stderr"):
+        """The proxy's own config checker, or None where it has none (stunnel)."""
+        if self.name == "haproxy":
+            return ["haproxy", "-c", "-q", "-f", config_path]
+        if self.name == "nginx":
+            return ["nginx", "-t", "-q", "-e", log_file, "-c", config_path]
+        return None
+
+
+BACKENDS = {
+    "haproxy": Backend("haproxy", "haproxy.cfg", haproxy.TEMPLATE, ("tcp",), _haproxy_address,
+                       reload_signal=signal.SIGUSR2),
+    "nginx": Backend("nginx", "nginx.conf", nginx.TEMPLATE, ("tcp", "udp"), _nginx_address,
+                     reload_signal=signal.SIGHUP),
+    "stunnel": Backend("stunnel", "stunnel.conf", stunnel.TEMPLATE, ("tcp",), _stunnel_address,
+                       uses_psk=True),
+}
+
+
+def get_backend(name):
+    return BACKENDS[name]
+
+
+_ENV = jinja2.Environment(undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True,
+                          keep_trailing_newline=True, autoescape=False)
+
+
+def render_config(backend, record, paths, psk_cipher, template_text=None, tuning=None):
+    """The proxy config of ``record`` for ``backend``, as text.
+
+    ``paths`` says where the proxy sees its files (they differ between a host
+    process and a container): ``run_dir``, ``pid_file``, ``log_file``,
+    ``psk_file`` and ``foreground``. ``template_text`` replaces the built-in
+    template; it receives the same variables.
+    """
+    targets = record.targets
+    listeners = [
+        {
+            "ip": record.listener_ip,
+            "port": port,
+            "bind_address": backend.address(record.listener_ip, port),
+            "target": targets[i % len(targets)],
+            "target_address": _target_address(backend, targets[i % len(targets)]),
+        }
+        for i, port in enumerate(record.ports)
+    ]
+    context = dict(TUNING)
+    context.update(tuning or {})
+    context.update(paths)
+    context.update(uid=record.uid, role=record.role, backend=backend.name, listeners=listeners,
+                   psk_identity="scistream-" + record.uid, psk_cipher=psk_cipher)
+    try:
+        return _ENV.from_string(template_text or backend.template).render(context)
+    except jinja2.TemplateError as exc:
+        raise S2DSError("template for %s cannot be rendered: %s" % (backend.name, exc),
+                        field="template", value=backend.name) from None
+
+
+def _target_address(backend, target_text):
+    host, _, port = target_text.rpartition(":")
+    return backend.address(host.strip("[]"), int(port))
+
+
+def psk_file_content(uid, psk):
+    """stunnel's PSKsecrets line: ``identity:key``."""
+    return "scistream-%s:%s\n" % (uid, psk)

@@ -1,0 +1,30 @@
+# -*- coding: utf-8 -*-
+# Copyright (c) 2026, SciStream gateway contributors
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""The one exception type the S2DS core raises."""
+
+from __future__ import annotations
+
+
+class S2DSError(Exception):
+    """A session cannot be set up, changed or released.
+
+    ``field`` and ``value`` name the input at fault when there is one, so a
+    caller (an Ansible module, a gRPC server) can report it precisely. The
+    message itself always names them too.
+    """
+
+    def __init__(self, message, field=None, value=None):
+        super().__init__(message)
+        self.field = field
+        self.value = value
+
+
+def invalid(field, value, why):
+    """An S2DSError for a bad input value: ``field 'value': why``."""
+    return S2DSError("%s %r: %s" % (field, value, why), field=field, value=value)
+
+
+# The seed project's name for the same thing.
+S2DSException = S2DSError

@@ -1,0 +1,200 @@
+# -*- coding: utf-8 -*-
+# Copyright (c) 2026, SciStream gateway contributors
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""The S2DS of one gateway: start, update and release sessions.
+
+Idempotence comes from comparison: ``present`` works out the wanted session
+(ports, rendered config, key file), compares it with what is on disk and
+what runs, and acts only on differences. In check mode it computes the same
+actions and performs none.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+
+from .backends import PSK_FILE, get_backend, psk_file_content, render_config
+from .errors import S2DSError, invalid
+from .ports import reserve_ports
+from .session import SessionRecord
+from .store import SessionStore, sha256_text
+from .runtimes.base import listening_ports, wait_for_listeners
+
+
+@dataclasses.dataclass
+class Outcome:
+    """What a call did (or, in check mode, would do)."""
+
+    changed: bool
+    actions: list
+    session: dict
+    diff: dict = dataclasses.field(default_factory=dict)
+    warnings: list = dataclasses.field(default_factory=list)
+
+
+class Gateway:
+    """All sessions kept under one ``state_dir``.
+
+    ``runtimes`` maps a runtime name to a factory ``f(spec) -> Runtime``; the
+    caller decides which runtimes exist (and with which options).
+    """
+
+    def __init__(self, state_dir, runtimes):
+        self.store = SessionStore(state_dir)
+        self.runtimes = runtimes
+
+    def runtime_for(self, spec_or_record):
+        name = spec_or_record.runtime
+        if name not in self.runtimes:
+            raise invalid("runtime", name, "is not available here (have: %s)" % ", ".join(sorted(self.runtimes)))
+        return self.runtimes[name](spec_or_record)
+
+    # -- present -------------------------------------------------------------
+    def present(self, spec, check_mode=False):
+        with self.store.locked():
+            return self._present(spec, check_mode)
+
+    def _present(self, spec, check_mode):
+        backend = get_backend(spec.backend)
+        existing = self.store.load(spec.uid)
+        if existing is not None:
+            for field in ("role", "backend", "runtime"):
+                if getattr(existing, field) != getattr(spec, field):
+                    raise invalid(field, getattr(spec, field), "session %s already exists with %s %s; release it first" % (
+                        spec.uid, field, getattr(existing, field)))
+        runtime = self.runtime_for(spec)
+        # Ports are never shared between sessions, whatever address they listen on.
+        taken = {p for r in self.store.all() if r.uid != spec.uid for p in r.ports}
+        keep = existing.ports if existing is not None and existing.listener_ip == spec.listener_ip else ()
+        ports = reserve_ports(spec.num_conn, spec.port_range, spec.listener_ip, taken=taken, keep=keep,
+                              protocols=backend.protocols)
+
+        wanted = SessionRecord(uid=spec.uid, role=spec.role, backend=spec.backend, runtime=spec.runtime,
+                               listener_ip=spec.listener_ip, ports=ports, targets=[str(t) for t in spec.targets],
+                               runtime_state=dict(existing.runtime_state) if existing else {})
+        files = {}
+        if spec.targets:
+            files[backend.config_name] = render_config(backend, wanted, runtime.paths(self.store, wanted),
+                                                       spec.psk_cipher, spec.template_text)
+            if backend.uses_psk:
+                files[PSK_FILE] = psk_file_content(spec.uid, spec.effective_psk)
+        wanted.config_sha256 = sha256_text("".join(files[k] for k in sorted(files))) if files else None
+
+        actions = []
+        if existing is None:
+            actions.append("reserve")
+        elif existing.to_dict() != dict(wanted.to_dict(), runtime_state=existing.runtime_state):
+            actions.append("update")
+        old_config = self.store.read_run_file(spec.uid, backend.config_name) or ""
+        changed_files = [name for name, text in files.items() if self.store.read_run_file(spec.uid, name) != text]
+        if changed_files:
+            actions.append("write_config")
+        running = existing is not None and runtime.is_running(backend, self.store, existing)
+        if not files:
+            if running or old_config:
+                actions.append("stop")
+        elif not running:
+            actions.append("start")
+        elif changed_files or (existing.config_sha256 != wanted.config_sha256):
+            actions.append("reload" if backend.reload_signal is not None else "restart")
+
+        diff = {}
+        new_config = files.get(backend.config_name, "")
+        if old_config != new_config:
+            diff = {"before": old_config, "after": new_config,
+                    "before_header": "%s (%s)" % (backend.config_name, spec.uid),
+                    "after_header": "%s (%s)" % (backend.config_name, spec.uid)}
+        warnings = []
+        if backend.uses_psk and spec.psk_is_derived and spec.targets:
+            warnings.append("psk for session %s is derived from its uid and is only as secret as the uid; "
+                            "give both gateways a psk of their own" % spec.uid)
+        if not check_mode and actions:
+            self._apply(runtime, backend, existing, wanted, files, actions)
+        return Outcome(changed=bool(actions), actions=actions, session=self.describe(wanted), diff=diff,
+                       warnings=warnings)
+
+    def _apply(self, runtime, backend, existing, wanted, files, actions):
+        """Carry out ``actions``; a new session that fails leaves nothing behind."""
+        try:
+            if "write_config" in actions:
+                self._write_files(runtime, backend, wanted, files)
+            if "stop" in actions:
+                runtime.stop(backend, self.store, existing)
+                for name in (backend.config_name, PSK_FILE):
+                    self.store.remove_run_file(wanted.uid, name)
+            if "start" in actions:
+                runtime.start(backend, self.store, wanted)
+            elif "reload" in actions:
+                runtime.reload(backend, self.store, wanted)
+            elif "restart" in actions:
+                runtime.restart(backend, self.store, wanted)
+            if files and runtime.local_network and set(actions) & {"start", "reload", "restart"}:
+                wait_for_listeners(runtime, backend, self.store, wanted)
+            self.store.save(wanted)
+        except Exception:
+            if existing is None:
+                self._discard(runtime, backend, wanted)
+            raise
+
+    def _write_files(self, runtime, backend, record, files):
+        """Write the key file, then check the new config before it replaces the live one."""
+        for name, text in files.items():
+            if name != backend.config_name:
+                self.store.write_run_file(record.uid, name, text)
+        candidate = "." + backend.config_name + ".new"
+        self.store.write_run_file(record.uid, candidate, files[backend.config_name], mode=0o644)
+        try:
+            runtime.check_config(backend, self.store, record, candidate)
+        finally:
+            self.store.remove_run_file(record.uid, candidate)
+        self.store.write_run_file(record.uid, backend.config_name, files[backend.config_name], mode=0o644)
+
+    def _discard(self, runtime, backend, record):
+        try:
+            runtime.stop(backend, self.store, record)
+        finally:
+            self.store.delete(record.uid)
+
+    # -- absent ----------------------------------------------------------------
+    def absent(self, uid, check_mode=False):
+        with self.store.locked():
+            record = self.store.load(uid)
+            if record is None:
+                return Outcome(changed=False, actions=[], session={"uid": uid})
+            backend = get_backend(record.backend)
+            old_config = self.store.read_run_file(uid, backend.config_name) or ""
+            diff = {"before": old_config, "after": ""} if old_config else {}
+            if not check_mode:
+                self._discard(self.runtime_for(record), backend, record)
+            return Outcome(changed=True, actions=["stop", "release"], session=self.describe(record), diff=diff)
+
+    def describe(self, record):
+        """The public view of a session: the record less runtime internals, plus its config path."""
+        info = record.public()
+        config_name = get_backend(record.backend).config_name
+        info["config_path"] = os.path.join(self.store.run_dir(record.uid), config_name) if record.targets else None
+        return info
+
+    # -- info --------------------------------------------------------------------
+    def sessions(self, uid=None):
+        """Every session (or the one ``uid``) with ``healthy``: proxy running and every listener listening."""
+        records = self.store.all() if uid is None else [r for r in [self.store.load(uid)] if r]
+        result = []
+        for record in records:
+            backend = get_backend(record.backend)
+            info = self.describe(record)
+            if not record.targets:
+                info["running"] = False
+                info["healthy"] = True  # ports reserved, nothing to run yet
+            else:
+                try:
+                    runtime = self.runtime_for(record)
+                    info["running"] = runtime.is_running(backend, self.store, record)
+                    listening = set(record.ports) <= listening_ports("tcp") if runtime.local_network else True
+                except S2DSError as exc:
+                    info["running"], listening, info["error"] = False, False, str(exc)
+                info["healthy"] = bool(info["running"] and listening)
+            result.append(info)
+        return result

@@ -1,0 +1,124 @@
+# -*- coding: utf-8 -*-
+# Copyright (c) 2026, SciStream gateway contributors
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""The interface every runtime implements, and helpers they share."""
+
+from __future__ import annotations
+
+import os
+import time
+
+from ..errors import S2DSError
+
+
+class Runtime:
+    """Runs the proxy of one session somewhere: host process, container, Janus.
+
+    The gateway decides *what* to do (start, reload, restart, stop) by
+    comparing wanted and actual state; a runtime only knows *how*.
+    """
+
+    name = None
+    #: True where listener ports are bound in this host's network namespace,
+    #: so the gateway can check them locally.
+    local_network = True
+
+    def paths(self, store, record):
+        """Where the proxy sees its files: run_dir, pid_file, log_file, psk_file, foreground."""
+        raise NotImplementedError
+
+    def check_config(self, backend, store, record, config_name):
+        """Run the proxy's own checker on the run dir file ``config_name``; raise S2DSError on failure."""
+        raise NotImplementedError
+
+    def is_running(self, backend, store, record):
+        raise NotImplementedError
+
+    def start(self, backend, store, record):
+        raise NotImplementedError
+
+    def reload(self, backend, store, record):
+        """Apply a changed config gracefully; the default restarts."""
+        self.restart(backend, store, record)
+
+    def restart(self, backend, store, record):
+        self.stop(backend, store, record)
+        self.start(backend, store, record)
+
+    def stop(self, backend, store, record):
+        raise NotImplementedError
+
+    def log_tail(self, store, record):
+        """The last lines the proxy logged, for error messages."""
+        return ""
+
+
+def wait_until(predicate, timeout, interval=0.02):
+    """Poll ``predicate`` until it is true or ``timeout`` seconds pass; return its last value."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value or time.monotonic() >= deadline:
+            return value
+        time.sleep(interval)
+
+
+def listening_ports(protocol="tcp"):
+    """TCP ports in LISTEN state (or bound UDP ports) in this network namespace."""
+    ports = set()
+    for name in (protocol, protocol + "6"):
+        try:
+            with open("/proc/net/" + name, encoding="ascii") as handle:
+                next(handle)
+                for line in handle:
+                    fields = line.split()
+                    # TCP state 0A is LISTEN; UDP sockets have no listen state.
+                    if protocol == "udp" or fields[3] == "0A":
+                        ports.add(int(fields[1].rsplit(":", 1)[1], 16))
+        except FileNotFoundError:
+            continue
+    return ports
+
+
+def process_alive(pid):
+    """True for a live (not zombie) process."""
+    try:
+        with open("/proc/%d/stat" % pid, encoding="ascii", errors="replace") as handle:
+            state = handle.read().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, ProcessLookupError, IndexError):
+        return False
+    return state not in ("Z", "X")
+
+
+def process_cmdline(pid):
+    try:
+        with open("/proc/%d/cmdline" % pid, "rb") as handle:
+            return handle.read().replace(b"\0", b" ").decode("utf-8", "replace")
+    except OSError:
+        return ""
+
+
+def wait_for_listeners(runtime, backend, store, record, timeout=10.0):
+    """Block until every TCP listener of ``record`` listens, or fail with the proxy's log."""
+    wanted = set(record.ports)
+    if wait_until(lambda: wanted <= listening_ports("tcp"), timeout):
+        return
+    missing = sorted(wanted - listening_ports("tcp"))
+    raise S2DSError("%s for session %s did not listen on port(s) %s within %ds%s" % (
+        backend.name, record.uid, ", ".join(map(str, missing)), timeout, _tail(runtime.log_tail(store, record))),
+        field="uid", value=record.uid)
+
+
+def _tail(text):
+    text = (text or "").strip()
+    return (": " + " | ".join(text.splitlines()[-5:])) if text else ""
+
+
+def read_log_tail(path, limit=4096):
+    try:
+        with open(path, "rb") as handle:
+            handle.seek(max(0, os.path.getsize(path) - limit))
+            return handle.read().decode("utf-8", "replace")
+    except OSError:
+        return ""

@@ -1,0 +1,231 @@
+# -*- coding: utf-8 -*-
+# Copyright (c) 2026, SciStream gateway contributors
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""Sessions: what a caller asks for (SessionSpec) and what a gateway keeps (SessionRecord).
+
+Every input is validated here, once, into typed values; the rest of the core
+trusts them. A uid must be a canonical UUID, which also makes it safe inside
+file and container names.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import ipaddress
+import re
+
+from .errors import invalid
+
+ROLES = ("PROD", "CONS")
+BACKENDS = ("haproxy", "nginx", "stunnel")
+RUNTIMES = ("process", "docker", "janus")
+DEFAULT_PORT_RANGE = "5100-5200"
+DEFAULT_PSK_CIPHER = "PSK-AES128-GCM-SHA256"
+
+_UUID_RE = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
+_HOSTNAME_RE = re.compile(r"^(?=.{1,253}$)[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\.?$")
+_PSK_CIPHER_RE = re.compile(r"^[A-Za-z0-9_:+!-]+$")
+
+
+@dataclasses.dataclass(frozen=True)
+class Target:
+    """Where a listener forwards to: an IPv4/IPv6 address or a host name, and a port."""
+
+    host: str
+    port: int
+
+    @property
+    def is_ipv6(self):
+        return ":" in self.host
+
+    def __str__(self):
+        return "[%s]:%d" % (self.host, self.port) if self.is_ipv6 else "%s:%d" % (self.host, self.port)
+
+
+def parse_uid(value):
+    """A session id: a UUID in its canonical 8-4-4-4-12 form (case folded)."""
+    text = str(value).strip().lower() if value is not None else ""
+    if not _UUID_RE.match(text):
+        raise invalid("uid", value, "must be a UUID such as 4f6c1b7e-2a3d-4c5e-9f00-1234567890ab")
+    return text
+
+
+def parse_choice(field, value, choices):
+    if value not in choices:
+        raise invalid(field, value, "must be one of %s" % ", ".join(choices))
+    return value
+
+
+def parse_port(field, value):
+    try:
+        port = int(str(value).strip())
+    except (TypeError, ValueError):
+        raise invalid(field, value, "is not a port number") from None
+    if not 1 <= port <= 65535:
+        raise invalid(field, value, "must be between 1 and 65535")
+    return port
+
+
+def parse_port_range(value):
+    """``"start-end"`` (inclusive) within 1-65535, start <= end."""
+    match = re.match(r"^\s*(\d+)\s*-\s*(\d+)\s*$", str(value))
+    if not match:
+        raise invalid("port_range", value, "must look like 5100-5200")
+    start, end = int(match.group(1)), int(match.group(2))
+    if not (1 <= start <= 65535 and 1 <= end <= 65535):
+        raise invalid("port_range", value, "ports must be between 1 and 65535")
+    if start > end:
+        raise invalid("port_range", value, "start is greater than end")
+    return start, end
+
+
+def parse_ip(field, value):
+    try:
+        return str(ipaddress.ip_address(str(value).strip()))
+    except ValueError:
+        raise invalid(field, value, "is not an IPv4 or IPv6 address") from None
+
+
+def parse_target(value, field="targets"):
+    """``host:port``, ``[v6addr]:port`` or ``name:port`` into a Target."""
+    text = str(value).strip()
+    if text.startswith("["):
+        match = re.match(r"^\[([^\]]+)\]:(\d+)$", text)
+        if not match:
+            raise invalid(field, value, "must look like [2001:db8::1]:5000")
+        host = match.group(1)
+        try:
+            if ipaddress.ip_address(host).version != 6:
+                raise ValueError(host)
+        except ValueError:
+            raise invalid(field, value, "brackets must hold an IPv6 address") from None
+        return Target(str(ipaddress.ip_address(host)), parse_port(field, match.group(2)))
+    host, sep, port = text.rpartition(":")
+    if not sep or not host or ":" in host:
+        raise invalid(field, value, "must be host:port, IPv4:port or [IPv6]:port")
+    try:
+        host = str(ipaddress.IPv4Address(host))
+    except ValueError:
+        if not _HOSTNAME_RE.match(host) or host.replace(".", "").isdigit():
+            raise invalid(field, value, "host is neither an IPv4 address nor a valid host name") from None
+    if not port.isdigit():
+        raise invalid(field, value, "port is not a number")
+    return Target(host, parse_port(field, port))
+
+
+def derived_psk(uid):
+    """The pre-shared key both gateways derive from a uid when none is given.
+
+    It is only as secret as the uid itself; callers warn about that.
+    """
+    return hashlib.sha256(("scistream-psk:" + uid).encode("ascii")).hexdigest()
+
+
+@dataclasses.dataclass(frozen=True)
+class SessionSpec:
+    """A validated request for one session on one gateway."""
+
+    uid: str
+    role: str
+    num_conn: int = 5
+    listener_ip: str = "0.0.0.0"
+    port_range: tuple = (5100, 5200)
+    targets: tuple = ()
+    backend: str = "haproxy"
+    runtime: str = "process"
+    psk: str = dataclasses.field(default=None, repr=False)
+    psk_cipher: str = DEFAULT_PSK_CIPHER
+    template: str = None
+    template_text: str = dataclasses.field(default=None, repr=False, compare=False)
+
+    @classmethod
+    def build(cls, uid, role, num_conn=5, listener_ip="0.0.0.0", port_range=DEFAULT_PORT_RANGE,
+              targets=(), backend="haproxy", runtime="process", psk=None,
+              psk_cipher=DEFAULT_PSK_CIPHER, template=None):
+        """Validate raw inputs (strings, as a user typed them) into a spec."""
+        uid = parse_uid(uid)
+        role = parse_choice("role", role, ROLES)
+        try:
+            num_conn = int(num_conn)
+        except (TypeError, ValueError):
+            raise invalid("num_conn", num_conn, "is not a whole number") from None
+        if not 1 <= num_conn <= 1024:
+            raise invalid("num_conn", num_conn, "must be between 1 and 1024")
+        if targets is None:
+            targets = ()
+        if isinstance(targets, str):
+            targets = [t for t in targets.split(",") if t.strip()]
+        targets = tuple(parse_target(t) for t in targets)
+        backend = parse_choice("backend", backend, BACKENDS)
+        runtime = parse_choice("runtime", runtime, RUNTIMES)
+        if psk is not None:
+            psk = str(psk)
+            if len(psk) < 16 or any(c in psk for c in ":\r\n\0"):
+                # Never echo the key itself.
+                raise invalid("psk", "(hidden)", "must be at least 16 characters without ':' or line breaks")
+        if not psk_cipher or not _PSK_CIPHER_RE.match(str(psk_cipher)) or "PSK" not in str(psk_cipher).upper():
+            raise invalid("psk_cipher", psk_cipher, "must be an OpenSSL PSK cipher name such as %s" % DEFAULT_PSK_CIPHER)
+        template_text = None
+        if template:
+            try:
+                with open(template, encoding="utf-8") as handle:
+                    template_text = handle.read()
+            except OSError as exc:
+                raise invalid("template", template, "cannot be read: %s" % exc.strerror) from None
+        return cls(uid=uid, role=role, num_conn=num_conn, listener_ip=parse_ip("listener_ip", listener_ip),
+                   port_range=parse_port_range(port_range), targets=targets, backend=backend,
+                   runtime=runtime, psk=psk, psk_cipher=str(psk_cipher), template=template,
+                   template_text=template_text)
+
+    @property
+    def psk_is_derived(self):
+        return self.psk is None
+
+    @property
+    def effective_psk(self):
+        return self.psk if self.psk is not None else derived_psk(self.uid)
+
+
+@dataclasses.dataclass
+class SessionRecord:
+    """What a gateway keeps on disk for one session (no secrets)."""
+
+    uid: str
+    role: str
+    backend: str
+    runtime: str
+    listener_ip: str
+    ports: list
+    targets: list = dataclasses.field(default_factory=list)
+    config_sha256: str = None
+    runtime_state: dict = dataclasses.field(default_factory=dict)
+
+    @property
+    def listeners(self):
+        return [format_endpoint(self.listener_ip, port) for port in self.ports]
+
+    def to_dict(self):
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data):
+        fields = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in fields})
+
+    def public(self):
+        """What callers are shown: the record without runtime internals."""
+        return {
+            "uid": self.uid,
+            "role": self.role,
+            "backend": self.backend,
+            "runtime": self.runtime,
+            "listeners": self.listeners,
+            "ports": list(self.ports),
+            "targets": list(self.targets),
+        }
+
+
+def format_endpoint(ip, port):
+    return "[%s]:%d" % (ip, port) if ":" in ip else "%s:%d" % (ip, port)

@@ -1,0 +1,136 @@
+# -*- coding: utf-8 -*-
+# Copyright (c) 2026, SciStream gateway contributors
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""Session state on disk.
+
+Layout under ``state_dir`` (0700, files 0600)::
+
+    lock                    flock(2) taken for every change
+    sessions/<uid>.json     one record per session, replaced atomically
+    run/<uid>/              the session's rendered config, key file, pid and log
+
+Records survive restarts; the lock makes parallel runs on one gateway see
+each other's reservations.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+
+from .errors import S2DSError
+from .session import SessionRecord
+
+
+def sha256_text(text):
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def write_file_atomic(path, content, mode=0o600):
+    """Write ``content`` to ``path`` so readers see the old or the new file, never a mix."""
+    directory = os.path.dirname(path)
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(content)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.chmod(tmp, mode)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def read_text(path):
+    """A file's text, or None when it does not exist."""
+    try:
+        with open(path, encoding="utf-8") as handle:
+            return handle.read()
+    except FileNotFoundError:
+        return None
+
+
+class SessionStore:
+    """The records and run directories of one gateway's sessions."""
+
+    def __init__(self, state_dir):
+        self.state_dir = os.path.abspath(state_dir)
+        self.sessions_dir = os.path.join(self.state_dir, "sessions")
+        self.run_root = os.path.join(self.state_dir, "run")
+
+    def ensure_dirs(self):
+        for path in (self.state_dir, self.sessions_dir, self.run_root):
+            try:
+                os.makedirs(path, mode=0o700, exist_ok=True)
+            except OSError as exc:
+                raise S2DSError("state_dir %r cannot be created: %s" % (self.state_dir, exc.strerror),
+                                field="state_dir", value=self.state_dir) from None
+
+    @contextlib.contextmanager
+    def locked(self):
+        """Hold the gateway's lock: one change at a time, across processes."""
+        self.ensure_dirs()
+        with open(os.path.join(self.state_dir, "lock"), "a") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+
+    def record_path(self, uid):
+        return os.path.join(self.sessions_dir, uid + ".json")
+
+    def run_dir(self, uid):
+        return os.path.join(self.run_root, uid)
+
+    def load(self, uid):
+        text = read_text(self.record_path(uid))
+        if text is None:
+            return None
+        try:
+            return SessionRecord.from_dict(json.loads(text))
+        except (ValueError, TypeError) as exc:
+            raise S2DSError("session record %s is corrupt: %s" % (self.record_path(uid), exc),
+                            field="uid", value=uid) from None
+
+    def all(self):
+        if not os.path.isdir(self.sessions_dir):
+            return []
+        records = []
+        for name in sorted(os.listdir(self.sessions_dir)):
+            if name.endswith(".json") and not name.startswith("."):
+                record = self.load(name[:-len(".json")])
+                if record is not None:
+                    records.append(record)
+        return records
+
+    def save(self, record):
+        self.ensure_dirs()
+        write_file_atomic(self.record_path(record.uid), json.dumps(record.to_dict(), indent=2, sort_keys=True) + "\n")
+
+    def delete(self, uid):
+        """Remove the record and the run directory of ``uid``."""
+        shutil.rmtree(self.run_dir(uid), ignore_errors=True)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.record_path(uid))
+
+    def read_run_file(self, uid, name):
+        return read_text(os.path.join(self.run_dir(uid), name))
+
+    def write_run_file(self, uid, name, content, mode=0o600):
+        path = os.path.join(self.run_dir(uid), name)
+        os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+        write_file_atomic(path, content, mode)
+        return path
+
+    def remove_run_file(self, uid, name):
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(os.path.join(self.run_dir(uid), name))

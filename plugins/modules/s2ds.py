@@ -1,0 +1,268 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright (c) 2026, SciStream gateway contributors
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+---
+module: s2ds
+short_description: Start, update and release SciStream data server (S2DS) sessions
+version_added: 0.1.0
+description:
+  - Manages one SciStream S2DS session on a gateway. It reserves listener ports, renders the proxy
+    configuration (HAProxy, NGINX C(stream) or stunnel) and runs the proxy.
+  - A C(PROD) session runs on the producer facility's gateway and forwards its listeners to the
+    producer application; a C(CONS) session runs on the consumer facility's gateway and forwards to
+    the C(PROD) gateway's listeners.
+  - Listener number I(i) forwards to target number I(i) modulo the number of O(targets). With no O(targets) the ports are
+    reserved and no proxy runs yet.
+  - Sessions are kept on disk under O(state_dir), one record per session, written under a file lock,
+    so they survive restarts and parallel runs never hand out the same port. The same O(uid) asked
+    again gets the same ports.
+  - A changed configuration is checked with the proxy's own checker (C(haproxy -c), C(nginx -t)) before
+    it replaces the running one, then applied gracefully - HAProxy and NGINX reload without dropping
+    established connections, stunnel restarts. A proxy that died is started again by the next run.
+author:
+  - SciStream gateway contributors
+requirements:
+  - Jinja2 on the managed host.
+  - For O(runtime=process), the proxy (C(haproxy), C(nginx) with the stream module, or C(stunnel)) on C(PATH).
+attributes:
+  check_mode:
+    support: full
+    details: Computes the ports, configuration and actions the real run would take, and changes nothing.
+  diff_mode:
+    support: full
+    details: Shows the rendered proxy configuration before and after. Key files are never shown.
+options:
+  uid:
+    description:
+      - The session id, a UUID. Anything else (for example C(../x)) is rejected, so it is safe in file
+        and container names.
+    type: str
+    required: true
+  state:
+    description:
+      - V(present) reserves ports and, with O(targets), runs the proxy.
+      - V(absent) stops the proxy, frees the ports and removes the session's files.
+    type: str
+    choices: [present, absent]
+    default: present
+  role:
+    description:
+      - V(PROD) for the producer-side (inbound) gateway, V(CONS) for the consumer-side (outbound) one.
+      - Required when O(state=present). A session keeps its role; release it to change it.
+    type: str
+    choices: [PROD, CONS]
+  num_conn:
+    description: Number of listeners (ports) to reserve.
+    type: int
+    default: 5
+  listener_ip:
+    description: Address the listeners bind to, and that is reported in RV(listeners).
+    type: str
+    default: 0.0.0.0
+  port_range:
+    description: Ports to reserve from, as C(start-end), inclusive, within 1-65535.
+    type: str
+    default: 5100-5200
+  targets:
+    description:
+      - Where the listeners forward to, each C(host:port), C(ipv4:port) or C([ipv6]:port).
+      - For V(PROD), the producer application's ports; for V(CONS), the V(PROD) gateway's listeners.
+    type: list
+    elements: str
+    default: []
+  backend:
+    description: The proxy. V(nginx) carries TCP and UDP on each listener; V(stunnel) carries TCP over TLS-PSK.
+    type: str
+    choices: [haproxy, nginx, stunnel]
+    default: haproxy
+  runtime:
+    description:
+      - Where the proxy runs. V(process) runs it as a host process (a systemd unit where systemd is PID 1,
+        else a daemon with a pid file, see O(process_supervisor)).
+    type: str
+    choices: [process]
+    default: process
+  psk:
+    description:
+      - Pre-shared key for V(stunnel), the same on both gateways of a session, at least 16 characters.
+      - When omitted it is derived from O(uid), and the module warns that it is then only as secret as the uid.
+      - Kept in a 0600 file next to the configuration, never in the configuration, the record or the output.
+    type: str
+  psk_cipher:
+    description:
+      - OpenSSL PSK cipher for V(stunnel). The default encrypts; a null cipher such as C(PSK-NULL-SHA256)
+        authenticates the peer but leaves the stream in clear, and is used only when asked for here.
+    type: str
+    default: PSK-AES128-GCM-SHA256
+  state_dir:
+    description: Where the gateway keeps its session records and run files.
+    type: path
+    default: /var/lib/scistream
+  template:
+    description:
+      - Path on the managed host of a Jinja2 template that replaces the built-in one for O(backend).
+      - It receives the variables of the built-in templates (C(uid), C(role), C(listeners) with C(bind_address)
+        and C(target_address), C(pid_file), C(log_file), C(psk_file), C(psk_identity), C(psk_cipher)...).
+    type: path
+  process_supervisor:
+    description:
+      - How O(runtime=process) keeps proxies running. V(auto) picks V(systemd) where systemd is PID 1, else V(daemon).
+    type: str
+    choices: [auto, systemd, daemon]
+    default: auto
+notes:
+  - A PROD and a CONS session of the same uid on one host need separate O(state_dir)s, as two gateways would have.
+seealso:
+  - module: scistream.gateway.s2ds_info
+"""
+
+EXAMPLES = r"""
+- name: Producer-side gateway forwards two listeners to the producer application
+  scistream.gateway.s2ds:
+    uid: 4f6c1b7e-2a3d-4c5e-9f00-1234567890ab
+    role: PROD
+    num_conn: 2
+    targets: [10.0.3.10:5074, 10.0.3.10:5075]
+  register: prod
+
+- name: Consumer-side gateway forwards to the producer gateway's listeners
+  scistream.gateway.s2ds:
+    uid: 4f6c1b7e-2a3d-4c5e-9f00-1234567890ab
+    role: CONS
+    num_conn: 2
+    targets: "{{ prod.listeners }}"
+  delegate_to: gateway-b.example.org
+
+- name: Encrypted tunnel between the gateways with a key from the vault
+  scistream.gateway.s2ds:
+    uid: 4f6c1b7e-2a3d-4c5e-9f00-1234567890ab
+    role: PROD
+    backend: stunnel
+    psk: "{{ vault_stream_psk }}"
+    targets: [10.0.3.10:5074]
+
+- name: Release the session
+  scistream.gateway.s2ds:
+    uid: 4f6c1b7e-2a3d-4c5e-9f00-1234567890ab
+    state: absent
+"""
+
+RETURN = r"""
+uid:
+  description: The session id.
+  returned: always
+  type: str
+  sample: 4f6c1b7e-2a3d-4c5e-9f00-1234567890ab
+role:
+  description: The session's role.
+  returned: when state=present
+  type: str
+  sample: PROD
+listeners:
+  description: The gateway's listeners, C(listener_ip:port), in order; give these to the other side.
+  returned: when state=present
+  type: list
+  elements: str
+  sample: [0.0.0.0:5100, 0.0.0.0:5101]
+ports:
+  description: The reserved ports.
+  returned: when state=present
+  type: list
+  elements: int
+  sample: [5100, 5101]
+targets:
+  description: Where the listeners forward to.
+  returned: when state=present
+  type: list
+  elements: str
+  sample: [10.0.3.10:5074]
+backend:
+  description: The proxy.
+  returned: when state=present
+  type: str
+  sample: haproxy
+runtime:
+  description: Where the proxy runs.
+  returned: when state=present
+  type: str
+  sample: process
+config_path:
+  description: Path of the rendered proxy configuration on the gateway; null while the session has no targets.
+  returned: when state=present
+  type: str
+  sample: /var/lib/scistream/run/4f6c1b7e-2a3d-4c5e-9f00-1234567890ab/haproxy.cfg
+actions:
+  description: What was done (or, in check mode, would be done), among C(reserve), C(update), C(write_config),
+    C(start), C(reload), C(restart), C(stop), C(release).
+  returned: always
+  type: list
+  elements: str
+  sample: [reserve, write_config, start]
+"""
+
+from ansible.module_utils.basic import AnsibleModule
+
+from ansible_collections.scistream.gateway.plugins.module_utils.ansible_s2ds import (
+    GATEWAY_OPTIONS,
+    S2DSError,
+    build_gateway,
+    fail_from,
+    require_core,
+)
+
+
+def main():
+    module = AnsibleModule(
+        argument_spec=dict(
+            uid=dict(type="str", required=True),
+            state=dict(type="str", default="present", choices=["present", "absent"]),
+            role=dict(type="str", choices=["PROD", "CONS"]),
+            num_conn=dict(type="int", default=5),
+            listener_ip=dict(type="str", default="0.0.0.0"),
+            port_range=dict(type="str", default="5100-5200"),
+            targets=dict(type="list", elements="str", default=[]),
+            backend=dict(type="str", default="haproxy", choices=["haproxy", "nginx", "stunnel"]),
+            runtime=dict(type="str", default="process", choices=["process"]),
+            psk=dict(type="str", no_log=True),
+            psk_cipher=dict(type="str", default="PSK-AES128-GCM-SHA256"),
+            template=dict(type="path"),
+            **GATEWAY_OPTIONS
+        ),
+        required_if=[("state", "present", ("role",))],
+        supports_check_mode=True,
+    )
+    require_core(module)
+    from ansible_collections.scistream.gateway.plugins.module_utils.s2ds.session import SessionSpec, parse_uid
+
+    params = module.params
+    result = dict(changed=False, uid=params["uid"])
+    try:
+        gateway = build_gateway(module)
+        if params["state"] == "absent":
+            outcome = gateway.absent(parse_uid(params["uid"]), check_mode=module.check_mode)
+        else:
+            spec = SessionSpec.build(
+                uid=params["uid"], role=params["role"], num_conn=params["num_conn"],
+                listener_ip=params["listener_ip"], port_range=params["port_range"], targets=params["targets"],
+                backend=params["backend"], runtime=params["runtime"], psk=params["psk"],
+                psk_cipher=params["psk_cipher"], template=params["template"])
+            outcome = gateway.present(spec, check_mode=module.check_mode)
+    except S2DSError as exc:
+        fail_from(module, exc, **result)
+
+    for warning in outcome.warnings:
+        module.warn(warning)
+    result.update(outcome.session, changed=outcome.changed, actions=outcome.actions)
+    if module._diff and outcome.diff:
+        result["diff"] = outcome.diff
+    module.exit_json(**result)
+
+
+if __name__ == "__main__":
+    main()

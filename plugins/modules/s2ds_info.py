@@ -1,0 +1,125 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright (c) 2026, SciStream gateway contributors
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+---
+module: s2ds_info
+short_description: List SciStream S2DS sessions on a gateway and whether they are healthy
+version_added: 0.1.0
+description:
+  - Reads the session records under O(state_dir) and checks each session's proxy.
+  - A session is healthy when its proxy runs and every listener is listening; a session with no
+    targets yet (ports reserved, no proxy) is reported healthy and not running.
+author:
+  - SciStream gateway contributors
+attributes:
+  check_mode:
+    support: full
+    details: This module changes nothing.
+  diff_mode:
+    support: none
+options:
+  uid:
+    description: Only this session.
+    type: str
+  state_dir:
+    description: Where the gateway keeps its session records.
+    type: path
+    default: /var/lib/scistream
+  process_supervisor:
+    description: How O(runtime=process) sessions are supervised; see M(scistream.gateway.s2ds).
+    type: str
+    choices: [auto, systemd, daemon]
+    default: auto
+seealso:
+  - module: scistream.gateway.s2ds
+"""
+
+EXAMPLES = r"""
+- name: Check every session on the gateway
+  scistream.gateway.s2ds_info:
+  register: gw
+
+- name: Fail when a session is unhealthy
+  ansible.builtin.assert:
+    that: gw.sessions | rejectattr('healthy') | list | length == 0
+    fail_msg: "Unhealthy: {{ gw.sessions | rejectattr('healthy') | map(attribute='uid') | list }}"
+"""
+
+RETURN = r"""
+sessions:
+  description: One entry per session.
+  returned: always
+  type: list
+  elements: dict
+  contains:
+    uid:
+      description: The session id.
+      type: str
+      sample: 4f6c1b7e-2a3d-4c5e-9f00-1234567890ab
+    role:
+      description: V(PROD) or V(CONS).
+      type: str
+    backend:
+      description: The proxy.
+      type: str
+    runtime:
+      description: Where the proxy runs.
+      type: str
+    listeners:
+      description: The session's listeners, C(ip:port).
+      type: list
+      elements: str
+    ports:
+      description: The reserved ports.
+      type: list
+      elements: int
+    targets:
+      description: Where the listeners forward to.
+      type: list
+      elements: str
+    config_path:
+      description: The rendered configuration, or null without targets.
+      type: str
+    running:
+      description: Whether the proxy runs.
+      type: bool
+    healthy:
+      description: Proxy running and every listener listening.
+      type: bool
+"""
+
+from ansible.module_utils.basic import AnsibleModule
+
+from ansible_collections.scistream.gateway.plugins.module_utils.ansible_s2ds import (
+    GATEWAY_OPTIONS,
+    S2DSError,
+    build_gateway,
+    fail_from,
+    require_core,
+)
+
+
+def main():
+    module = AnsibleModule(
+        argument_spec=dict(uid=dict(type="str"), **GATEWAY_OPTIONS),
+        supports_check_mode=True,
+    )
+    require_core(module)
+    from ansible_collections.scistream.gateway.plugins.module_utils.s2ds.session import parse_uid
+
+    try:
+        uid = parse_uid(module.params["uid"]) if module.params["uid"] is not None else None
+        sessions = build_gateway(module).sessions(uid)
+    except S2DSError as exc:
+        fail_from(module, exc, sessions=[])
+    module.exit_json(changed=False, sessions=sessions)
+
+
+if __name__ == "__main__":
+    main()
