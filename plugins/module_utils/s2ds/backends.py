@@ -73,7 +73,7 @@ class Backend:
     def check_argv(self, config_path, log_file="stderr"):
         """The proxy's own config checker, or None where it has none (stunnel)."""
         if self.name == "haproxy":
-            return ["haproxy", "-c", "-q", "-f", config_path]
+            return ["haproxy", "-c", "-f", config_path]
         if self.name == "nginx":
             return ["nginx", "-t", "-q", "-e", log_file, "-c", config_path]
         return None

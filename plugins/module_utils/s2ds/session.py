@@ -101,7 +101,7 @@ def parse_target(value, field="targets"):
                 raise ValueError(host)
         except ValueError:
             raise invalid(field, value, "brackets must hold an IPv6 address") from None
-        return Target(str(ipaddress.ip_address(host)), parse_port(field, match.group(2)))
+        return Target(str(ipaddress.ip_address(host)), _target_port(field, value, match.group(2)))
     host, sep, port = text.rpartition(":")
     if not sep or not host or ":" in host:
         raise invalid(field, value, "must be host:port, IPv4:port or [IPv6]:port")
@@ -110,9 +110,13 @@ def parse_target(value, field="targets"):
     except ValueError:
         if not _HOSTNAME_RE.match(host) or host.replace(".", "").isdigit():
             raise invalid(field, value, "host is neither an IPv4 address nor a valid host name") from None
-    if not port.isdigit():
-        raise invalid(field, value, "port is not a number")
-    return Target(host, parse_port(field, port))
+    return Target(host, _target_port(field, value, port))
+
+
+def _target_port(field, value, port):
+    if not port.isdigit() or not 1 <= int(port) <= 65535:
+        raise invalid(field, value, "port must be a number between 1 and 65535")
+    return int(port)
 
 
 def derived_psk(uid):

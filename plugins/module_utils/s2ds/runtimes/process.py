@@ -16,6 +16,7 @@ Two supervisors:
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shlex
 import signal
@@ -23,7 +24,8 @@ import subprocess
 
 from ..errors import S2DSError
 from ..store import read_text, write_file_atomic
-from .base import Runtime, listening_ports, process_alive, process_cmdline, read_log_tail, wait_until
+from .base import (Runtime, listening_ports, process_alive, process_cmdline, process_name, processes_in_group,
+                   read_log_tail, wait_until)
 
 SYSTEMD_UNIT_DIR = "/etc/systemd/system"
 
@@ -95,6 +97,20 @@ class ProcessRuntime(Runtime):
             return pid
         return None
 
+    @staticmethod
+    def _kill_leftovers(backend, group):
+        """Kill the proxy's processes left in the process group its master led.
+
+        The daemons call setsid(), so their workers share the master's pid as
+        process group; a worker orphaned by a killed master keeps the ports.
+        Only processes of this backend's program are touched.
+        """
+        leftovers = [pid for pid in processes_in_group(group) if backend.name in process_name(pid)]
+        for pid in leftovers:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        wait_until(lambda: not any(process_alive(pid) for pid in leftovers), 5)
+
     # -- systemd supervisor ------------------------------------------------
     @staticmethod
     def unit_name(backend, record):
@@ -135,7 +151,11 @@ class ProcessRuntime(Runtime):
             self._systemctl("daemon-reload")
             self._systemctl("restart", self.unit_name(backend, record))
             return
-        # A stale pid file would make a daemon refuse to start or confuse us.
+        # Workers of a master that died may still hold the ports; a stale
+        # pid file would make a daemon refuse to start.
+        stale = self._pid(store, record)
+        if stale:
+            self._kill_leftovers(backend, stale)
         store.remove_run_file(record.uid, "proxy.pid")
         result = _run(backend.daemon_argv(config, paths["pid_file"], paths["log_file"]))
         if result.returncode != 0 or not wait_until(lambda: self._daemon_pid_alive(backend, store, record), 10):
@@ -165,11 +185,13 @@ class ProcessRuntime(Runtime):
                 self._systemctl("daemon-reload")
             return
         pid = self._daemon_pid_alive(backend, store, record)
-        if pid is None:
-            return
-        os.kill(pid, backend.stop_signal)
-        if not wait_until(lambda: not process_alive(pid), 10):
-            os.kill(pid, signal.SIGKILL)
-            wait_until(lambda: not process_alive(pid), 5)
+        if pid is not None:
+            os.kill(pid, backend.stop_signal)
+            if not wait_until(lambda: not process_alive(pid), 10):
+                os.kill(pid, signal.SIGKILL)
+                wait_until(lambda: not process_alive(pid), 5)
+        stale = pid or self._pid(store, record)
+        if stale:
+            self._kill_leftovers(backend, stale)
         # Workers close their sockets a moment after the master exits.
         wait_until(lambda: not set(record.ports) & listening_ports("tcp"), 5)

@@ -10,8 +10,9 @@ global
     # Large buffers and kernel splicing carry bulk streams with fewer copies.
     tune.bufsize {{ haproxy_bufsize }}
     tune.maxrewrite 1024
-{% if log_file %}
-    log {{ log_file }} format raw local0 notice
+{% if foreground %}
+    # HAProxy logs to syslog sockets, not files: in the foreground, stderr.
+    log stderr format raw local0 notice
 {% endif %}
 
 defaults
