@@ -108,6 +108,12 @@ class Sink:
         return self.result
 
 
+def files_under(path, ignore=("lock",)):
+    """Every file below ``path`` (relative), less the gateway's lock file."""
+    return sorted(os.path.relpath(os.path.join(top, name), path)
+                  for top, dummy, names in os.walk(path) for name in names if name not in ignore)
+
+
 @pytest.fixture
 def uid():
     return str(uuid.uuid4())

@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 # -*- coding: utf-8 -*-
 # Copyright (c) 2026, SciStream gateway contributors
 # GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
@@ -35,7 +34,7 @@ def parse_size(text):
 
 
 def parse_endpoint(text):
-    host, _, port = text.rpartition(":")
+    host, dummy, port = text.rpartition(":")
     return host.strip("[]"), int(port)
 
 
@@ -79,7 +78,7 @@ def receive(sock, udp=False, timeout=60.0, idle=2.0):
     digest, nbytes = hashlib.sha256(), 0
     if udp:
         datagrams = 0
-        data, _ = sock.recvfrom(65536)
+        data, dummy = sock.recvfrom(65536)
         start = time.monotonic()
         sock.settimeout(idle)
         while True:
@@ -87,11 +86,11 @@ def receive(sock, udp=False, timeout=60.0, idle=2.0):
             nbytes += len(data)
             datagrams += 1
             try:
-                data, _ = sock.recvfrom(65536)
+                data, dummy = sock.recvfrom(65536)
             except socket.timeout:
                 break
         return result(nbytes, digest.hexdigest(), time.monotonic() - start, datagrams=datagrams)
-    conn, _ = sock.accept()
+    conn, dummy = sock.accept()
     start = time.monotonic()
     with conn:
         conn.settimeout(timeout)

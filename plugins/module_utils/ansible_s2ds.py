@@ -11,18 +11,14 @@ module parameters into a Gateway with its runtimes, and S2DSError into
 
 from __future__ import annotations
 
-import traceback
-
 from ansible.module_utils.basic import missing_required_lib
 
-try:
-    from ansible_collections.scistream.gateway.plugins.module_utils.s2ds.errors import S2DSError
-    from ansible_collections.scistream.gateway.plugins.module_utils.s2ds.gateway import Gateway
-    from ansible_collections.scistream.gateway.plugins.module_utils.s2ds.runtimes.process import ProcessRuntime
-    CORE_IMPORT_ERROR = None
-except ImportError:  # Jinja2 is the core's one third-party need
-    CORE_IMPORT_ERROR = traceback.format_exc()
-    S2DSError = Exception
+from ansible_collections.scistream.gateway.plugins.module_utils.s2ds.backends import HAS_JINJA2
+from ansible_collections.scistream.gateway.plugins.module_utils.s2ds.errors import S2DSError
+from ansible_collections.scistream.gateway.plugins.module_utils.s2ds.gateway import Gateway
+from ansible_collections.scistream.gateway.plugins.module_utils.s2ds.runtimes.process import ProcessRuntime
+
+__all__ = ["GATEWAY_OPTIONS", "S2DSError", "build_gateway", "fail_from", "require_core"]
 
 DEFAULT_STATE_DIR = "/var/lib/scistream"
 
@@ -35,8 +31,8 @@ GATEWAY_OPTIONS = dict(
 
 
 def require_core(module):
-    if CORE_IMPORT_ERROR is not None:
-        module.fail_json(msg=missing_required_lib("Jinja2"), exception=CORE_IMPORT_ERROR)
+    if not HAS_JINJA2:
+        module.fail_json(msg=missing_required_lib("Jinja2 (python3-jinja2)"))
 
 
 def build_gateway(module):

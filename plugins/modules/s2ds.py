@@ -26,15 +26,17 @@ description:
     it replaces the running one, then applied gracefully - HAProxy and NGINX reload without dropping
     established connections, stunnel restarts. A proxy that died is started again by the next run.
 author:
-  - SciStream gateway contributors
+  - SciStream gateway contributors (@scistream)
 requirements:
   - Jinja2 on the managed host.
   - For O(runtime=process), the proxy (C(haproxy), C(nginx) with the stream module, or C(stunnel)) on C(PATH).
 attributes:
   check_mode:
+    description: Can run in check mode and return changed status prediction without modifying target.
     support: full
     details: Computes the ports, configuration and actions the real run would take, and changes nothing.
   diff_mode:
+    description: Will return details on what has changed (or possibly needs changing in check mode), when in diff mode.
     support: full
     details: Shows the rendered proxy configuration before and after. Key files are never shown.
 options:

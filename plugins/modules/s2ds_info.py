@@ -16,12 +16,14 @@ description:
   - A session is healthy when its proxy runs and every listener is listening; a session with no
     targets yet (ports reserved, no proxy) is reported healthy and not running.
 author:
-  - SciStream gateway contributors
+  - SciStream gateway contributors (@scistream)
 attributes:
   check_mode:
+    description: Can run in check mode and return changed status prediction without modifying target.
     support: full
     details: This module changes nothing.
   diff_mode:
+    description: Will return details on what has changed (or possibly needs changing in check mode), when in diff mode.
     support: none
 options:
   uid:
@@ -32,7 +34,7 @@ options:
     type: path
     default: /var/lib/scistream
   process_supervisor:
-    description: How O(runtime=process) sessions are supervised; see M(scistream.gateway.s2ds).
+    description: How O(scistream.gateway.s2ds#module:runtime=process) sessions are supervised; see M(scistream.gateway.s2ds).
     type: str
     choices: [auto, systemd, daemon]
     default: auto

@@ -15,7 +15,7 @@ import signal
 
 import pytest
 
-from conftest import ROOT, run_playbook, streamcheck
+from conftest import ROOT, files_under, run_playbook, streamcheck
 from ansible_collections.scistream.gateway.plugins.module_utils.s2ds.runtimes.base import (
     listening_ports, process_alive, wait_until)
 
@@ -35,7 +35,7 @@ def chain_vars(tmp_path, uid, backend, runtime, sink_port, slot):
 
 
 def push(listener, size=PAYLOAD, udp=False):
-    host, _, port = listener.rpartition(":")
+    host, dummy, port = listener.rpartition(":")
     return streamcheck.send(host, int(port), size, udp=udp, timeout=60)
 
 
@@ -52,9 +52,6 @@ def proxy_pids(state_dir):
                 pids.append(int(name))
     return pids
 
-
-def files_left(path):
-    return sorted(os.path.relpath(os.path.join(d, f), path) for d, _, fs in os.walk(path) for f in fs if f != "lock")
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -98,4 +95,4 @@ def test_chain_carries_data_idempotently_and_releases_cleanly(tmp_path, uid, sin
     ports = set(prod["ports"] + cons["ports"])
     assert wait_until(lambda: not ports & listening_ports("tcp"), 5)
     assert proxy_pids(str(tmp_path)) == []
-    assert files_left(str(tmp_path)) == []
+    assert files_under(str(tmp_path)) == []

@@ -10,6 +10,7 @@ import os
 
 import pytest
 
+from conftest import files_under
 from ansible_collections.scistream.gateway.plugins.module_utils.s2ds.errors import S2DSError
 from ansible_collections.scistream.gateway.plugins.module_utils.s2ds.gateway import Gateway
 from ansible_collections.scistream.gateway.plugins.module_utils.s2ds.runtimes.base import Runtime
@@ -62,7 +63,7 @@ def fake():
 
 @pytest.fixture
 def gateway(tmp_path, fake):
-    return Gateway(str(tmp_path / "state"), {"process": lambda _: fake})
+    return Gateway(str(tmp_path / "state"), {"process": lambda session: fake})
 
 
 def spec(**kwargs):
@@ -70,9 +71,6 @@ def spec(**kwargs):
     args.update(kwargs)
     return SessionSpec.build(**args)
 
-
-def files_under(path):
-    return sorted(os.path.relpath(os.path.join(d, f), path) for d, _, fs in os.walk(path) for f in fs)
 
 
 def test_reserve_then_same_ports_again(gateway):
@@ -115,7 +113,7 @@ def test_derived_psk_warns(gateway):
 def test_check_mode_changes_nothing(gateway, fake, tmp_path):
     out = gateway.present(spec(targets=["127.0.0.1:9000"]), check_mode=True)
     assert out.changed and out.actions == ["reserve", "write_config", "start"] and "127.0.0.1:9000" in out.diff["after"]
-    assert files_under(str(tmp_path / "state")) == ["lock"] and fake.calls == []
+    assert files_under(str(tmp_path / "state")) == [] and fake.calls == []
     gateway.present(spec(targets=["127.0.0.1:9000"]))
     before = files_under(str(tmp_path / "state"))
     assert gateway.absent(UID, check_mode=True).changed
@@ -132,10 +130,10 @@ def test_role_backend_or_runtime_cannot_change(gateway):
 
 def test_failed_start_leaves_nothing(tmp_path):
     failing = FakeRuntime(fail_start=True)
-    gateway = Gateway(str(tmp_path / "state"), {"process": lambda _: failing})
+    gateway = Gateway(str(tmp_path / "state"), {"process": lambda session: failing})
     with pytest.raises(S2DSError):
         gateway.present(spec(targets=["127.0.0.1:9000"]))
-    assert files_under(str(tmp_path / "state")) == ["lock"]
+    assert files_under(str(tmp_path / "state")) == []
     assert ("stop", UID) in failing.calls
 
 
@@ -143,7 +141,7 @@ def test_release_frees_ports_and_files(gateway, fake, tmp_path):
     gateway.present(spec(targets=["127.0.0.1:9000"]))
     out = gateway.absent(UID)
     assert out.changed and fake.running == set()
-    assert files_under(str(tmp_path / "state")) == ["lock"]
+    assert files_under(str(tmp_path / "state")) == []
     assert not gateway.absent(UID).changed
     assert gateway.present(spec(uid=OTHER)).session["ports"] == [47100, 47101]
 
@@ -156,14 +154,14 @@ def test_num_conn_grows_and_shrinks_keeping_ports(gateway):
 
 def test_sessions_survive_a_new_gateway_object(gateway, tmp_path, fake):
     gateway.present(spec(targets=["127.0.0.1:9000"]))
-    again = Gateway(str(tmp_path / "state"), {"process": lambda _: fake})
+    again = Gateway(str(tmp_path / "state"), {"process": lambda session: fake})
     [info] = again.sessions()
     assert info["uid"] == UID and info["ports"] == [47100, 47101] and info["healthy"]
 
 
 def _reserve_many(state_dir, worker, count, queue):
     import uuid
-    gateway = Gateway(state_dir, {"process": lambda _: FakeRuntime()})
+    gateway = Gateway(state_dir, {"process": lambda session: FakeRuntime()})
     ports = []
     for i in range(count):
         uid = str(uuid.uuid5(uuid.NAMESPACE_OID, "%d-%d" % (worker, i)))
@@ -177,7 +175,7 @@ def test_parallel_processes_never_share_a_port(tmp_path):
     workers = [multiprocessing.Process(target=_reserve_many, args=(state_dir, w, 10, queue)) for w in range(6)]
     for w in workers:
         w.start()
-    ports = [p for _ in workers for p in queue.get(timeout=60)]
+    ports = [p for dummy in workers for p in queue.get(timeout=60)]
     for w in workers:
         w.join(10)
     assert len(ports) == 120 and len(set(ports)) == 120

@@ -13,7 +13,10 @@ from __future__ import annotations
 import dataclasses
 import signal
 
-import jinja2
+try:
+    import jinja2
+except ImportError:  # reported by callers through HAS_JINJA2
+    jinja2 = None
 
 from .errors import S2DSError
 from .templates import haproxy, nginx, stunnel
@@ -93,8 +96,14 @@ def get_backend(name):
     return BACKENDS[name]
 
 
-_ENV = jinja2.Environment(undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True,
-                          keep_trailing_newline=True, autoescape=False)
+HAS_JINJA2 = jinja2 is not None
+
+
+def _environment():
+    if jinja2 is None:
+        raise S2DSError("Jinja2 is required to render proxy configurations; install python3-jinja2")
+    return jinja2.Environment(undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True,
+                              keep_trailing_newline=True, autoescape=False)
 
 
 def render_config(backend, record, paths, psk_cipher, template_text=None, tuning=None):
@@ -122,14 +131,14 @@ def render_config(backend, record, paths, psk_cipher, template_text=None, tuning
     context.update(uid=record.uid, role=record.role, backend=backend.name, listeners=listeners,
                    psk_identity="scistream-" + record.uid, psk_cipher=psk_cipher)
     try:
-        return _ENV.from_string(template_text or backend.template).render(context)
+        return _environment().from_string(template_text or backend.template).render(context)
     except jinja2.TemplateError as exc:
         raise S2DSError("template for %s cannot be rendered: %s" % (backend.name, exc),
                         field="template", value=backend.name) from None
 
 
 def _target_address(backend, target_text):
-    host, _, port = target_text.rpartition(":")
+    host, dummy, port = target_text.rpartition(":")
     return backend.address(host.strip("[]"), int(port))
 
 
