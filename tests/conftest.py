@@ -114,6 +114,35 @@ def files_under(path, ignore=("lock",)):
                   for top, dummy, names in os.walk(path) for name in names if name not in ignore)
 
 
+_DOCKER = {}
+
+
+def docker_client():
+    """A Docker SDK client for the local Engine (cached)."""
+    if "client" not in _DOCKER:
+        import docker  # pylint: disable=import-outside-toplevel
+        _DOCKER["client"] = docker.from_env()
+    return _DOCKER["client"]
+
+
+def docker_available():
+    try:
+        docker_client().ping()
+        docker_client().images.get("scistream/haproxy:local")
+        return True
+    except Exception:  # pylint: disable=broad-exception-caught
+        return False
+
+
+def pytest_collection_modifyitems(config, items):
+    """Tests marked docker are skipped, with the reason, where no Engine or images are here."""
+    if any(item.get_closest_marker("docker") for item in items) and not docker_available():
+        skip = pytest.mark.skip(reason="no Docker Engine with the scistream/*:local images (run .ci/setup)")
+        for item in items:
+            if item.get_closest_marker("docker"):
+                item.add_marker(skip)
+
+
 @pytest.fixture
 def uid():
     return str(uuid.uuid4())

@@ -16,9 +16,11 @@ from ansible.module_utils.basic import missing_required_lib
 from ansible_collections.scistream.gateway.plugins.module_utils.s2ds.backends import HAS_JINJA2
 from ansible_collections.scistream.gateway.plugins.module_utils.s2ds.errors import S2DSError
 from ansible_collections.scistream.gateway.plugins.module_utils.s2ds.gateway import Gateway
+from ansible_collections.scistream.gateway.plugins.module_utils.s2ds.runtimes.docker import HAS_DOCKER, DockerRuntime
 from ansible_collections.scistream.gateway.plugins.module_utils.s2ds.runtimes.process import ProcessRuntime
 
-__all__ = ["GATEWAY_OPTIONS", "S2DSError", "build_gateway", "fail_from", "require_core"]
+__all__ = ["DOCKER_OPTIONS", "GATEWAY_OPTIONS", "S2DSError", "build_gateway", "docker_engine_options", "fail_from",
+           "require_core", "require_docker"]
 
 DEFAULT_STATE_DIR = "/var/lib/scistream"
 
@@ -29,17 +31,46 @@ GATEWAY_OPTIONS = dict(
     process_supervisor=dict(type="str", default="auto", choices=["auto", "systemd", "daemon"]),
 )
 
+# How to reach a Docker Engine (names as in community.docker).
+DOCKER_OPTIONS = dict(
+    docker_host=dict(type="str"),
+    tls=dict(type="bool", default=False),
+    validate_certs=dict(type="bool", default=True),
+    ca_path=dict(type="path"),
+    client_cert=dict(type="path"),
+    client_key=dict(type="path"),
+)
+
+
+def docker_engine_options(params):
+    return {name: params[name] for name in DOCKER_OPTIONS}
+
 
 def require_core(module):
     if not HAS_JINJA2:
         module.fail_json(msg=missing_required_lib("Jinja2 (python3-jinja2)"))
 
 
+def require_docker(module):
+    if not HAS_DOCKER:
+        module.fail_json(msg=missing_required_lib("docker (the Docker SDK for Python; Debian: python3-docker)"))
+
+
 def build_gateway(module):
-    """A Gateway over ``state_dir`` with every runtime this host can offer."""
+    """A Gateway over ``state_dir`` with every runtime this host can offer.
+
+    Runtimes are built lazily, per session, from the module's options, so a
+    session of one runtime never needs the libraries of another.
+    """
     params = module.params
+
+    def docker_runtime(session):
+        require_docker(module)
+        return DockerRuntime(image=params.get("image"), **docker_engine_options(params))
+
     runtimes = {
         "process": lambda session: ProcessRuntime(params["process_supervisor"]),
+        "docker": docker_runtime,
     }
     return Gateway(params["state_dir"], runtimes)
 

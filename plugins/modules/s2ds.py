@@ -29,7 +29,11 @@ author:
   - SciStream gateway contributors (@scistream)
 requirements:
   - Jinja2 on the managed host.
+  - For O(runtime=docker), the Docker SDK for Python (Debian C(python3-docker)) on the managed host.
   - For O(runtime=process), the proxy (C(haproxy), C(nginx) with the stream module, or C(stunnel)) on C(PATH).
+extends_documentation_fragment:
+  - scistream.gateway.gateway
+  - scistream.gateway.docker
 attributes:
   check_mode:
     description: Can run in check mode and return changed status prediction without modifying target.
@@ -87,9 +91,23 @@ options:
     description:
       - Where the proxy runs. V(process) runs it as a host process (a systemd unit where systemd is PID 1,
         else a daemon with a pid file, see O(process_supervisor)).
+      - V(docker) runs one container per session, named C(scistream-<backend>-<role>-<uid>), on the Docker
+        Engine at O(docker_host), with C(network_mode=host), the session's config directory mounted read-only
+        at C(/etc/scistream), every capability dropped but what the proxy needs, C(no-new-privileges) and
+        restart policy C(unless-stopped). A label holds a hash of everything the container was created with;
+        a container created otherwise (for example with another O(image)) is recreated.
+      - With V(docker), a changed config is applied by signal (HAProxy SIGUSR2, NGINX SIGHUP), which keeps
+        established connections; stunnel's container is restarted.
     type: str
-    choices: [process]
+    choices: [process, docker]
     default: process
+  image:
+    description:
+      - Proxy image for O(runtime=docker). Defaults to the official image of the backend (C(haproxy:lts),
+        C(nginx:stable)); stunnel has no official image, so its default is the collection's own
+        C(scistream/stunnel:local), built by the P(scistream.gateway.build_images#playbook) playbook.
+      - An image that is missing and cannot be pulled is an error that says how to build it locally.
+    type: str
   psk:
     description:
       - Pre-shared key for V(stunnel), the same on both gateways of a session, at least 16 characters.
@@ -102,22 +120,12 @@ options:
         authenticates the peer but leaves the stream in clear, and is used only when asked for here.
     type: str
     default: PSK-AES128-GCM-SHA256
-  state_dir:
-    description: Where the gateway keeps its session records and run files.
-    type: path
-    default: /var/lib/scistream
   template:
     description:
       - Path on the managed host of a Jinja2 template that replaces the built-in one for O(backend).
       - It receives the variables of the built-in templates (C(uid), C(role), C(listeners) with C(bind_address)
         and C(target_address), C(pid_file), C(log_file), C(psk_file), C(psk_identity), C(psk_cipher)...).
     type: path
-  process_supervisor:
-    description:
-      - How O(runtime=process) keeps proxies running. V(auto) picks V(systemd) where systemd is PID 1, else V(daemon).
-    type: str
-    choices: [auto, systemd, daemon]
-    default: auto
 notes:
   - A PROD and a CONS session of the same uid on one host need separate O(state_dir)s, as two gateways would have.
 seealso:
@@ -211,6 +219,7 @@ actions:
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.scistream.gateway.plugins.module_utils.ansible_s2ds import (
+    DOCKER_OPTIONS,
     GATEWAY_OPTIONS,
     S2DSError,
     build_gateway,
@@ -230,11 +239,12 @@ def main():
             port_range=dict(type="str", default="5100-5200"),
             targets=dict(type="list", elements="str", default=[]),
             backend=dict(type="str", default="haproxy", choices=["haproxy", "nginx", "stunnel"]),
-            runtime=dict(type="str", default="process", choices=["process"]),
+            runtime=dict(type="str", default="process", choices=["process", "docker"]),
+            image=dict(type="str"),
             psk=dict(type="str", no_log=True),
             psk_cipher=dict(type="str", default="PSK-AES128-GCM-SHA256"),
             template=dict(type="path"),
-            **GATEWAY_OPTIONS
+            **dict(GATEWAY_OPTIONS, **DOCKER_OPTIONS)
         ),
         required_if=[("state", "present", ("role",))],
         supports_check_mode=True,

@@ -17,6 +17,9 @@ description:
     targets yet (ports reserved, no proxy) is reported healthy and not running.
 author:
   - SciStream gateway contributors (@scistream)
+extends_documentation_fragment:
+  - scistream.gateway.gateway
+  - scistream.gateway.docker
 attributes:
   check_mode:
     description: Can run in check mode and return changed status prediction without modifying target.
@@ -29,15 +32,6 @@ options:
   uid:
     description: Only this session.
     type: str
-  state_dir:
-    description: Where the gateway keeps its session records.
-    type: path
-    default: /var/lib/scistream
-  process_supervisor:
-    description: How O(scistream.gateway.s2ds#module:runtime=process) sessions are supervised; see M(scistream.gateway.s2ds).
-    type: str
-    choices: [auto, systemd, daemon]
-    default: auto
 seealso:
   - module: scistream.gateway.s2ds
 """
@@ -99,6 +93,7 @@ sessions:
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.scistream.gateway.plugins.module_utils.ansible_s2ds import (
+    DOCKER_OPTIONS,
     GATEWAY_OPTIONS,
     S2DSError,
     build_gateway,
@@ -109,7 +104,7 @@ from ansible_collections.scistream.gateway.plugins.module_utils.ansible_s2ds imp
 
 def main():
     module = AnsibleModule(
-        argument_spec=dict(uid=dict(type="str"), **GATEWAY_OPTIONS),
+        argument_spec=dict(uid=dict(type="str"), **dict(GATEWAY_OPTIONS, **DOCKER_OPTIONS)),
         supports_check_mode=True,
     )
     require_core(module)

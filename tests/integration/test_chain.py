@@ -15,7 +15,7 @@ import signal
 
 import pytest
 
-from conftest import ROOT, files_under, run_playbook, streamcheck
+from conftest import ROOT, docker_available, docker_client, files_under, run_playbook, streamcheck
 from ansible_collections.scistream.gateway.plugins.module_utils.s2ds.runtimes.base import (
     listening_ports, process_alive, wait_until)
 
@@ -27,7 +27,7 @@ BACKENDS = ["haproxy", "nginx", "stunnel"]
 def chain_vars(tmp_path, uid, backend, runtime, sink_port, slot):
     base = 20000 + 400 * slot
     return {
-        "uid": uid, "backend": backend, "runtime": runtime,
+        "uid": uid, "backend": backend, "runtime": runtime, "image": "scistream/%s:local" % backend,
         "producer_targets": ["127.0.0.1:%d" % sink_port],
         "prod_port_range": "%d-%d" % (base, base + 99), "cons_port_range": "%d-%d" % (base + 200, base + 299),
         "prod_state_dir": str(tmp_path / "gateway-a"), "cons_state_dir": str(tmp_path / "gateway-b"),
@@ -54,12 +54,36 @@ def proxy_pids(state_dir):
 
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
-def test_chain_carries_data_idempotently_and_releases_cleanly(tmp_path, uid, sink, backend):
-    runtime = "process"
+def kill_prod_proxy(cvars):
+    """Kill the PROD gateway's proxy the hard way: SIGKILL to the master, or `docker kill`."""
+    if cvars["runtime"] == "docker":
+        container = docker_client().containers.get("scistream-%s-prod-%s" % (cvars["backend"], cvars["uid"]))
+        container.kill()
+        assert wait_until(lambda: docker_client().containers.get(container.id).status != "running", 10)
+        return
+    pidfile = os.path.join(cvars["prod_state_dir"], "run", cvars["uid"], "proxy.pid")
+    pid = int(open(pidfile).read().split()[0])
+    os.kill(pid, signal.SIGKILL)
+    assert wait_until(lambda: not process_alive(pid), 5)
+
+
+def session_containers(uid):
+    if not docker_available():
+        return []
+    return docker_client().containers.list(all=True, filters={"label": "org.scistream.uid=%s" % uid})
+
+
+@pytest.mark.parametrize("runtime,backend", [
+    ("process", "haproxy"), ("process", "nginx"), ("process", "stunnel"),
+    pytest.param("docker", "haproxy", marks=pytest.mark.docker),
+    pytest.param("docker", "nginx", marks=pytest.mark.docker),
+    pytest.param("docker", "stunnel", marks=pytest.mark.docker),
+])
+def test_chain_carries_data_idempotently_and_releases_cleanly(tmp_path, uid, sink, runtime, backend):
     data_sink = sink()
     udp_sink = sink(udp=True, port=data_sink.port) if backend == "nginx" else None
-    cvars = chain_vars(tmp_path, uid, backend, runtime, data_sink.port, BACKENDS.index(backend))
+    cvars = chain_vars(tmp_path, uid, backend, runtime, data_sink.port,
+                       BACKENDS.index(backend) + (3 if runtime == "docker" else 0))
 
     rc, run = run_playbook(CHAIN, cvars)
     assert rc == 0, run.failures()
@@ -80,10 +104,7 @@ def test_chain_carries_data_idempotently_and_releases_cleanly(tmp_path, uid, sin
     assert rc == 0 and again.changed == 0, again.failures()
 
     # A proxy that dies is back after the next run, and carries data again.
-    pidfile = os.path.join(cvars["prod_state_dir"], "run", uid, "proxy.pid")
-    pid = int(open(pidfile).read().split()[0])
-    os.kill(pid, signal.SIGKILL)
-    assert wait_until(lambda: not process_alive(pid), 5)
+    kill_prod_proxy(cvars)
     rc, healed = run_playbook(CHAIN, cvars)
     assert rc == 0 and healed.result("Producer-side gateway")["actions"] == ["start"], healed.failures()
     again_sink = sink(port=data_sink.port)
@@ -95,4 +116,5 @@ def test_chain_carries_data_idempotently_and_releases_cleanly(tmp_path, uid, sin
     ports = set(prod["ports"] + cons["ports"])
     assert wait_until(lambda: not ports & listening_ports("tcp"), 5)
     assert proxy_pids(str(tmp_path)) == []
+    assert session_containers(uid) == []
     assert files_under(str(tmp_path)) == []

@@ -130,11 +130,15 @@ def render_config(backend, record, paths, psk_cipher, template_text=None, tuning
     context.update(paths)
     context.update(uid=record.uid, role=record.role, backend=backend.name, listeners=listeners,
                    psk_identity="scistream-" + record.uid, psk_cipher=psk_cipher)
+    return render_text(template_text or backend.template, context, "template", backend.name)
+
+
+def render_text(template_text, variables, field, value):
+    """Render a Jinja2 template; a template error names ``field`` and ``value``."""
     try:
-        return _environment().from_string(template_text or backend.template).render(context)
+        return _environment().from_string(template_text).render(variables)
     except jinja2.TemplateError as exc:
-        raise S2DSError("template for %s cannot be rendered: %s" % (backend.name, exc),
-                        field="template", value=backend.name) from None
+        raise S2DSError("%s %r cannot be rendered: %s" % (field, value, exc), field=field, value=value) from None
 
 
 def _target_address(backend, target_text):

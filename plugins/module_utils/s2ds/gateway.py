@@ -19,7 +19,7 @@ from .backends import PSK_FILE, get_backend, psk_file_content, render_config
 from .errors import S2DSError, invalid
 from .ports import reserve_ports
 from .session import SessionRecord
-from .store import SessionStore, sha256_text
+from .store import SessionStore, sha256_text, write_checked_files
 from .runtimes.base import listening_ports, wait_for_listeners
 
 
@@ -74,6 +74,7 @@ class Gateway:
         wanted = SessionRecord(uid=spec.uid, role=spec.role, backend=spec.backend, runtime=spec.runtime,
                                listener_ip=spec.listener_ip, ports=ports, targets=[str(t) for t in spec.targets],
                                runtime_state=dict(existing.runtime_state) if existing else {})
+        wanted.runtime_state.update(runtime.remembered(wanted))
         files = {}
         if spec.targets:
             files[backend.config_name] = render_config(backend, wanted, runtime.paths(self.store, wanted),
@@ -119,7 +120,11 @@ class Gateway:
         """Carry out ``actions``; a new session that fails leaves nothing behind."""
         try:
             if "write_config" in actions:
-                self._write_files(runtime, backend, wanted, files)
+                modes = {PSK_FILE: 0o600}
+                write_checked_files(self.store.run_dir(wanted.uid),
+                                    {name: (text, modes.get(name, 0o644)) for name, text in files.items()},
+                                    backend.config_name,
+                                    lambda candidate: runtime.check_config(backend, self.store, wanted, candidate))
             if "stop" in actions:
                 runtime.stop(backend, self.store, existing)
                 for name in (backend.config_name, PSK_FILE):
@@ -137,19 +142,6 @@ class Gateway:
             if existing is None:
                 self._discard(runtime, backend, wanted)
             raise
-
-    def _write_files(self, runtime, backend, record, files):
-        """Write the key file, then check the new config before it replaces the live one."""
-        for name, text in files.items():
-            if name != backend.config_name:
-                self.store.write_run_file(record.uid, name, text)
-        candidate = "." + backend.config_name + ".new"
-        self.store.write_run_file(record.uid, candidate, files[backend.config_name], mode=0o644)
-        try:
-            runtime.check_config(backend, self.store, record, candidate)
-        finally:
-            self.store.remove_run_file(record.uid, candidate)
-        self.store.write_run_file(record.uid, backend.config_name, files[backend.config_name], mode=0o644)
 
     def _discard(self, runtime, backend, record):
         try:

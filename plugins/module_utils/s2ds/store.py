@@ -49,6 +49,29 @@ def write_file_atomic(path, content, mode=0o600):
         raise
 
 
+def write_checked_files(directory, files, config_name, check):
+    """Write ``files`` ({name: (content, mode)}) into ``directory``, the config last.
+
+    The config is first written beside the live one as ``.<name>.new`` and
+    given to ``check(candidate_name)`` (the proxy's own checker); only a
+    config that passes replaces the live one.
+    """
+    os.makedirs(directory, mode=0o700, exist_ok=True)
+    for name, (content, mode) in files.items():
+        if name != config_name:
+            write_file_atomic(os.path.join(directory, name), content, mode)
+    if config_name in files:
+        content, mode = files[config_name]
+        candidate = "." + config_name + ".new"
+        write_file_atomic(os.path.join(directory, candidate), content, mode)
+        try:
+            check(candidate)
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(os.path.join(directory, candidate))
+        write_file_atomic(os.path.join(directory, config_name), content, mode)
+
+
 def read_text(path):
     """A file's text, or None when it does not exist."""
     try:

@@ -24,6 +24,11 @@ class Runtime:
     #: so the gateway can check them locally.
     local_network = True
 
+    def remembered(self, record):
+        """Options of this runtime to keep in the session record (for info and release runs
+        that do not repeat them), for example the image of a container."""
+        return {}
+
     def paths(self, store, record):
         """Where the proxy sees its files: run_dir, pid_file, log_file, psk_file, foreground."""
         raise NotImplementedError
