@@ -105,7 +105,7 @@ options:
     description:
       - Proxy image for O(runtime=docker). Defaults to the official image of the backend (C(haproxy:lts),
         C(nginx:stable)); stunnel has no official image, so its default is the collection's own
-        C(scistream/stunnel:local), built by the P(scistream.gateway.build_images#playbook) playbook.
+        C(scistream/stunnel:local), built by the C(scistream.gateway.build_images) playbook.
       - An image that is missing and cannot be pulled is an error that says how to build it locally.
     type: str
   psk:

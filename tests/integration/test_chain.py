@@ -53,7 +53,6 @@ def proxy_pids(state_dir):
     return pids
 
 
-
 def kill_prod_proxy(cvars):
     """Kill the PROD gateway's proxy the hard way: SIGKILL to the master, or `docker kill`."""
     if cvars["runtime"] == "docker":

@@ -18,7 +18,6 @@ def results(run):
     return run.result("Each case")["results"]
 
 
-
 def test_bad_input_fails_clearly_and_leaves_nothing(tmp_path):
     state_dir = str(tmp_path / "gw")
     cases = [

@@ -72,7 +72,6 @@ def spec(**kwargs):
     return SessionSpec.build(**args)
 
 
-
 def test_reserve_then_same_ports_again(gateway):
     first = gateway.present(spec())
     assert first.changed and first.actions == ["reserve"] and first.session["ports"] == [47100, 47101]
