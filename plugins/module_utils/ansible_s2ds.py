@@ -16,10 +16,9 @@ from ansible.module_utils.basic import missing_required_lib
 from ansible_collections.scistream.gateway.plugins.module_utils.s2ds.backends import HAS_JINJA2
 from ansible_collections.scistream.gateway.plugins.module_utils.s2ds.errors import S2DSError
 from ansible_collections.scistream.gateway.plugins.module_utils.s2ds.gateway import Gateway
-from ansible_collections.scistream.gateway.plugins.module_utils.s2ds.runtimes.docker import HAS_DOCKER, DockerRuntime
 from ansible_collections.scistream.gateway.plugins.module_utils.s2ds.runtimes.process import ProcessRuntime
 
-__all__ = ["DOCKER_OPTIONS", "GATEWAY_OPTIONS", "S2DSError", "build_gateway", "docker_engine_options", "fail_from",
+__all__ = ["ALL_GATEWAY_OPTIONS", "DOCKER_OPTIONS", "GATEWAY_OPTIONS", "JANUS_OPTIONS", "S2DSError", "build_gateway", "docker_engine_options", "fail_from",
            "require_core", "require_docker"]
 
 DEFAULT_STATE_DIR = "/var/lib/scistream"
@@ -41,6 +40,20 @@ DOCKER_OPTIONS = dict(
     client_key=dict(type="path"),
 )
 
+# How to reach an ESnet Janus controller.
+JANUS_OPTIONS = dict(
+    janus_url=dict(type="str"),
+    janus_user=dict(type="str"),
+    janus_password=dict(type="str", no_log=True),
+    janus_ca_path=dict(type="path"),
+    janus_validate_certs=dict(type="bool", default=True),
+    janus_node=dict(type="str"),
+    janus_profile=dict(type="str"),
+)
+
+# Every option a module that drives a Gateway takes.
+ALL_GATEWAY_OPTIONS = dict(GATEWAY_OPTIONS, **dict(DOCKER_OPTIONS, **JANUS_OPTIONS))
+
 
 def docker_engine_options(params):
     return {name: params[name] for name in DOCKER_OPTIONS}
@@ -52,6 +65,9 @@ def require_core(module):
 
 
 def require_docker(module):
+    # Imported here, not at the top: the Docker SDK costs ~0.1 s to import,
+    # which runs that never touch a container should not pay.
+    from ansible_collections.scistream.gateway.plugins.module_utils.s2ds.runtimes.docker import HAS_DOCKER
     if not HAS_DOCKER:
         module.fail_json(msg=missing_required_lib("docker (the Docker SDK for Python; Debian: python3-docker)"))
 
@@ -66,11 +82,21 @@ def build_gateway(module):
 
     def docker_runtime(session):
         require_docker(module)
+        from ansible_collections.scistream.gateway.plugins.module_utils.s2ds.runtimes.docker import DockerRuntime
         return DockerRuntime(image=params.get("image"), **docker_engine_options(params))
+
+    def janus_runtime(session):
+        from ansible_collections.scistream.gateway.plugins.module_utils.s2ds.runtimes.janus import HAS_REQUESTS, JanusRuntime
+        if not HAS_REQUESTS:
+            module.fail_json(msg=missing_required_lib("requests (Debian: python3-requests)"))
+        return JanusRuntime(url=params["janus_url"], user=params["janus_user"], password=params["janus_password"],
+                            ca_path=params["janus_ca_path"], validate_certs=params["janus_validate_certs"],
+                            node=params["janus_node"], profile=params["janus_profile"], image=params.get("image"))
 
     runtimes = {
         "process": lambda session: ProcessRuntime(params["process_supervisor"]),
         "docker": docker_runtime,
+        "janus": janus_runtime,
     }
     return Gateway(params["state_dir"], runtimes)
 

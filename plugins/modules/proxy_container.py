@@ -210,15 +210,14 @@ def main():
     require_docker(module)
     from ansible_collections.scistream.gateway.plugins.module_utils.s2ds.backends import get_backend, render_text
     from ansible_collections.scistream.gateway.plugins.module_utils.s2ds.containers import converge_proxy_container
-    from ansible_collections.scistream.gateway.plugins.module_utils.s2ds.runtimes.docker import (
-        DEFAULT_IMAGES, DockerEngine, ProxyContainer)
+    from ansible_collections.scistream.gateway.plugins.module_utils.s2ds.runtimes.docker import DockerEngine, ProxyContainer
 
     params = module.params
     name = params["name"]
     if not NAME_RE.match(name):
         module.fail_json(msg="name %r: must be a Docker container name ([a-zA-Z0-9][a-zA-Z0-9_.-]*)" % name)
     backend = get_backend(params["backend"])
-    image = params["image"] or DEFAULT_IMAGES[backend.name]
+    image = params["image"] or backend.default_image
     config_dir = params["config_dir"] or os.path.join("/etc/scistream/containers", name)
     result = dict(changed=False, name=name, image=image, config_dir=config_dir, actions=[])
     try:

@@ -34,6 +34,7 @@ requirements:
 extends_documentation_fragment:
   - scistream.gateway.gateway
   - scistream.gateway.docker
+  - scistream.gateway.janus
 attributes:
   check_mode:
     description: Can run in check mode and return changed status prediction without modifying target.
@@ -98,12 +99,15 @@ options:
         a container created otherwise (for example with another O(image)) is recreated.
       - With V(docker), a changed config is applied by signal (HAProxy SIGUSR2, NGINX SIGHUP), which keeps
         established connections; stunnel's container is restarted.
+      - V(janus) asks an ESnet Janus controller (O(janus_url)) to run the proxy container on O(janus_node) with
+        O(janus_profile); the module runs on that node and writes the config where the profile mounts it.
+        The Janus session id is kept in the session record; a changed config stops and starts the Janus session.
     type: str
-    choices: [process, docker]
+    choices: [process, docker, janus]
     default: process
   image:
     description:
-      - Proxy image for O(runtime=docker). Defaults to the official image of the backend (C(haproxy:lts),
+      - Proxy image for O(runtime=docker) and O(runtime=janus). Defaults to the official image of the backend (C(haproxy:lts),
         C(nginx:stable)); stunnel has no official image, so its default is the collection's own
         C(scistream/stunnel:local), built by the C(scistream.gateway.build_images) playbook.
       - An image that is missing and cannot be pulled is an error that says how to build it locally.
@@ -219,8 +223,7 @@ actions:
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.scistream.gateway.plugins.module_utils.ansible_s2ds import (
-    DOCKER_OPTIONS,
-    GATEWAY_OPTIONS,
+    ALL_GATEWAY_OPTIONS,
     S2DSError,
     build_gateway,
     fail_from,
@@ -239,12 +242,12 @@ def main():
             port_range=dict(type="str", default="5100-5200"),
             targets=dict(type="list", elements="str", default=[]),
             backend=dict(type="str", default="haproxy", choices=["haproxy", "nginx", "stunnel"]),
-            runtime=dict(type="str", default="process", choices=["process", "docker"]),
+            runtime=dict(type="str", default="process", choices=["process", "docker", "janus"]),
             image=dict(type="str"),
             psk=dict(type="str", no_log=True),
             psk_cipher=dict(type="str", default="PSK-AES128-GCM-SHA256"),
             template=dict(type="path"),
-            **dict(GATEWAY_OPTIONS, **DOCKER_OPTIONS)
+            **ALL_GATEWAY_OPTIONS
         ),
         required_if=[("state", "present", ("role",))],
         supports_check_mode=True,

@@ -20,6 +20,7 @@ author:
 extends_documentation_fragment:
   - scistream.gateway.gateway
   - scistream.gateway.docker
+  - scistream.gateway.janus
 attributes:
   check_mode:
     description: Can run in check mode and return changed status prediction without modifying target.
@@ -93,8 +94,7 @@ sessions:
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.scistream.gateway.plugins.module_utils.ansible_s2ds import (
-    DOCKER_OPTIONS,
-    GATEWAY_OPTIONS,
+    ALL_GATEWAY_OPTIONS,
     S2DSError,
     build_gateway,
     fail_from,
@@ -104,7 +104,7 @@ from ansible_collections.scistream.gateway.plugins.module_utils.ansible_s2ds imp
 
 def main():
     module = AnsibleModule(
-        argument_spec=dict(uid=dict(type="str"), **dict(GATEWAY_OPTIONS, **DOCKER_OPTIONS)),
+        argument_spec=dict(uid=dict(type="str"), **ALL_GATEWAY_OPTIONS),
         supports_check_mode=True,
     )
     require_core(module)

@@ -54,6 +54,9 @@ class Backend:
     template: str
     protocols: tuple
     address: object
+    #: The image containers use unless told otherwise: the official one where
+    #: there is one; stunnel has none, so the collection's own (images/stunnel).
+    default_image: str
     reload_signal: object = None  # None: the proxy is restarted to apply a change
     stop_signal: object = signal.SIGTERM
     uses_psk: bool = False
@@ -83,11 +86,12 @@ class Backend:
 
 
 BACKENDS = {
-    "haproxy": Backend("haproxy", "haproxy.cfg", haproxy.TEMPLATE, ("tcp",), _haproxy_address,
+    "haproxy": Backend("haproxy", "haproxy.cfg", haproxy.TEMPLATE, ("tcp",), _haproxy_address, "haproxy:lts",
                        reload_signal=signal.SIGUSR2),
-    "nginx": Backend("nginx", "nginx.conf", nginx.TEMPLATE, ("tcp", "udp"), _nginx_address,
+    "nginx": Backend("nginx", "nginx.conf", nginx.TEMPLATE, ("tcp", "udp"), _nginx_address, "nginx:stable",
                      reload_signal=signal.SIGHUP),
     "stunnel": Backend("stunnel", "stunnel.conf", stunnel.TEMPLATE, ("tcp",), _stunnel_address,
+                       "scistream/stunnel:local",
                        uses_psk=True),
 }
 

@@ -38,12 +38,6 @@ except ImportError:  # reported by callers through HAS_DOCKER
 CONFIG_MOUNT = "/etc/scistream"
 LABEL_PREFIX = "org.scistream."
 SPEC_LABEL = LABEL_PREFIX + "spec-sha256"
-DEFAULT_IMAGES = {
-    "haproxy": "haproxy:lts",
-    "nginx": "nginx:stable",
-    # stunnel has no official image: the collection builds its own (images/stunnel).
-    "stunnel": "scistream/stunnel:local",
-}
 # Capabilities each proxy needs once Docker's defaults are dropped. NGINX's
 # master switches its workers to an unprivileged user.
 CAPABILITIES = {
@@ -279,7 +273,7 @@ class DockerRuntime(Runtime):
 
     def image_for(self, backend, record):
         """The image given now, else the one the session was created with, else the backend's default."""
-        return self.image or record.runtime_state.get("image") or DEFAULT_IMAGES[backend.name]
+        return self.image or record.runtime_state.get("image") or backend.default_image
 
     def remembered(self, record):
         return {"image": self.image_for(get_backend(record.backend), record)}
