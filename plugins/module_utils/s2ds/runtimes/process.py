@@ -121,7 +121,8 @@ class ProcessRuntime(Runtime):
         config = os.path.join(paths["run_dir"], backend.config_name)
         reload_line = ""
         if backend.reload_signal is not None:
-            reload_line = "ExecReload=/bin/kill -%s $MAINPID\n" % backend.reload_signal.name[3:]
+            # The shell's own kill: /bin/kill (procps) is not on every host.
+            reload_line = "ExecReload=/bin/sh -c 'kill -%s $MAINPID'\n" % backend.reload_signal.name[3:]
         return (
             "# SciStream S2DS session %s (%s), written by scistream.gateway: do not edit.\n"
             "[Unit]\nDescription=SciStream %s %s session %s\nAfter=network-online.target\n\n"
