@@ -185,6 +185,10 @@ def bench_module(args, workdir):
     return lines
 
 
+def median(values):
+    return sorted(values)[len(values) // 2]
+
+
 def bench_many_sessions(args, workdir):
     gateway = Gateway(os.path.join(workdir, "many"), runtimes())
     uids, times = [], []
@@ -200,8 +204,6 @@ def bench_many_sessions(args, workdir):
     finally:
         for uid in uids:
             gateway.absent(uid)
-    def median(values):
-        return sorted(values)[len(values) // 2]
     n = len(times)
     first10, last10 = median(times[:10]), median(times[-10:])
     return ["| session | create s (core call, process runtime, HAProxy, 1 listener) |", "|---|---|",

@@ -72,8 +72,11 @@ def push_inside(container, listener, sink_port, size="20M"):
     time.sleep(0.5)
     code, sent = run(container, "python3 /usr/local/bin/streamcheck.py send --to %s --bytes %s" % (listener, size))
     assert code == 0, sent
-    assert wait_until(lambda: run(container, "cat /tmp/sink.json")[1].strip(), 30, 0.2)
-    return json.loads(sent), json.loads(run(container, "cat /tmp/sink.json")[1])
+
+    def sink_report():
+        return run(container, "cat /tmp/sink.json")[1].strip()
+    assert wait_until(sink_report, 30, 0.2)
+    return json.loads(sent), json.loads(sink_report())
 
 
 @pytest.mark.parametrize("backend", ["haproxy", "nginx", "stunnel"])

@@ -53,7 +53,7 @@ class Gateway:
 
     # -- present -------------------------------------------------------------
     def present(self, spec, check_mode=False):
-        with self.store.locked():
+        with self.store.locked(create=not check_mode):
             return self._present(spec, check_mode)
 
     def _present(self, spec, check_mode):
@@ -151,7 +151,7 @@ class Gateway:
 
     # -- absent ----------------------------------------------------------------
     def absent(self, uid, check_mode=False):
-        with self.store.locked():
+        with self.store.locked(create=not check_mode):
             record = self.store.load(uid)
             if record is None:
                 return Outcome(changed=False, actions=[], session={"uid": uid})

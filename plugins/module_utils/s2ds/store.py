@@ -98,8 +98,15 @@ class SessionStore:
                                 field="state_dir", value=self.state_dir) from None
 
     @contextlib.contextmanager
-    def locked(self):
-        """Hold the gateway's lock: one change at a time, across processes."""
+    def locked(self, create=True):
+        """Hold the gateway's lock: one change at a time, across processes.
+
+        With ``create=False`` (check mode) a state dir that does not exist yet
+        is not created: there is nothing to read and nobody to race with.
+        """
+        if not create and not os.path.isdir(self.state_dir):
+            yield
+            return
         self.ensure_dirs()
         with open(os.path.join(self.state_dir, "lock"), "a") as handle:
             fcntl.flock(handle, fcntl.LOCK_EX)
