@@ -170,6 +170,17 @@ def test_proxy_container_lifecycle(tmp_path, sink):
         docker_client().containers.get(name).kill()
         rc, healed = run_playbook(PROXY, {"container": changed})
         assert healed.result("Proxy container")["actions"] == ["start"]
+
+        # stopped keeps the container, stopped; restarted restarts on every run.
+        rc, stopped = run_playbook(PROXY, {"container": dict(changed, state="stopped")})
+        assert stopped.result("Proxy container")["actions"] == ["stop"]
+        assert docker_client().containers.get(name).status == "exited"
+        rc, still = run_playbook(PROXY, {"container": dict(changed, state="stopped")})
+        assert still.changed == 0
+        for expected in (["start"], ["restart"]):
+            rc, restarted = run_playbook(PROXY, {"container": dict(changed, state="restarted")})
+            assert restarted.result("Proxy container")["actions"] == expected
+            assert docker_client().containers.get(name).status == "running"
     finally:
         rc, removed = run_playbook(PROXY, {"container": dict(container, state="absent")})
     assert removed.result("Proxy container")["actions"] == ["remove", "remove_files"]
