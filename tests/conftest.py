@@ -25,6 +25,9 @@ sys.path.insert(0, BUILD)
 sys.path.insert(0, os.path.join(ROOT, "playbooks", "files"))
 
 import streamcheck  # noqa: E402  (playbooks/files/streamcheck.py)
+from ansible_collections.scistream.gateway.plugins.module_utils.s2ds.gateway import Gateway  # noqa: E402
+from ansible_collections.scistream.gateway.plugins.module_utils.s2ds.runtimes.docker import DockerRuntime  # noqa: E402
+from ansible_collections.scistream.gateway.plugins.module_utils.s2ds.runtimes.process import ProcessRuntime  # noqa: E402
 
 BIN = os.path.dirname(sys.executable)
 
@@ -141,6 +144,27 @@ def pytest_collection_modifyitems(config, items):
         for item in items:
             if item.get_closest_marker("docker"):
                 item.add_marker(skip)
+
+
+@pytest.fixture(autouse=True)
+def release_leftovers(tmp_path):
+    """After each test, release whatever sessions its state dirs still hold.
+
+    A test that fails half-way would otherwise leave proxies running (and
+    ports taken) for the tests after it. Tests still release through the
+    module and assert that themselves; this is only the safety net.
+    """
+    yield
+    runtimes = {"process": lambda session: ProcessRuntime("daemon"), "docker": lambda session: DockerRuntime()}
+    for top, dirs, dummy in os.walk(str(tmp_path)):
+        if "sessions" in dirs and os.path.exists(os.path.join(top, "lock")):
+            gateway = Gateway(top, runtimes)
+            for record in gateway.store.all():
+                if record.runtime in runtimes:
+                    try:
+                        gateway.absent(record.uid)
+                    except Exception:  # pylint: disable=broad-exception-caught
+                        pass
 
 
 @pytest.fixture
