@@ -173,6 +173,7 @@ class Gateway:
     def sessions(self, uid=None):
         """Every session (or the one ``uid``) with ``healthy``: proxy running and every listener listening."""
         records = self.store.all() if uid is None else [r for r in [self.store.load(uid)] if r]
+        listening_now = None  # read once, and only if a local session needs it
         result = []
         for record in records:
             backend = get_backend(record.backend)
@@ -184,7 +185,10 @@ class Gateway:
                 try:
                     runtime = self.runtime_for(record)
                     info["running"] = runtime.is_running(backend, self.store, record)
-                    listening = set(record.ports) <= listening_ports("tcp") if runtime.local_network else True
+                    listening = True
+                    if runtime.local_network:
+                        listening_now = listening_ports("tcp") if listening_now is None else listening_now
+                        listening = set(record.ports) <= listening_now
                 except S2DSError as exc:
                     info["running"], listening, info["error"] = False, False, str(exc)
                 info["healthy"] = bool(info["running"] and listening)

@@ -58,16 +58,6 @@ def parse_choice(field, value, choices):
     return value
 
 
-def parse_port(field, value):
-    try:
-        port = int(str(value).strip())
-    except (TypeError, ValueError):
-        raise invalid(field, value, "is not a port number") from None
-    if not 1 <= port <= 65535:
-        raise invalid(field, value, "must be between 1 and 65535")
-    return port
-
-
 def parse_port_range(value):
     """``"start-end"`` (inclusive) within 1-65535, start <= end."""
     match = re.match(r"^\s*(\d+)\s*-\s*(\d+)\s*$", str(value))

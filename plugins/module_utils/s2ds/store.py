@@ -155,12 +155,6 @@ class SessionStore:
     def read_run_file(self, uid, name):
         return read_text(os.path.join(self.run_dir(uid), name))
 
-    def write_run_file(self, uid, name, content, mode=0o600):
-        path = os.path.join(self.run_dir(uid), name)
-        os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
-        write_file_atomic(path, content, mode)
-        return path
-
     def remove_run_file(self, uid, name):
         with contextlib.suppress(FileNotFoundError):
             os.unlink(os.path.join(self.run_dir(uid), name))

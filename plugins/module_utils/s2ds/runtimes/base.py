@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import time
 
+from ..backends import get_backend
 from ..errors import S2DSError
 
 
@@ -20,6 +21,8 @@ class Runtime:
     """
 
     name = None
+    #: The image asked for now (container runtimes); None elsewhere.
+    image = None
     #: True where listener ports are bound in this host's network namespace,
     #: so the gateway can check them locally.
     local_network = True
@@ -28,6 +31,10 @@ class Runtime:
         """Options of this runtime to keep in the session record (for info and release runs
         that do not repeat them), for example the image of a container."""
         return {}
+
+    def image_for(self, record):
+        """The image given now, else the one the session was created with, else the backend's default."""
+        return self.image or record.runtime_state.get("image") or get_backend(record.backend).default_image
 
     def paths(self, store, record):
         """Where the proxy sees its files: run_dir, pid_file, log_file, psk_file, foreground."""
@@ -88,8 +95,12 @@ def listening_ports(protocol="tcp"):
 
 def process_alive(pid):
     """True for a live (not zombie) process."""
-    fields = _stat_fields(pid)
-    return bool(fields) and fields[0] not in ("Z", "X")
+    return _is_live(_stat_fields(pid))
+
+
+def _is_live(stat_fields):
+    """A process that exists and is neither a zombie nor dead."""
+    return bool(stat_fields) and stat_fields[0] not in ("Z", "X")
 
 
 def _stat_fields(pid):
@@ -107,7 +118,7 @@ def processes_in_group(pgid):
     for name in os.listdir("/proc"):
         if name.isdigit():
             fields = _stat_fields(int(name))
-            if len(fields) > 2 and fields[2] == str(pgid) and fields[0] not in ("Z", "X"):
+            if len(fields) > 2 and fields[2] == str(pgid) and _is_live(fields):
                 members.append(int(name))
     return members
 

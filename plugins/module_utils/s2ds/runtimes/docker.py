@@ -271,18 +271,14 @@ class DockerRuntime(Runtime):
     def container_name(backend, record):
         return "scistream-%s-%s-%s" % (backend.name, record.role.lower(), record.uid)
 
-    def image_for(self, backend, record):
-        """The image given now, else the one the session was created with, else the backend's default."""
-        return self.image or record.runtime_state.get("image") or backend.default_image
-
     def remembered(self, record):
-        return {"image": self.image_for(get_backend(record.backend), record)}
+        return {"image": self.image_for(record)}
 
     def container(self, backend, store, record):
         labels = {LABEL_PREFIX + "uid": record.uid, LABEL_PREFIX + "role": record.role,
                   LABEL_PREFIX + "backend": backend.name}
         return ProxyContainer(self.engine, self.container_name(backend, record), backend,
-                              self.image_for(backend, record), store.run_dir(record.uid),
+                              self.image_for(record), store.run_dir(record.uid),
                               labels=labels, low_ports=min(record.ports) < 1024)
 
     def paths(self, store, record):

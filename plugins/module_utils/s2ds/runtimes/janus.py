@@ -26,7 +26,6 @@ import shlex
 import shutil
 import subprocess
 
-from ..backends import get_backend
 from ..errors import S2DSError
 from .base import Runtime
 
@@ -149,7 +148,7 @@ class JanusRuntime(Runtime):
         state = record.runtime_state
         return {"janus_node": self.node or state.get("janus_node"),
                 "janus_profile": self.profile or state.get("janus_profile"),
-                "image": self.image or state.get("image") or get_backend(record.backend).default_image}
+                "image": self.image_for(record)}
 
     def paths(self, store, record):
         run_dir = CONTAINER_MOUNT + "/" + record.uid
