@@ -18,8 +18,8 @@ from ansible_collections.scistream.gateway.plugins.module_utils.s2ds.errors impo
 from ansible_collections.scistream.gateway.plugins.module_utils.s2ds.gateway import Gateway
 from ansible_collections.scistream.gateway.plugins.module_utils.s2ds.runtimes.process import ProcessRuntime
 
-__all__ = ["ALL_GATEWAY_OPTIONS", "DOCKER_OPTIONS", "GATEWAY_OPTIONS", "JANUS_OPTIONS", "S2DSError", "build_gateway", "docker_engine_options", "fail_from",
-           "require_core", "require_docker"]
+__all__ = ["ALL_GATEWAY_OPTIONS", "DOCKER_OPTIONS", "GATEWAY_OPTIONS", "JANUS_OPTIONS", "S2DSError", "TLS_OPTIONS", "build_gateway",
+           "docker_engine_options", "fail_from", "require_core", "require_docker", "tls_arguments"]
 
 DEFAULT_STATE_DIR = "/var/lib/scistream"
 
@@ -50,6 +50,22 @@ JANUS_OPTIONS = dict(
     janus_node=dict(type="str"),
     janus_profile=dict(type="str"),
 )
+
+# Encryption between the gateways, per session (documented in the
+# scistream.gateway.tls doc fragment); SessionSpec.build takes them as they are.
+TLS_OPTIONS = dict(
+    encryption=dict(type="str", default="none", choices=["none", "tls"]),
+    tls_cert=dict(type="path"),
+    tls_key=dict(type="path"),
+    tls_ca=dict(type="path"),
+    tls_version=dict(type="str", default="1.3", choices=["1.3", "1.2"]),
+)
+
+
+def tls_arguments(params):
+    """The TLS options of a session's parameters, as SessionSpec.build keywords."""
+    return {name: params.get(name, spec.get("default")) for name, spec in TLS_OPTIONS.items()}
+
 
 # Every option a module that drives a Gateway takes.
 ALL_GATEWAY_OPTIONS = dict(GATEWAY_OPTIONS, **dict(DOCKER_OPTIONS, **JANUS_OPTIONS))

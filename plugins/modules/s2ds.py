@@ -35,6 +35,7 @@ extends_documentation_fragment:
   - scistream.gateway.gateway
   - scistream.gateway.docker
   - scistream.gateway.janus
+  - scistream.gateway.tls
 attributes:
   check_mode:
     description: Can run in check mode and return changed status prediction without modifying target.
@@ -43,7 +44,7 @@ attributes:
   diff_mode:
     description: Will return details on what has changed (or possibly needs changing in check mode), when in diff mode.
     support: full
-    details: Shows the rendered proxy configuration before and after. Key files are never shown.
+    details: Shows the rendered proxy configuration before and after. Key and certificate files are never shown.
 options:
   uid:
     description:
@@ -84,7 +85,10 @@ options:
     elements: str
     default: []
   backend:
-    description: The proxy. V(nginx) carries TCP and UDP on each listener; V(stunnel) carries TCP over TLS-PSK.
+    description:
+      - The proxy. V(nginx) carries TCP and UDP on each listener (TCP only with O(encryption=tls));
+        V(stunnel) carries TCP over TLS-PSK.
+      - V(haproxy) and V(nginx) encrypt between the gateways with O(encryption=tls).
     type: str
     choices: [haproxy, nginx, stunnel]
     default: haproxy
@@ -161,6 +165,17 @@ EXAMPLES = r"""
     psk: "{{ vault_stream_psk }}"
     targets: [10.0.3.10:5074]
 
+- name: Mutual TLS between the gateways, with the certificates of the scistream.gateway.pki role
+  scistream.gateway.s2ds:
+    uid: 4f6c1b7e-2a3d-4c5e-9f00-1234567890ab
+    role: CONS
+    backend: haproxy
+    encryption: tls
+    tls_cert: /etc/scistream/pki/gateway.crt
+    tls_key: /etc/scistream/pki/gateway.key
+    tls_ca: /etc/scistream/pki/ca.crt
+    targets: [gateway-a.example.org:5100]
+
 - name: Release the session
   scistream.gateway.s2ds:
     uid: 4f6c1b7e-2a3d-4c5e-9f00-1234567890ab
@@ -201,6 +216,11 @@ backend:
   returned: when state=present
   type: str
   sample: haproxy
+encryption:
+  description: V(tls) when the gateways speak mutual TLS to each other, else V(none).
+  returned: when state=present
+  type: str
+  sample: tls
 runtime:
   description: Where the proxy runs.
   returned: when state=present
@@ -225,9 +245,11 @@ from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.scistream.gateway.plugins.module_utils.ansible_s2ds import (
     ALL_GATEWAY_OPTIONS,
     S2DSError,
+    TLS_OPTIONS,
     build_gateway,
     fail_from,
     require_core,
+    tls_arguments,
 )
 
 
@@ -247,7 +269,7 @@ def main():
             psk=dict(type="str", no_log=True),
             psk_cipher=dict(type="str", default="PSK-AES128-GCM-SHA256"),
             template=dict(type="path"),
-            **ALL_GATEWAY_OPTIONS
+            **dict(TLS_OPTIONS, **ALL_GATEWAY_OPTIONS)
         ),
         required_if=[("state", "present", ("role",))],
         supports_check_mode=True,
@@ -266,7 +288,7 @@ def main():
                 uid=params["uid"], role=params["role"], num_conn=params["num_conn"],
                 listener_ip=params["listener_ip"], port_range=params["port_range"], targets=params["targets"],
                 backend=params["backend"], runtime=params["runtime"], psk=params["psk"],
-                psk_cipher=params["psk_cipher"], template=params["template"])
+                psk_cipher=params["psk_cipher"], template=params["template"], **tls_arguments(params))
             outcome = gateway.present(spec, check_mode=module.check_mode)
     except S2DSError as exc:
         fail_from(module, exc, **result)

@@ -11,6 +11,7 @@ reload its proxy; they never hard-code a proxy themselves.
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import signal
 
 try:
@@ -30,7 +31,16 @@ TUNING = {
     "nginx_buffer_size": "256k",
     "nginx_workers": 1,
     "nginx_stream_module": "/usr/lib/nginx/modules/ngx_stream_module.so",
+    # encryption tls: empty means OpenSSL's defaults (TLS 1.3: AES-256-GCM, CHACHA20-POLY1305,
+    # AES-128-GCM; TLS 1.2: ECDHE with AES-GCM or CHACHA20); bench/tls.py measures the choices.
+    "tls_ciphersuites": "",
+    "tls_ciphers": "",
+    "haproxy_ssl_maxrecord": 0,
+    "haproxy_nbthread": 0,
 }
+
+# OpenSSL's names of the versions ``tls_version`` accepts.
+TLS_PROTOCOL_NAMES = {"1.2": "TLSv1.2", "1.3": "TLSv1.3"}
 
 
 def _haproxy_address(host, port):
@@ -60,6 +70,38 @@ class Backend:
     reload_signal: object = None  # None: the proxy is restarted to apply a change
     stop_signal: object = signal.SIGTERM
     uses_psk: bool = False
+    #: Values of ``encryption`` this proxy supports, and why it has no more.
+    encryptions: tuple = ("none",)
+    encryption_note: str = ""
+    #: Where the TLS material goes in the run dir: (part, file name) for cert, key and ca;
+    #: parts that share a file name are written into it in that order.
+    tls_files: tuple = ()
+
+    def protocols_for(self, encryption):
+        """What each listener carries: TLS runs over TCP, so an encrypted session carries no UDP (no DTLS)."""
+        return ("tcp",) if encryption == "tls" else self.protocols
+
+    def tls_paths(self, run_dir):
+        """``{"cert": path, "key": path, "ca": path}`` as the proxy sees them."""
+        return {part: run_dir + "/" + name for part, name in self.tls_files}
+
+    def key_files(self, spec):
+        """The files beside the config that hold keys or certificates: ``{name: text}``."""
+        files = {}
+        if self.uses_psk:
+            files[PSK_FILE] = psk_file_content(spec.uid, spec.effective_psk)
+        if spec.tls is not None:
+            for part, name in self.tls_files:
+                files[name] = files.get(name, "") + getattr(spec.tls, part)
+        return files
+
+    def key_file_names(self):
+        return ([PSK_FILE] if self.uses_psk else []) + sorted({name for dummy, name in self.tls_files})
+
+    def file_mode(self, name):
+        """0600 for a file that holds a key, 0644 for the config and certificates."""
+        secret = {PSK_FILE} | {n for part, n in self.tls_files if part == "key"}
+        return 0o600 if name in secret else 0o644
 
     def foreground_argv(self, config_path, log_file="stderr"):
         if self.name == "haproxy":
@@ -86,13 +128,17 @@ class Backend:
 
 
 BACKENDS = {
+    # HAProxy takes certificate and key in one PEM file.
     "haproxy": Backend("haproxy", "haproxy.cfg", haproxy.TEMPLATE, ("tcp",), _haproxy_address, "haproxy:lts",
-                       reload_signal=signal.SIGUSR2),
+                       reload_signal=signal.SIGUSR2, encryptions=("none", "tls"),
+                       tls_files=(("cert", "tls.pem"), ("key", "tls.pem"), ("ca", "tls-ca.crt"))),
     "nginx": Backend("nginx", "nginx.conf", nginx.TEMPLATE, ("tcp", "udp"), _nginx_address, "nginx:stable",
-                     reload_signal=signal.SIGHUP),
+                     reload_signal=signal.SIGHUP, encryptions=("none", "tls"),
+                     tls_files=(("cert", "tls.crt"), ("key", "tls.key"), ("ca", "tls-ca.crt"))),
     "stunnel": Backend("stunnel", "stunnel.conf", stunnel.TEMPLATE, ("tcp",), _stunnel_address,
                        "scistream/stunnel:local",
-                       uses_psk=True),
+                       uses_psk=True,
+                       encryption_note="stunnel always encrypts between the gateways, with its pre-shared key (psk)"),
 }
 
 
@@ -110,13 +156,16 @@ def _environment():
                               keep_trailing_newline=True, autoescape=False)
 
 
-def render_config(backend, record, paths, psk_cipher, template_text=None, tuning=None):
+def render_config(backend, record, paths, psk_cipher, template_text=None, tuning=None, tls=None):
     """The proxy config of ``record`` for ``backend``, as text.
 
     ``paths`` says where the proxy sees its files (they differ between a host
     process and a container): ``run_dir``, ``pid_file``, ``log_file``,
     ``psk_file`` and ``foreground``. ``template_text`` replaces the built-in
-    template; it receives the same variables.
+    template; it receives the same variables. ``tls`` (a TLSMaterial) turns
+    on encryption tls: the template gets ``encryption``, ``tls_version`` and
+    ``tls_files`` (paths of cert, key and ca), and each listener the
+    ``target_host`` it dials, with ``target_is_ip``, for name checks and SNI.
     """
     targets = record.targets
     listeners = [
@@ -126,6 +175,8 @@ def render_config(backend, record, paths, psk_cipher, template_text=None, tuning
             "bind_address": backend.address(record.listener_ip, port),
             "target": targets[i % len(targets)],
             "target_address": _target_address(backend, targets[i % len(targets)]),
+            "target_host": _target_host(targets[i % len(targets)]),
+            "target_is_ip": _is_ip(_target_host(targets[i % len(targets)])),
         }
         for i, port in enumerate(record.ports)
     ]
@@ -133,7 +184,10 @@ def render_config(backend, record, paths, psk_cipher, template_text=None, tuning
     context.update(tuning or {})
     context.update(paths)
     context.update(uid=record.uid, role=record.role, backend=backend.name, listeners=listeners,
-                   psk_identity="scistream-" + record.uid, psk_cipher=psk_cipher)
+                   psk_identity="scistream-" + record.uid, psk_cipher=psk_cipher,
+                   encryption="tls" if tls is not None else "none",
+                   tls_version=TLS_PROTOCOL_NAMES[tls.version] if tls is not None else None,
+                   tls_files=backend.tls_paths(paths["run_dir"]) if tls is not None else {})
     return render_text(template_text or backend.template, context, "template", backend.name)
 
 
@@ -143,6 +197,18 @@ def render_text(template_text, variables, field, value):
         return _environment().from_string(template_text).render(variables)
     except jinja2.TemplateError as exc:
         raise S2DSError("%s %r cannot be rendered: %s" % (field, value, exc), field=field, value=value) from None
+
+
+def _target_host(target_text):
+    return target_text.rpartition(":")[0].strip("[]")
+
+
+def _is_ip(host):
+    try:
+        ipaddress.ip_address(host)
+        return True
+    except ValueError:
+        return False
 
 
 def _target_address(backend, target_text):

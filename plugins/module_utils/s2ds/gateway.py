@@ -15,7 +15,7 @@ from __future__ import annotations
 import dataclasses
 import os
 
-from .backends import PSK_FILE, get_backend, psk_file_content, render_config
+from .backends import get_backend, render_config
 from .errors import S2DSError, invalid
 from .ports import reserve_ports
 from .session import SessionRecord
@@ -69,18 +69,18 @@ class Gateway:
         taken = {p for r in self.store.all() if r.uid != spec.uid for p in r.ports}
         keep = existing.ports if existing is not None and existing.listener_ip == spec.listener_ip else ()
         ports = reserve_ports(spec.num_conn, spec.port_range, spec.listener_ip, taken=taken, keep=keep,
-                              protocols=backend.protocols)
+                              protocols=backend.protocols_for(spec.encryption))
 
         wanted = SessionRecord(uid=spec.uid, role=spec.role, backend=spec.backend, runtime=spec.runtime,
                                listener_ip=spec.listener_ip, ports=ports, targets=[str(t) for t in spec.targets],
-                               runtime_state=dict(existing.runtime_state) if existing else {})
+                               runtime_state=dict(existing.runtime_state) if existing else {},
+                               encryption=spec.encryption)
         wanted.runtime_state.update(runtime.remembered(wanted))
         files = {}
         if spec.targets:
             files[backend.config_name] = render_config(backend, wanted, runtime.paths(self.store, wanted),
-                                                       spec.psk_cipher, spec.template_text)
-            if backend.uses_psk:
-                files[PSK_FILE] = psk_file_content(spec.uid, spec.effective_psk)
+                                                       spec.psk_cipher, spec.template_text, tls=spec.tls)
+            files.update(backend.key_files(spec))
         wanted.config_sha256 = sha256_text("".join(files[k] for k in sorted(files))) if files else None
 
         actions = []
@@ -90,6 +90,9 @@ class Gateway:
             actions.append("update")
         old_config = self.store.read_run_file(spec.uid, backend.config_name) or ""
         changed_files = [name for name, text in files.items() if self.store.read_run_file(spec.uid, name) != text]
+        # Key files no longer wanted (encryption turned off) are removed with the write.
+        changed_files += [name for name in backend.key_file_names()
+                          if name not in files and self.store.read_run_file(spec.uid, name) is not None]
         if changed_files:
             actions.append("write_config")
         running = existing is not None and runtime.is_running(backend, self.store, existing)
@@ -120,14 +123,16 @@ class Gateway:
         """Carry out ``actions``; a new session that fails leaves nothing behind."""
         try:
             if "write_config" in actions:
-                modes = {PSK_FILE: 0o600}
                 write_checked_files(self.store.run_dir(wanted.uid),
-                                    {name: (text, modes.get(name, 0o644)) for name, text in files.items()},
+                                    {name: (text, backend.file_mode(name)) for name, text in files.items()},
                                     backend.config_name,
                                     lambda candidate: runtime.check_config(backend, self.store, wanted, candidate))
+                for name in backend.key_file_names():
+                    if name not in files:
+                        self.store.remove_run_file(wanted.uid, name)
             if "stop" in actions:
                 runtime.stop(backend, self.store, existing)
-                for name in (backend.config_name, PSK_FILE):
+                for name in [backend.config_name] + backend.key_file_names():
                     self.store.remove_run_file(wanted.uid, name)
             if "start" in actions:
                 runtime.start(backend, self.store, wanted)

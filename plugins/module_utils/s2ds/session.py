@@ -16,6 +16,7 @@ import hashlib
 import ipaddress
 import re
 
+from . import backends as proxies
 from .errors import invalid
 
 ROLES = ("PROD", "CONS")
@@ -23,6 +24,9 @@ BACKENDS = ("haproxy", "nginx", "stunnel")
 RUNTIMES = ("process", "docker", "janus")
 DEFAULT_PORT_RANGE = "5100-5200"
 DEFAULT_PSK_CIPHER = "PSK-AES128-GCM-SHA256"
+ENCRYPTIONS = ("none", "tls")
+TLS_VERSIONS = ("1.3", "1.2")
+DEFAULT_TLS_VERSION = "1.3"
 
 _UUID_RE = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 _HOSTNAME_RE = re.compile(r"^(?=.{1,253}$)[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\.?$")
@@ -109,6 +113,70 @@ def _target_port(field, value, port):
     return int(port)
 
 
+@dataclasses.dataclass(frozen=True)
+class TLSMaterial:
+    """The PEM texts of a gateway's certificate, key and CA, read from the paths given.
+
+    The key text never appears in a repr, a message or a record.
+    """
+
+    cert: str
+    key: str = dataclasses.field(repr=False)
+    ca: str
+    version: str = DEFAULT_TLS_VERSION
+
+
+# What each TLS file must hold: (option, PEM marker, what it is).
+_TLS_FILES = (
+    ("tls_cert", "-----BEGIN CERTIFICATE-----", "a PEM certificate"),
+    ("tls_key", "PRIVATE KEY-----", "a PEM private key"),
+    ("tls_ca", "-----BEGIN CERTIFICATE-----", "a PEM CA certificate"),
+)
+
+
+def read_tls_material(encryption, paths, version, backend):
+    """Validate the encryption options into a TLSMaterial (or None for ``encryption: none``).
+
+    ``paths`` maps tls_cert, tls_key and tls_ca to paths on this host. Errors
+    name the option and the path, never a file's content.
+    """
+    encryption = parse_choice("encryption", encryption, ENCRYPTIONS)
+    version = parse_choice("tls_version", str(version), TLS_VERSIONS)
+    if encryption == "none":
+        given = [name for name, dummy, dummy2 in _TLS_FILES if paths.get(name)]
+        if given:
+            raise invalid(given[0], paths[given[0]], "is only used with encryption tls (encryption is none)")
+        return None
+    supported = backend_encryptions(backend)
+    if encryption not in supported:
+        raise invalid("encryption", encryption, "backend %s does not support it: %s" % (backend, supported_note(backend)))
+    texts = {}
+    for name, marker, what in _TLS_FILES:
+        path = paths.get(name)
+        if not path:
+            raise invalid(name, path, "is required with encryption tls")
+        try:
+            with open(path, encoding="ascii") as handle:
+                text = handle.read()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise invalid(name, path, "cannot be read: %s" % (getattr(exc, "strerror", None) or "not PEM text")) from None
+        if marker not in text:
+            raise invalid(name, path, "does not hold %s" % what)
+        texts[name] = text if text.endswith("\n") else text + "\n"
+    return TLSMaterial(cert=texts["tls_cert"], key=texts["tls_key"], ca=texts["tls_ca"], version=version)
+
+
+def backend_encryptions(backend):
+    return proxies.get_backend(backend).encryptions
+
+
+def supported_note(backend):
+    """Why ``backend`` has no TLS of its own, and which backends have it."""
+    others = " or ".join(name for name, b in sorted(proxies.BACKENDS.items()) if "tls" in b.encryptions)
+    own = proxies.get_backend(backend).encryption_note
+    return "%s; encryption tls is for backend %s" % (own, others) if own else "use backend %s" % others
+
+
 def derived_psk(uid):
     """The pre-shared key both gateways derive from a uid when none is given.
 
@@ -133,11 +201,14 @@ class SessionSpec:
     psk_cipher: str = DEFAULT_PSK_CIPHER
     template: str = None
     template_text: str = dataclasses.field(default=None, repr=False, compare=False)
+    encryption: str = "none"
+    tls: TLSMaterial = dataclasses.field(default=None, repr=False)
 
     @classmethod
     def build(cls, uid, role, num_conn=5, listener_ip="0.0.0.0", port_range=DEFAULT_PORT_RANGE,
               targets=(), backend="haproxy", runtime="process", psk=None,
-              psk_cipher=DEFAULT_PSK_CIPHER, template=None):
+              psk_cipher=DEFAULT_PSK_CIPHER, template=None, encryption="none", tls_cert=None, tls_key=None,
+              tls_ca=None, tls_version=DEFAULT_TLS_VERSION):
         """Validate raw inputs (strings, as a user typed them) into a spec."""
         uid = parse_uid(uid)
         role = parse_choice("role", role, ROLES)
@@ -161,6 +232,8 @@ class SessionSpec:
                 raise invalid("psk", "(hidden)", "must be at least 16 characters without ':' or line breaks")
         if not psk_cipher or not _PSK_CIPHER_RE.match(str(psk_cipher)) or "PSK" not in str(psk_cipher).upper():
             raise invalid("psk_cipher", psk_cipher, "must be an OpenSSL PSK cipher name such as %s" % DEFAULT_PSK_CIPHER)
+        tls = read_tls_material(encryption, {"tls_cert": tls_cert, "tls_key": tls_key, "tls_ca": tls_ca},
+                                tls_version, backend)
         template_text = None
         if template:
             try:
@@ -171,7 +244,7 @@ class SessionSpec:
         return cls(uid=uid, role=role, num_conn=num_conn, listener_ip=parse_ip("listener_ip", listener_ip),
                    port_range=parse_port_range(port_range), targets=targets, backend=backend,
                    runtime=runtime, psk=psk, psk_cipher=str(psk_cipher), template=template,
-                   template_text=template_text)
+                   template_text=template_text, encryption="tls" if tls else "none", tls=tls)
 
     @property
     def psk_is_derived(self):
@@ -195,6 +268,7 @@ class SessionRecord:
     targets: list = dataclasses.field(default_factory=list)
     config_sha256: str = None
     runtime_state: dict = dataclasses.field(default_factory=dict)
+    encryption: str = "none"
 
     @property
     def listeners(self):
@@ -218,6 +292,7 @@ class SessionRecord:
             "listeners": self.listeners,
             "ports": list(self.ports),
             "targets": list(self.targets),
+            "encryption": self.encryption,
         }
 
 
