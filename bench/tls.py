@@ -135,10 +135,15 @@ def iperf_server(port):
         proc.wait(10)
 
 
-def iperf(port, seconds, streams):
-    out = subprocess.run(["iperf3", "-c", "127.0.0.1", "-p", str(port), "-t", str(seconds), "-P", str(streams), "-J"],
-                         capture_output=True, text=True, timeout=seconds + 30, check=False)
-    data = json.loads(out.stdout)
+def iperf(port, seconds, streams, tries=10):
+    """Gbit/s received; waits while the server still finishes the previous test (it takes one at a time)."""
+    for dummy in range(tries):
+        out = subprocess.run(["iperf3", "-c", "127.0.0.1", "-p", str(port), "-t", str(seconds), "-P", str(streams),
+                              "-J"], capture_output=True, text=True, timeout=seconds + 30, check=False)
+        data = json.loads(out.stdout)
+        if "busy" not in data.get("error", ""):
+            break
+        time.sleep(1)
     if "error" in data:
         raise RuntimeError(data["error"])
     return data["end"]["sum_received"]["bits_per_second"] / 1e9
