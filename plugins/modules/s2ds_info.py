@@ -80,6 +80,9 @@ sessions:
       description: Where the listeners forward to.
       type: list
       elements: str
+    encryption:
+      description: V(tls) when the gateways of the session speak mutual TLS to each other, else V(none).
+      type: str
     config_path:
       description: The rendered configuration, or null without targets.
       type: str
