@@ -335,7 +335,10 @@ class Pair:
 def test_gateways_refuse_what_they_cannot_verify(tmp_path, pki, backend):
     base = 30400 + 100 * ["haproxy", "nginx"].index(backend)
     ca, other = pki["ca"], pki["other"]
-    cert = lambda name, **kw: ca.issue(name, file_name="%s-%s" % (backend, name), **kw)[:2]  # noqa: E731
+
+    def cert(name, **kwargs):
+        return ca.issue(name, file_name="%s-%s" % (backend, name), **kwargs)[:2]
+
     good_prod = cert("prod", dns=["127.0.0.1", "localhost"], ips=["127.0.0.1"])
     good_cons = cert("cons", dns=["gw-b.example"])
     pair = Pair(tmp_path, backend, base)
