@@ -421,3 +421,17 @@ def test_module_refuses_tls_for_stunnel_with_a_message(tmp_path, uid, pki):
     assert failure["failed"] and failure["field"] == "encryption" and "stunnel" in failure["msg"]
     assert "pre-shared key" in failure["msg"] and "haproxy or nginx" in failure["msg"]
     assert not os.path.exists(state_dir) or files_under(state_dir) == []
+
+
+def test_check_mode_predicts_an_encrypted_session_and_writes_nothing(tmp_path, uid, pki):
+    pki_dir = str(tmp_path / "pki")
+    keys = chain_pki(pki, pki_dir)
+    cvars = {"uid": uid, "backend": "nginx", "producer_targets": ["127.0.0.1:30931"], "pki_dir": pki_dir,
+             "prod_port_range": "30932-30935", "cons_port_range": "30936-30939",
+             "prod_state_dir": str(tmp_path / "gateway-a"), "cons_state_dir": str(tmp_path / "gateway-b")}
+    rc, run = run_playbook(PLAYBOOK, cvars, check=True, diff=True)
+    assert rc == 0, run.failures()
+    prod = run.result("Producer-side gateway")
+    assert prod["changed"] and prod["actions"] == ["reserve", "write_config", "start"] and prod["encryption"] == "tls"
+    assert keys["prod"].splitlines()[1] not in json.dumps(run.output)
+    assert not os.path.exists(cvars["prod_state_dir"]) and not os.path.exists(cvars["cons_state_dir"])
