@@ -5,13 +5,15 @@
 """Encrypted streams: two encrypted gateway hops / direct, printed as Markdown (nothing is asserted).
 
     flock /tmp/scistream-bench.lock .venv/bin/python bench/tls.py [--seconds 3] [--pairs 3] [--only main|settings]
+        [--match TEXT]
 
 For each path (HAProxy with encryption tls, NGINX with encryption tls,
 stunnel with its PSK, and plain HAProxy for reference) a CONS -> PROD chain
 of two gateways (process runtime) runs on loopback in front of an iperf3
 server. iperf3 runs direct and through the chain in turn, ``--pairs`` times,
 and each pair gives one ratio; the table shows the median ratio and its
-range, for 1 and 4 streams. ``settings`` then measures one stream for each
+range, for 1 and 4 streams, and the 1-minute load average after the row
+(the machine may be shared). ``settings`` then measures one stream for each
 variant of the settings (ciphers, TLS version, record size, buffers,
 threads), each against direct in the same alternating way.
 
@@ -123,25 +125,37 @@ def make_pki(directory):
 
 
 # -- iperf3 ---------------------------------------------------------------------------
-@contextlib.contextmanager
-def iperf_server(port):
-    proc = subprocess.Popen(["iperf3", "-s", "-B", "127.0.0.1", "-p", str(port)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        time.sleep(0.3)
-        yield
-    finally:
-        proc.terminate()
-        proc.wait(10)
+class IperfServer:
+    """iperf3 -s on 127.0.0.1:``port``, started again if it dies (it exits on some client errors)."""
+
+    def __init__(self, port):
+        self.port = port
+        self.proc = None
+
+    def ensure(self):
+        if self.proc is None or self.proc.poll() is not None:
+            self.proc = subprocess.Popen(["iperf3", "-s", "-B", "127.0.0.1", "-p", str(self.port)],
+                                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            time.sleep(0.5)
+
+    def stop(self):
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(10)
+
+
+SERVER = IperfServer(IPERF_PORT)
 
 
 def iperf(port, seconds, streams, tries=10):
-    """Gbit/s received; waits while the server still finishes the previous test (it takes one at a time)."""
+    """Gbit/s received; waits while the server finishes the previous test, restarts a server that died."""
     for dummy in range(tries):
+        SERVER.ensure()
         out = subprocess.run(["iperf3", "-c", "127.0.0.1", "-p", str(port), "-t", str(seconds), "-P", str(streams),
                               "-J"], capture_output=True, text=True, timeout=seconds + 30, check=False)
         data = json.loads(out.stdout)
-        if "busy" not in data.get("error", ""):
+        error = data.get("error", "")
+        if "busy" not in error and "unable to connect" not in error and "unable to receive" not in error:
             break
         time.sleep(1)
     if "error" in data:
@@ -216,11 +230,14 @@ def loadavg():
 def bench(rows, args, workdir, pki, streams_list):
     lines = []
     for label, backend, encryption, tuning, options in rows:
+        if args.match and args.match not in label:
+            continue
         with chain(workdir, pki, backend, encryption, tuning, options) as port:
             cells = [label]
             for streams in streams_list:
                 rates, ratios = alternate(port, args.seconds, streams, args.pairs)
                 cells += ["%.1f" % median(rates), fmt(ratios)]
+        cells.append(loadavg())
         lines.append("| " + " | ".join(cells) + " |")
         print(lines[-1], file=sys.stderr, flush=True)
     return lines
@@ -231,21 +248,24 @@ def main():
     parser.add_argument("--seconds", type=int, default=3)
     parser.add_argument("--pairs", type=int, default=3)
     parser.add_argument("--only", choices=["main", "settings"])
+    parser.add_argument("--match", help="only the rows whose label contains this text")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="sstls-bench-") as workdir:
         pki = make_pki(workdir)
         print("# scistream.gateway TLS bench, %s, %d cores, load average %s at start, %ds per iperf3 run, %d pairs\n" % (
             time.strftime("%Y-%m-%d %H:%M"), os.cpu_count(), loadavg(), args.seconds, args.pairs))
-        with iperf_server(IPERF_PORT):
+        try:
             if args.only in (None, "main"):
                 print("| path (two hops, process runtime) | 1 stream Gbit/s | ratio, median (range) "
-                      "| 4 streams Gbit/s | ratio, median (range) |")
-                print("|---|---|---|---|---|")
+                      "| 4 streams Gbit/s | ratio, median (range) | load avg |")
+                print("|---|---|---|---|---|---|")
                 print("\n".join(bench(MAIN, args, workdir, pki, (1, 4))) + "\n")
             if args.only in (None, "settings"):
-                print("| setting (two hops, 1 stream) | Gbit/s | ratio, median (range) |")
-                print("|---|---|---|")
+                print("| setting (two hops, 1 stream) | Gbit/s | ratio, median (range) | load avg |")
+                print("|---|---|---|---|")
                 print("\n".join(bench(SETTINGS, args, workdir, pki, (1,))) + "\n")
+        finally:
+            SERVER.stop()
         print("load average at the end: %s" % loadavg())
     return 0
 
