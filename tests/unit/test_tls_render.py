@@ -4,10 +4,14 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
+from test_gateway import FakeRuntime
 
 from ansible_collections.scistream.gateway.plugins.module_utils.s2ds.backends import get_backend, render_config
 from ansible_collections.scistream.gateway.plugins.module_utils.s2ds.errors import S2DSError
+from ansible_collections.scistream.gateway.plugins.module_utils.s2ds.gateway import Gateway
 from ansible_collections.scistream.gateway.plugins.module_utils.s2ds.session import SessionRecord, SessionSpec, TLSMaterial
 
 UID = "4f6c1b7e-2a3d-4c5e-9f00-1234567890ab"
@@ -79,3 +83,24 @@ def test_stunnel_refuses_tls_and_says_why(tmp_path):
     spec = SessionSpec.build(uid=UID, role="PROD", encryption="tls", tls_cert=str(tmp_path / "c.crt"),
                              tls_key=str(tmp_path / "k.key"), tls_ca=str(tmp_path / "ca.crt"), tls_version="1.2")
     assert spec.encryption == "tls" and spec.tls.version == "1.2" and spec.tls.key == KEY
+
+
+def test_gateway_writes_tls_files_and_removes_them_when_encryption_is_turned_off(tmp_path):
+    for name, text in (("c.crt", CERT), ("k.key", KEY), ("ca.crt", CA)):
+        (tmp_path / name).write_text(text)
+    fake = FakeRuntime()
+    gateway = Gateway(str(tmp_path / "state"), {"process": lambda spec: fake})
+    files = dict(tls_cert=str(tmp_path / "c.crt"), tls_key=str(tmp_path / "k.key"), tls_ca=str(tmp_path / "ca.crt"))
+    common = dict(uid=UID, role="PROD", backend="nginx", targets=["127.0.0.1:9"], port_range="30990-30999")
+    outcome = gateway.present(SessionSpec.build(encryption="tls", **common, **files))
+    run_dir = gateway.store.run_dir(UID)
+    assert sorted(os.listdir(run_dir)) == ["nginx.conf", "tls-ca.crt", "tls.crt", "tls.key"]
+    assert oct(os.stat(os.path.join(run_dir, "tls.key")).st_mode & 0o777) == "0o600"
+    assert outcome.session["encryption"] == "tls" and "SECRETKEYTEXT" not in str(outcome)
+    assert not gateway.present(SessionSpec.build(encryption="tls", **common, **files)).changed
+    (tmp_path / "c.crt").write_text(CERT.replace("MIIcert", "MIIrenewed"))
+    renewed = gateway.present(SessionSpec.build(encryption="tls", **common, **files))
+    assert renewed.changed and renewed.actions[-2:] == ["write_config", "reload"]
+    plain = gateway.present(SessionSpec.build(**common))
+    assert plain.changed and "write_config" in plain.actions and plain.session["encryption"] == "none"
+    assert sorted(os.listdir(run_dir)) == ["nginx.conf"]
