@@ -77,16 +77,18 @@ class ControlClient:
         """req and hello together, as clients do: returns (listeners, prod_listeners, created)."""
         req = self.stub.req.future(scistream_pb2.Request(uid=uid, role=role, num_conn=num_conn, rate=rate),
                                    metadata=self.metadata, timeout=self.timeout)
-        try:
-            self.stub.hello(scistream_pb2.Hello(uid=uid, role=role, prod_listeners=list(prod_listeners)),
-                            metadata=self.metadata, timeout=self.timeout)
-        except grpc.RpcError as exc:
-            req.cancel()
-            raise self._error("hello", exc) from None
+        hello = self.stub.hello.future(scistream_pb2.Hello(uid=uid, role=role, prod_listeners=list(prod_listeners)),
+                                       metadata=self.metadata, timeout=self.timeout)
+        # The req's own error (bad input, exists, full) says more than the hello's NOT_FOUND that follows it.
         try:
             response = req.result()
         except grpc.RpcError as exc:
+            hello.cancel()
             raise self._error("req", exc) from None
+        try:
+            hello.result()
+        except grpc.RpcError as exc:
+            raise self._error("hello", exc) from None
         return list(response.listeners), list(response.prod_listeners), _trailing(req, SESSION_KEY) == "new"
 
     def update(self, uid, remote_listeners, role=""):
