@@ -21,7 +21,7 @@ import uuid
 
 import pytest
 
-from conftest import BUILD, streamcheck
+from conftest import BUILD, ROOT, run_playbook, streamcheck
 
 grpc = pytest.importorskip("grpc")
 x509 = pytest.importorskip("cryptography.x509")
@@ -292,3 +292,31 @@ def test_concurrent_requests_get_disjoint_ports(servers):
         for uid in uids:
             client.release(uid)
     assert sessions(server.state_dir) == []
+
+
+def test_stream_request_module(servers, sink):
+    """The stream_request module: set up (changed), again (no change, same listeners), bytes through, release."""
+    playbook = os.path.join(ROOT, "tests", "integration", "playbooks", "stream_request.yml")
+    prod_server = servers("gateway-a", 31020, "31700-31709")
+    cons_server = servers("gateway-b", 31021, "31710-31719")
+    receiver = sink()
+    variables = {"prod_server": prod_server.address, "cons_server": cons_server.address,
+                 "ca_path": prod_server.pki["ca.crt"], "uid": str(uuid.uuid4()),
+                 "producer_targets": ["127.0.0.1:%d" % receiver.port]}
+    rc, run = run_playbook(playbook, variables)
+    assert rc == 0, run.failures()
+    first = run.result("Stream from PROD to CONS")
+    assert first["changed"] and first["listeners"] == ["127.0.0.1:31710", "127.0.0.1:31711"]
+    assert first["prod_listeners"] == ["127.0.0.1:31700", "127.0.0.1:31701"]
+    rc, run = run_playbook(playbook, variables)
+    assert rc == 0 and run.changed == 0
+    assert run.result("Stream from PROD to CONS")["listeners"] == first["listeners"]
+    sent = streamcheck.send("127.0.0.1", 31711, 8 * 1024 * 1024, timeout=30)
+    assert receiver.wait()["sha256"] == sent["sha256"]
+    for expected in (1, 0):
+        rc, run = run_playbook(playbook, dict(variables, stream_state="absent"))
+        assert rc == 0 and run.changed == expected
+    assert not sessions(prod_server.state_dir) and not sessions(cons_server.state_dir)
+    # Bad input names the field, before any call is made.
+    rc, run = run_playbook(playbook, dict(variables, producer_targets=["nowhere"]))
+    assert rc != 0 and "producer_targets" in run.failures()[0][2]
