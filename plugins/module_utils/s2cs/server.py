@@ -147,8 +147,18 @@ def build_gateway(state_dir, process_supervisor="auto"):
     return Gateway(state_dir, {"process": lambda session: ProcessRuntime(process_supervisor), "docker": docker_runtime})
 
 
+class _Parser(argparse.ArgumentParser):
+    """Reads ``@FILE``: one option per line; blank lines and ``#`` comments are skipped."""
+
+    def convert_arg_line_to_args(self, arg_line):
+        line = arg_line.strip()
+        return [] if not line or line.startswith("#") else [line]
+
+
 def parser():
-    p = argparse.ArgumentParser(prog="s2cs", description="SciStream control server (S2CS) on the collection's S2DS core")
+    p = _Parser(prog="s2cs", fromfile_prefix_chars="@",
+                                description="SciStream control server (S2CS) on the collection's S2DS core. "
+                                            "@FILE reads options from FILE, one per line.")
     p.add_argument("--listener_ip", default="0.0.0.0", help="address the sessions' listeners bind to (default %(default)s)")
     p.add_argument("--control_ip", help="address the control server binds to (default: --listener_ip)")
     p.add_argument("--port", type=int, default=5000, help="control server port (default %(default)s)")
