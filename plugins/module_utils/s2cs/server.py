@@ -134,7 +134,7 @@ def auth_interceptor(checker):
     return TokenInterceptor()
 
 
-def build_gateway(state_dir, process_supervisor="auto"):
+def build_gateway(state_dir, process_supervisor="auto", image=None):
     """A Gateway over ``state_dir`` with the runtimes a control server offers (process, docker)."""
 
     def docker_runtime(session):
@@ -142,7 +142,7 @@ def build_gateway(state_dir, process_supervisor="auto"):
         if not HAS_DOCKER:
             raise S2DSError("runtime docker needs the Docker SDK for Python in the server's environment",
                             field="runtime", value="docker")
-        return DockerRuntime()
+        return DockerRuntime(image=image)
 
     return Gateway(state_dir, {"process": lambda session: ProcessRuntime(process_supervisor), "docker": docker_runtime})
 
@@ -165,6 +165,7 @@ def parser():
     p.add_argument("--type", dest="backend", type=backend_name, default="haproxy",
                    help="data server: haproxy, nginx or stunnel (default %(default)s)")
     p.add_argument("--runtime", default="process", choices=["process", "docker"], help="how proxies run")
+    p.add_argument("--image", help="proxy image for --runtime docker (default: the backend's)")
     p.add_argument("--port_range", default="5100-5200", help="listener ports, start-end (default %(default)s)")
     p.add_argument("--state_dir", default="/var/lib/scistream", help="session state (default %(default)s)")
     p.add_argument("--process_supervisor", default="auto", choices=["auto", "systemd", "daemon"])
@@ -193,7 +194,7 @@ def read_secret(path):
 
 def serve(args, ready=None):
     """Run the server until SIGTERM / SIGINT; ``ready`` (an Event) is set once it listens."""
-    gateway = build_gateway(args.state_dir, args.process_supervisor)
+    gateway = build_gateway(args.state_dir, args.process_supervisor, args.image)
     try:
         service = ControlService(gateway, listener_ip=args.listener_ip, port_range=args.port_range,
                                  backend=args.backend, runtime=args.runtime, hello_timeout=args.hello_timeout,
