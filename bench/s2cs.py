@@ -39,7 +39,7 @@ sys.path.insert(0, os.path.join(ROOT, "tests", "integration"))
 
 # pylint: disable=wrong-import-position
 from ansible_collections.scistream.gateway.plugins.module_utils.s2cs.client import (  # noqa: E402
-    ControlClient, close_stream, open_stream)
+    close_stream, open_stream)
 from ansible_collections.scistream.gateway.plugins.module_utils.s2ds.gateway import Gateway  # noqa: E402
 from ansible_collections.scistream.gateway.plugins.module_utils.s2ds.runtimes.process import ProcessRuntime  # noqa: E402
 from ansible_collections.scistream.gateway.plugins.module_utils.s2ds.session import SessionSpec  # noqa: E402

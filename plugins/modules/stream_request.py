@@ -78,8 +78,9 @@ options:
     default: 30
 seealso:
   - module: scistream.gateway.s2ds
-  - role: scistream.gateway.s2cs
-    description: Deploys the control servers this module talks to.
+  - name: The scistream.gateway.s2cs role
+    description: Deploys the control servers this module talks to (C(ansible-doc -t role scistream.gateway.s2cs)).
+    link: https://github.com/scistream/scistream-gateway/blob/main/README.md#control-server-s2cs
 """
 
 EXAMPLES = r"""

@@ -247,7 +247,7 @@ class ControlService:
         except S2DSError as exc:
             raise _bad_input(exc) from None
         LOG.debug("update %s: %s -> %s (%s)", uid, ", ".join(outcome.session["listeners"]), ", ".join(targets),
-                 ", ".join(outcome.actions) or "unchanged")
+                  ", ".join(outcome.actions) or "unchanged")
         return outcome.session["listeners"], outcome.changed
 
     # -- release ---------------------------------------------------------------

@@ -157,8 +157,8 @@ class _Parser(argparse.ArgumentParser):
 
 def parser():
     p = _Parser(prog="s2cs", fromfile_prefix_chars="@",
-                                description="SciStream control server (S2CS) on the collection's S2DS core. "
-                                            "@FILE reads options from FILE, one per line.")
+                description="SciStream control server (S2CS) on the collection's S2DS core. "
+                            "@FILE reads options from FILE, one per line.")
     p.add_argument("--listener_ip", default="0.0.0.0", help="address the sessions' listeners bind to (default %(default)s)")
     p.add_argument("--control_ip", help="address the control server binds to (default: --listener_ip)")
     p.add_argument("--port", type=int, default=5000, help="control server port (default %(default)s)")
@@ -318,4 +318,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    raise SystemExit(main())
