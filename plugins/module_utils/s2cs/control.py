@@ -68,6 +68,7 @@ class PendingSession:
         self.listeners = []
         self.prod_listeners = []
         self.released = False
+        self.hello_received = False
         self.error = None
 
 
@@ -91,6 +92,7 @@ class ControlService:
         self._cond = threading.Condition()
         self._pending = {}
         self._hellos = {}  # uid -> prod_listeners of its hello (answers a repeated req)
+        self._stopping = False
         # Settings checked once, at start: a bad one stops the server, not a request.
         self._spec("00000000-0000-0000-0000-000000000000", "PROD", 1)
 
@@ -164,6 +166,9 @@ class ControlService:
                 pending.error = ControlError("DEADLINE_EXCEEDED", "no hello for session %s within %gs: its ports are released"
                                              % (uid, self.hello_timeout))
                 LOG.warning("req %s: no hello within %gs, reservation released", uid, self.hello_timeout)
+            elif self._stopping and not pending.hello_received:
+                self._release_quietly(uid)
+                pending.error = ControlError("UNAVAILABLE", "the server is stopping: session %s released" % uid)
             elif pending.released:
                 pending.error = ControlError("ABORTED", "session %s was released before its hello arrived" % uid)
         except Exception as exc:  # pylint: disable=broad-exception-caught
@@ -181,6 +186,15 @@ class ControlService:
         except Exception:  # pylint: disable=broad-exception-caught
             LOG.exception("releasing %s failed", uid)
 
+    def shutdown(self):
+        """Wake every waiting call: the server is stopping (reservations stay on disk)."""
+        with self._cond:
+            self._stopping = True
+            pending = list(self._pending.values())
+            self._cond.notify_all()
+        for session in pending:
+            session.hello.set()
+
     # -- hello -----------------------------------------------------------------
     def hello(self, uid, prod_listeners):
         """The application side's hello: wakes the matching req. Returns the session's listeners.
@@ -191,7 +205,7 @@ class ControlService:
         uid = self._uid(uid)
         prod_listeners = [str(p).strip() for p in prod_listeners if str(p).strip()]
         with self._cond:
-            if not self._cond.wait_for(lambda: self._known(uid), self.hello_grace):
+            if not self._cond.wait_for(lambda: self._stopping or self._known(uid), self.hello_grace) or self._stopping:
                 raise ControlError("NOT_FOUND", "no session %s: send req first" % uid)
             pending = self._pending.get(uid)
         if pending is None:
@@ -206,6 +220,7 @@ class ControlService:
         self._check_prod_listeners(pending.params[0], prod_listeners)
         pending.prod_listeners = prod_listeners if pending.params[0] == "PROD" else []
         self._hellos[uid] = pending.prod_listeners
+        pending.hello_received = True
         pending.hello.set()
         pending.reserved.wait(self.hello_timeout)
         if pending.error:

@@ -233,6 +233,7 @@ def serve(args, ready=None):
         ready.set()
     stop.wait()
     LOG.info("stopping (sessions stay; a restarted server takes them over)")
+    service.shutdown()
     server.stop(grace=2).wait()
 
 
