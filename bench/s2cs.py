@@ -72,7 +72,7 @@ MODULE_PLAY = """---
         num_conn: 1
         listener_ip: 127.0.0.1
         port_range: "{{ cons_range }}"
-        targets: "{{ prod.session.listeners }}"
+        targets: "{{ prod.listeners }}"
         state_dir: "{{ cons_state }}"
         process_supervisor: daemon
 """ % TARGET
