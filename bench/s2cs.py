@@ -117,12 +117,13 @@ def through_core(prod_state, cons_state, backend, uid, ranges):
 
 
 def through_module(playbook, prod_state, cons_state, backend, uid, ranges):
-    seconds = task_seconds(playbook, {"uid": uid, "backend": backend, "prod_range": ranges[0], "cons_range": ranges[1],
-                                      "prod_state": prod_state, "cons_state": cons_state})
-    runtimes = {"process": lambda s: ProcessRuntime("daemon")}
-    Gateway(prod_state, runtimes).absent(uid)
-    Gateway(cons_state, runtimes).absent(uid)
-    return seconds
+    try:
+        return task_seconds(playbook, {"uid": uid, "backend": backend, "prod_range": ranges[0],
+                                       "cons_range": ranges[1], "prod_state": prod_state, "cons_state": cons_state})
+    finally:  # a failed run leaves no proxy behind
+        runtimes = {"process": lambda s: ProcessRuntime("daemon")}
+        Gateway(prod_state, runtimes).absent(uid)
+        Gateway(cons_state, runtimes).absent(uid)
 
 
 def summary(values):
