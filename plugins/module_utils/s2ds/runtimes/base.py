@@ -65,6 +65,14 @@ class Runtime:
         """The last lines the proxy logged, for error messages."""
         return ""
 
+    def release_orphan(self, store, uid):
+        """Stop whatever proxy of session ``uid`` this runtime can find from the uid and the run dir alone.
+
+        For a session whose record is broken. Returns what was stopped, for the
+        caller to report; the default finds nothing.
+        """
+        return []
+
 
 def wait_until(predicate, timeout, interval=0.02):
     """Poll ``predicate`` until it is true or ``timeout`` seconds pass; return its last value."""
