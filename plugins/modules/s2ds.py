@@ -224,50 +224,33 @@ from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.scistream.gateway.plugins.module_utils.ansible_s2ds import (
     ALL_GATEWAY_OPTIONS,
+    SESSION_OPTIONS,
+    SESSION_REQUIRED_IF,
     S2DSError,
     build_gateway,
     fail_from,
+    request_from_params,
     require_core,
 )
 
 
 def main():
     module = AnsibleModule(
-        argument_spec=dict(
-            uid=dict(type="str", required=True),
-            state=dict(type="str", default="present", choices=["present", "absent"]),
-            role=dict(type="str", choices=["PROD", "CONS"]),
-            num_conn=dict(type="int", default=5),
-            listener_ip=dict(type="str", default="0.0.0.0"),
-            port_range=dict(type="str", default="5100-5200"),
-            targets=dict(type="list", elements="str", default=[]),
-            backend=dict(type="str", default="haproxy", choices=["haproxy", "nginx", "stunnel"]),
-            runtime=dict(type="str", default="process", choices=["process", "docker", "janus"]),
-            image=dict(type="str"),
-            psk=dict(type="str", no_log=True),
-            psk_cipher=dict(type="str", default="PSK-AES128-GCM-SHA256"),
-            template=dict(type="path"),
-            **ALL_GATEWAY_OPTIONS
-        ),
-        required_if=[("state", "present", ("role",))],
+        argument_spec=dict(SESSION_OPTIONS, **ALL_GATEWAY_OPTIONS),
+        required_if=SESSION_REQUIRED_IF,
         supports_check_mode=True,
     )
     require_core(module)
-    from ansible_collections.scistream.gateway.plugins.module_utils.s2ds.session import SessionSpec, parse_uid
 
     params = module.params
     result = dict(changed=False, uid=params["uid"])
     try:
         gateway = build_gateway(module)
+        request = request_from_params(params)
         if params["state"] == "absent":
-            outcome = gateway.absent(parse_uid(params["uid"]), check_mode=module.check_mode)
+            outcome = gateway.absent(request.uid, check_mode=module.check_mode, runtime=request.runtime)
         else:
-            spec = SessionSpec.build(
-                uid=params["uid"], role=params["role"], num_conn=params["num_conn"],
-                listener_ip=params["listener_ip"], port_range=params["port_range"], targets=params["targets"],
-                backend=params["backend"], runtime=params["runtime"], psk=params["psk"],
-                psk_cipher=params["psk_cipher"], template=params["template"])
-            outcome = gateway.present(spec, check_mode=module.check_mode)
+            outcome = gateway.present(request, check_mode=module.check_mode)
     except S2DSError as exc:
         fail_from(module, exc, **result)
 
