@@ -84,3 +84,44 @@ def test_hundred_streams_two_gateways(tmp_path):
 
     rc, twice = run_playbook(RELEASE, inventory=inventory, timeout=600)
     assert rc == 0 and twice.changed == 0
+
+
+SESSIONS = os.path.join(ROOT, "tests", "integration", "playbooks", "sessions.yml")
+
+
+def test_broken_record_real_proxies(tmp_path, sink):
+    """A truncated record: named in errors, listed as broken, the others keep working, release frees its proxy."""
+    state_dir = str(tmp_path / "gw")
+    broken, good = str(uuid.uuid4()), str(uuid.uuid4())
+    target = sink(port=33901)
+    items = [{"uid": u, "role": "PROD", "num_conn": 1, "listener_ip": "127.0.0.1", "port_range": "33400-33499",
+              "targets": ["127.0.0.1:33901"]} for u in (broken, good)]
+    rc, first = run_playbook(SESSIONS, {"state_dir": state_dir, "sessions": items})
+    assert rc == 0, first.failures()
+    ports = {s["uid"]: s["ports"][0] for s in first.result("Sessions")["sessions"]}
+    record = os.path.join(state_dir, "sessions", broken + ".json")
+    with open(record, "r+", encoding="utf-8") as handle:
+        handle.truncate(20)
+
+    rc, info = run_playbook(SESSIONS, {"state_dir": state_dir})
+    listed = {s["uid"]: s for s in info.result("Info")["sessions"]}
+    assert rc == 0 and listed[good]["healthy"] and listed[broken]["broken"] and not listed[broken]["healthy"]
+    assert record in listed[broken]["error"]
+
+    # The good one still carries bytes and takes changes in the same call that reports the broken one.
+    changed = [dict(items[0]), dict(items[1], num_conn=2)]
+    rc, mixed = run_playbook(SESSIONS, {"state_dir": state_dir, "sessions": changed})
+    results = mixed.result("Sessions")["sessions"]
+    assert rc != 0 and results[0]["failed"] and record in results[0]["msg"]
+    assert not results[1]["failed"] and results[1]["changed"]
+    sent = streamcheck.send("127.0.0.1", ports[good], 1024 * 1024, timeout=30)
+    assert target.wait()["sha256"] == sent["sha256"]
+
+    # Release: the broken session's proxy (found from its run dir) stops and its port is free.
+    assert ports[broken] in listening_ports("tcp")
+    rc, released = run_playbook(SESSIONS, {"state_dir": state_dir, "sessions": [{"uid": broken, "state": "absent"}]})
+    assert rc == 0 and released.result("Sessions")["sessions"][0]["changed"], released.failures()
+    assert ports[broken] not in listening_ports("tcp")
+    assert not os.path.exists(os.path.join(state_dir, "run", broken)) and not os.path.exists(record)
+    rc, after = run_playbook(SESSIONS, {"state_dir": state_dir, "sessions": [dict(items[1], num_conn=2)]})
+    assert rc == 0 and after.changed == 0 and [s["uid"] for s in after.result("Info")["sessions"]] == [good]
