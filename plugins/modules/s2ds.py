@@ -54,7 +54,8 @@ options:
   state:
     description:
       - V(present) reserves ports and, with O(targets), runs the proxy.
-      - V(absent) stops the proxy, frees the ports and removes the session's files.
+      - V(absent) stops the proxy, frees the ports and removes the session's files, also for a session whose record is
+        broken (see O(runtime)).
     type: str
     choices: [present, absent]
     default: present
@@ -102,6 +103,9 @@ options:
       - V(janus) asks an ESnet Janus controller (O(janus_url)) to run the proxy container on O(janus_node) with
         O(janus_profile); the module runs on that node and writes the config where the profile mounts it.
         The Janus session id is kept in the session record; a changed config stops and starts the Janus session.
+      - With O(state=absent) the session's own record names its runtime; this option only says where to look for
+        the proxy of a session whose record is broken (unreadable), which is then stopped as far as it can be found
+        by its uid, and its run dir and record removed.
     type: str
     choices: [process, docker, janus]
     default: process
