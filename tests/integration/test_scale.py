@@ -125,3 +125,26 @@ def test_broken_record_real_proxies(tmp_path, sink):
     assert not os.path.exists(os.path.join(state_dir, "run", broken)) and not os.path.exists(record)
     rc, after = run_playbook(SESSIONS, {"state_dir": state_dir, "sessions": [dict(items[1], num_conn=2)]})
     assert rc == 0 and after.changed == 0 and [s["uid"] for s in after.result("Info")["sessions"]] == [good]
+
+
+def test_bad_config_for_a_new_session_fails_at_start_and_leaves_nothing(tmp_path):
+    """A new session skips the separate config check where starting checks it (daemon): a bad
+    config still fails with the proxy's message and leaves nothing; an update is checked first."""
+    state_dir = str(tmp_path / "gw")
+    bad = tmp_path / "bad.cfg.j2"
+    bad.write_text("global\n    no-such-keyword {{ uid }}\n")
+    uid = str(uuid.uuid4())
+    item = {"uid": uid, "role": "PROD", "num_conn": 1, "listener_ip": "127.0.0.1", "port_range": "33950-33959",
+            "targets": ["127.0.0.1:33960"]}
+    rc, new = run_playbook(SESSIONS, {"state_dir": state_dir, "sessions": [dict(item, template=str(bad))]})
+    assert rc != 0 and "no-such-keyword" in new.result("Sessions")["sessions"][0]["msg"]
+    assert files_under(state_dir) == [] and 33950 not in listening_ports("tcp")
+
+    rc, good = run_playbook(SESSIONS, {"state_dir": state_dir, "sessions": [item]})
+    assert rc == 0 and 33950 in listening_ports("tcp")
+    rc, update = run_playbook(SESSIONS, {"state_dir": state_dir, "sessions": [dict(item, template=str(bad))]})
+    result = update.result("Sessions")["sessions"][0]
+    assert rc != 0 and "rejected the rendered config" in result["msg"] and result.get("field") == "template"
+    assert 33950 in listening_ports("tcp")
+    rc, dummy = run_playbook(SESSIONS, {"state_dir": state_dir, "sessions": [dict(item, state="absent")]})
+    assert rc == 0 and files_under(state_dir) == []

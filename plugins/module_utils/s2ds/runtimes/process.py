@@ -59,6 +59,9 @@ class ProcessRuntime(Runtime):
             raise S2DSError("process_supervisor %r: must be auto, systemd or daemon" % supervisor,
                             field="process_supervisor", value=supervisor)
         self.supervisor = supervisor
+        # A daemon parses its config before it forks and exits non-zero on an error;
+        # a systemd unit would only fail later, in the background.
+        self.start_checks_config = supervisor == "daemon"
 
     # -- paths ------------------------------------------------------------
     def paths(self, store, record):
