@@ -22,7 +22,8 @@ from ansible_collections.scistream.gateway.plugins.module_utils.s2ds.gateway imp
 from ansible_collections.scistream.gateway.plugins.module_utils.s2ds.runtimes.process import ProcessRuntime
 
 __all__ = ["ALL_GATEWAY_OPTIONS", "DOCKER_OPTIONS", "GATEWAY_OPTIONS", "JANUS_OPTIONS", "S2DSError", "SESSION_OPTIONS",
-           "SESSION_REQUIRED_IF", "apply_sessions",            "build_gateway", "docker_engine_options", "fail_from", "request_from_params", "require_core", "require_docker"]
+           "SESSION_REQUIRED_IF", "apply_sessions", "build_gateway", "docker_engine_options", "fail_from",
+           "request_from_params", "require_core", "require_docker"]
 
 DEFAULT_STATE_DIR = "/var/lib/scistream"
 

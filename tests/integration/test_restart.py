@@ -71,8 +71,8 @@ def test_sessions_come_back_after_reboot(gateway):
         assert wait_until(lambda u=unit: run(container, "systemctl is-active " + u)[1].strip() == "active", 20, 0.3)
     listeners = [prod[0]["listeners"][0], prod[1]["listeners"][0], cons[0]["listeners"][0]]
     for listener, sink_port in zip(listeners, (33700, 33701, 33702)):
-        assert wait_until(lambda l=listener: run(container, "python3 -c 'import socket; socket.create_connection((\"%s\", %s), 1)'"
-                                               % tuple(l.rsplit(":", 1)))[0] == 0, 15, 0.3)
+        probe = "python3 -c 'import socket; socket.create_connection((\"%s\", %s), 1)'" % tuple(listener.rsplit(":", 1))
+        assert wait_until(lambda p=probe: run(container, p)[0] == 0, 15, 0.3)
         sent, got = push_inside(container, listener, sink_port, "4M")
         assert sent["sha256"] == got["sha256"] and sent["bytes"] == got["bytes"]
 
