@@ -16,7 +16,7 @@ import uuid
 import yaml
 
 from conftest import ROOT, Sink, files_under, run_playbook, streamcheck
-from ansible_collections.scistream.gateway.plugins.module_utils.s2ds.runtimes.base import listening_ports
+from ansible_collections.scistream.gateway.plugins.module_utils.s2ds.runtimes.base import listening_ports, wait_until
 
 STREAM = os.path.join(ROOT, "playbooks", "stream.yml")
 RELEASE = os.path.join(ROOT, "playbooks", "release.yml")
@@ -148,3 +148,26 @@ def test_bad_config_for_a_new_session_fails_at_start_and_leaves_nothing(tmp_path
     assert 33950 in listening_ports("tcp")
     rc, dummy = run_playbook(SESSIONS, {"state_dir": state_dir, "sessions": [dict(item, state="absent")]})
     assert rc == 0 and files_under(state_dir) == []
+
+
+def test_daemon_sessions_after_a_reboot_are_reported_not_running(tmp_path):
+    """Without systemd nothing restarts a proxy after a reboot: s2ds_info says so, the next present run restarts it."""
+    import signal  # pylint: disable=import-outside-toplevel
+    state_dir = str(tmp_path / "gw")
+    item = {"uid": str(uuid.uuid4()), "role": "PROD", "num_conn": 1, "listener_ip": "127.0.0.1",
+            "port_range": "33970-33979", "targets": ["127.0.0.1:33980"]}
+    rc, first = run_playbook(SESSIONS, {"state_dir": state_dir, "sessions": [item]})
+    assert rc == 0 and first.result("Info")["sessions"][0]["running"]
+    with open(os.path.join(state_dir, "run", item["uid"], "proxy.pid"), encoding="ascii") as handle:
+        master = int(handle.read().split()[0])
+    os.killpg(master, signal.SIGKILL)  # what a reboot does to a daemon and its workers
+    assert wait_until(lambda: 33970 not in listening_ports("tcp"), 10)
+
+    rc, after = run_playbook(SESSIONS, {"state_dir": state_dir})
+    info = after.result("Info")["sessions"][0]
+    assert rc == 0 and info["running"] is False and info["healthy"] is False
+    rc, again = run_playbook(SESSIONS, {"state_dir": state_dir, "sessions": [item]})
+    assert rc == 0 and again.result("Sessions")["sessions"][0]["actions"] == ["start"]
+    assert again.result("Info")["sessions"][0]["healthy"]
+    rc, dummy = run_playbook(SESSIONS, {"state_dir": state_dir, "sessions": [dict(item, state="absent")]})
+    assert rc == 0
