@@ -58,6 +58,7 @@ def test_sessions_come_back_after_reboot(gateway):
     variables = {"uids": [str(uuid.uuid4()) for dummy in range(3)], "psk": "r" * 32}
     rc, setup = run_playbook(PLAYBOOK, variables, inventory=inventory)
     assert rc == 0, setup.failures()
+    assert variables["psk"] not in str(setup.output) + setup.stderr
     prod = setup.result("Producer-side sessions", "gateway")["sessions"]
     cons = setup.result("Consumer side of the stunnel pair", "gateway")["sessions"]
     units = ["scistream-%s-%s-%s.service" % (s["backend"], s["role"].lower(), s["uid"]) for s in prod + cons]

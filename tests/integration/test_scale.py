@@ -169,5 +169,9 @@ def test_daemon_sessions_after_a_reboot_are_reported_not_running(tmp_path):
     rc, again = run_playbook(SESSIONS, {"state_dir": state_dir, "sessions": [item]})
     assert rc == 0 and again.result("Sessions")["sessions"][0]["actions"] == ["start"]
     assert again.result("Info")["sessions"][0]["healthy"]
+    rc, planned = run_playbook(SESSIONS, {"state_dir": state_dir, "sessions": [dict(item, num_conn=2)]}, check=True, diff=True)
+    result = planned.result("Sessions")
+    assert rc == 0 and result["changed"] and "127.0.0.1:33971" in result["diff"][0]["after"]
+    assert 33971 not in listening_ports("tcp")
     rc, dummy = run_playbook(SESSIONS, {"state_dir": state_dir, "sessions": [dict(item, state="absent")]})
     assert rc == 0
