@@ -17,7 +17,8 @@
    (shared pages divided among the processes sharing them).
 4. gateways: deploy.yml + stream.yml over 1, 4 and 8 producer gateways (systemd
    containers on a Docker network of this bench), each streaming to one
-   consumer gateway; forks 16.
+   consumer gateway; forks 16. forks (not in the default set): 8 gateways with
+   forks 5 (Ansible's default) against 16.
 
 Ports 33000-34999 only; containers and networks are named ssscale-*.
 """
@@ -296,13 +297,14 @@ def gateway_inventory(directory, names, network):
     return path
 
 
-def bench_gateways(pairs, counts=(1, 4, 8), forks=16):
+def gateway_runs(pairs, variants):
+    """deploy + stream times per (count, forks) variant, the variants alternated within each pair."""
     network = "ssscale-bench-net"
-    times = {n: [] for n in counts}
+    times = {v: [] for v in variants}
     docker("network", "create", network, check=False)
     try:
         for dummy in range(pairs):
-            for count in counts:
+            for count, forks in variants:
                 directory = tempfile.mkdtemp(prefix="ssscale-gws-")
                 names = []
                 try:
@@ -310,13 +312,30 @@ def bench_gateways(pairs, counts=(1, 4, 8), forks=16):
                     inventory = gateway_inventory(directory, names, network)
                     deploy = playbook(os.path.join(PLAYBOOKS, "deploy.yml"), inventory, "-f", str(forks))
                     stream = playbook(os.path.join(PLAYBOOKS, "stream.yml"), inventory, "-f", str(forks))
-                    times[count].append((deploy, stream))
+                    times[(count, forks)].append((deploy, stream))
                 finally:
                     for name in names or ["ssscale-gw-%d" % i for i in range(count)] + ["ssscale-gw-cons"]:
                         docker("rm", "-f", name, check=False)
                     shutil.rmtree(directory, ignore_errors=True)
     finally:
         docker("network", "rm", network, check=False)
+    return times
+
+
+def bench_forks(pairs, count=8):
+    """8 gateways with Ansible's default forks (5) against forks 16."""
+    times = gateway_runs(pairs, [(count, 5), (count, 16)])
+    few = [d + s for d, s in times[(count, 5)]]
+    many = [d + s for d, s in times[(count, 16)]]
+    return "\n".join([
+        "| %d producer gateways (+1 consumer) | forks 5 s | forks 16 s | ratio 5 / 16 |" % count, "|---|---|---|---|",
+        "| deploy + stream | %s | %s | %s |" % (median_range(few), median_range(many),
+                                               median_range([a / b for a, b in zip(few, many)]))])
+
+
+def bench_gateways(pairs, counts=(1, 4, 8), forks=16):
+    times = gateway_runs(pairs, [(n, forks) for n in counts])
+    times = {count: times[(count, forks)] for count in counts}
     base = [d + s for d, s in times[counts[0]]]
     lines = ["| producer gateways (+1 consumer) | deploy s | stream s | deploy + stream s | ratio to %d | goal |" % counts[0],
              "|---|---|---|---|---|---|"]
@@ -331,7 +350,7 @@ def bench_gateways(pairs, counts=(1, 4, 8), forks=16):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--pairs", type=int, default=3)
-    parser.add_argument("--only", default="streams,info,memory,gateways")
+    parser.add_argument("--only", default="streams,info,memory,gateways", help="any of streams,info,memory,gateways,forks")
     parser.add_argument("--streams", type=int, default=100)
     args = parser.parse_args()
     only = args.only.split(",")
@@ -346,6 +365,9 @@ def main():
     if "memory" in only:
         print("\n## Memory per idle session\n")
         print(bench_memory(), flush=True)
+    if "forks" in only:
+        print("\n## Gateways: forks 5 vs 16\n")
+        print(bench_forks(args.pairs), flush=True)
     if "gateways" in only:
         print("\n## Gateways: deploy + stream over 1, 4, 8\n")
         print(bench_gateways(args.pairs), flush=True)
