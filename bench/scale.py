@@ -329,8 +329,8 @@ def bench_forks(pairs, count=8):
     many = [d + s for d, s in times[(count, 16)]]
     return "\n".join([
         "| %d producer gateways (+1 consumer) | forks 5 s | forks 16 s | ratio 5 / 16 |" % count, "|---|---|---|---|",
-        "| deploy + stream | %s | %s | %s |" % (median_range(few), median_range(many),
-                                               median_range([a / b for a, b in zip(few, many)]))])
+        "| deploy + stream | %s | %s | %s |" % (
+            median_range(few), median_range(many), median_range([a / b for a, b in zip(few, many)]))])
 
 
 def bench_gateways(pairs, counts=(1, 4, 8), forks=16):
