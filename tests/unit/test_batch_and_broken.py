@@ -105,3 +105,19 @@ def test_broken_record_does_not_stop_the_others_and_can_be_released(gateway, fak
     assert broken not in fake.running and good in fake.running
     assert broken not in {s["uid"] for s in gateway.sessions()}
     assert not gateway.absent(broken).changed
+
+
+def test_an_os_error_is_that_sessions_error_only(gateway, fake):
+    ids = uids(2)
+    start = fake.start
+
+    def start_or_refuse(backend, store, record):
+        if record.uid == ids[1]:
+            raise PermissionError(13, "Permission denied", "/etc/systemd/system/x.service")
+        start(backend, store, record)
+
+    fake.start = start_or_refuse
+    outcomes = gateway.apply([spec(uid=u, targets=["127.0.0.1:9"]) for u in ids])
+    assert outcomes[0].error is None and outcomes[0].changed
+    assert "Permission denied" in str(outcomes[1].error) and ids[1] in str(outcomes[1].error)
+    assert not os.path.exists(gateway.store.record_path(ids[1]))

@@ -83,6 +83,10 @@ class Gateway:
                         outcomes.append(self._absent(request.uid, check_mode, request.runtime))
                 except S2DSError as exc:
                     outcomes.append(Outcome(changed=False, actions=[], session={"uid": request.uid}, error=exc))
+                except OSError as exc:
+                    # Say which session, and keep the results of the others.
+                    error = S2DSError("session %s: %s" % (request.uid, exc), field="uid", value=request.uid)
+                    outcomes.append(Outcome(changed=False, actions=[], session={"uid": request.uid}, error=error))
         return outcomes
 
     # -- present -------------------------------------------------------------
