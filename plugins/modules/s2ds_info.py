@@ -15,6 +15,10 @@ description:
   - Reads the session records under O(state_dir) and checks each session's proxy.
   - A session is healthy when its proxy runs and every listener is listening; a session with no
     targets yet (ports reserved, no proxy) is reported healthy and not running.
+  - A session whose record cannot be read is listed with RV(sessions[].broken) and RV(sessions[].error), not healthy;
+    the others are checked as usual.
+  - With the C(daemon) process supervisor (no systemd) nothing restarts a proxy after the host reboots until the next
+    C(present) run; until then its sessions are reported not running.
 author:
   - SciStream gateway contributors (@scistream)
 extends_documentation_fragment:
@@ -92,6 +96,19 @@ sessions:
     healthy:
       description: Proxy running and every listener listening.
       type: bool
+    broken:
+      description: True for a session whose record cannot be read; only RV(sessions[].uid), RV(sessions[].record_path)
+        and RV(sessions[].error) are known then. Release it with O(scistream.gateway.s2ds#module:state=absent).
+      type: bool
+      returned: for a broken record
+    record_path:
+      description: The broken record's file.
+      type: str
+      returned: for a broken record
+    error:
+      description: Why the session cannot be checked (the broken record's file and fault, or the runtime's error).
+      type: str
+      returned: when there is one
 """
 
 from ansible.module_utils.basic import AnsibleModule
