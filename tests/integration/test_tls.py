@@ -435,3 +435,18 @@ def test_check_mode_predicts_an_encrypted_session_and_writes_nothing(tmp_path, u
     assert prod["changed"] and prod["actions"] == ["reserve", "write_config", "start"] and prod["encryption"] == "tls"
     assert keys["prod"].splitlines()[1] not in json.dumps(run.output)
     assert not os.path.exists(cvars["prod_state_dir"]) and not os.path.exists(cvars["cons_state_dir"])
+
+
+def test_batch_module_takes_the_same_encryption_options(tmp_path, uid, pki):
+    pki_dir = str(tmp_path / "pki")
+    keys = chain_pki(pki, pki_dir)
+    data_sink = Sink(port=30945)
+    cvars = {"uid": uid, "pki_dir": pki_dir, "prod_state_dir": str(tmp_path / "gateway-a"),
+             "cons_state_dir": str(tmp_path / "gateway-b")}
+    playbook = os.path.join(ROOT, "tests", "integration", "playbooks", "tls_sessions.yml")
+    rc, run = run_playbook(playbook, cvars, diff=True)
+    assert rc == 0, run.failures()
+    cons = run.result("CONS sessions")["sessions"][0]
+    assert cons["encryption"] == "tls" and keys["cons"].splitlines()[1] not in json.dumps(run.output)
+    sent = streamcheck.send("127.0.0.1", cons["ports"][0], 1024 * 1024, timeout=30)
+    assert data_sink.wait()["sha256"] == sent["sha256"]
