@@ -93,10 +93,19 @@ def build_gateway(module):
                             ca_path=params["janus_ca_path"], validate_certs=params["janus_validate_certs"],
                             node=params["janus_node"], profile=params["janus_profile"], image=params.get("image"))
 
+    def kernel_runtime(session):
+        from ansible_collections.scistream.gateway.plugins.module_utils.s2ds.runtimes.kernel import HAS_NFTABLES, KernelRuntime
+        if not HAS_NFTABLES:
+            module.fail_json(msg=missing_required_lib(
+                "nftables (the libnftables Python binding; Debian: python3-nftables, importable from the "
+                "distribution's Python: set ansible_python_interpreter=/usr/bin/python3)"))
+        return KernelRuntime()
+
     runtimes = {
         "process": lambda session: ProcessRuntime(params["process_supervisor"]),
         "docker": docker_runtime,
         "janus": janus_runtime,
+        "kernel": kernel_runtime,
     }
     return Gateway(params["state_dir"], runtimes)
 

@@ -15,6 +15,9 @@ description:
   - Reads the session records under O(state_dir) and checks each session's proxy.
   - A session is healthy when its proxy runs and every listener is listening; a session with no
     targets yet (ports reserved, no proxy) is reported healthy and not running.
+  - A session of backend C(nftables) runs, and is healthy, while its rules are in the kernel exactly as last applied;
+    its RV(sessions[].traffic) counts bytes and packets per listener from the rules' counters. Run the module with
+    the distribution's Python for it (C(ansible_python_interpreter=/usr/bin/python3)).
 author:
   - SciStream gateway contributors (@scistream)
 extends_documentation_fragment:
@@ -87,8 +90,16 @@ sessions:
       description: Whether the proxy runs.
       type: bool
     healthy:
-      description: Proxy running and every listener listening.
+      description: Proxy running and every listener listening (backend nftables, its rules in place).
       type: bool
+    traffic:
+      description:
+        - Backend nftables only, while its rules are in place. Per listener, in order, what went through it since its
+          rules were last applied, both directions, TCP and UDP.
+      type: list
+      elements: dict
+      returned: for sessions of backend nftables
+      sample: [{listener: 10.0.2.2:5100, port: 5100, bytes: 209912345, packets: 140123}]
 """
 
 from ansible.module_utils.basic import AnsibleModule

@@ -5,12 +5,15 @@
 """What each proxy is, whatever runs it: file names, commands, signals, template.
 
 Runtimes (process, docker, janus) ask a Backend how to start, check and
-reload its proxy; they never hard-code a proxy themselves.
+reload its proxy; they never hard-code a proxy themselves. The kernel data
+path (``nftables``) is a Backend too: its "config" is a JSON ruleset built
+by :mod:`.templates.nftables`, and only the ``kernel`` runtime applies it.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
 import signal
 
 try:
@@ -19,7 +22,7 @@ except ImportError:  # reported by callers through HAS_JINJA2
     jinja2 = None
 
 from .errors import S2DSError
-from .templates import haproxy, nginx, stunnel
+from .templates import haproxy, nginx, nftables, stunnel
 
 PSK_FILE = "psk.txt"
 
@@ -60,6 +63,21 @@ class Backend:
     reload_signal: object = None  # None: the proxy is restarted to apply a change
     stop_signal: object = signal.SIGTERM
     uses_psk: bool = False
+    #: The runtimes that can run it; the first is the default.
+    runtimes: tuple = ("process", "docker", "janus")
+    #: Builds the config text from a record instead of a Jinja2 template.
+    render: object = None
+    #: SessionSpec options this backend refuses, with why.
+    rejects: tuple = ()
+    #: Targets must be IP addresses (no host names).
+    ip_targets_only: bool = False
+    #: A changed config replaces the running one in place, atomically.
+    replaces_in_place: bool = False
+
+    @property
+    def reloadable(self):
+        """A changed config is applied without a restart."""
+        return self.reload_signal is not None or self.replaces_in_place
 
     def foreground_argv(self, config_path, log_file="stderr"):
         if self.name == "haproxy":
@@ -93,6 +111,12 @@ BACKENDS = {
     "stunnel": Backend("stunnel", "stunnel.conf", stunnel.TEMPLATE, ("tcp",), _stunnel_address,
                        "scistream/stunnel:local",
                        uses_psk=True),
+    "nftables": Backend("nftables", "nftables.json", None, ("tcp", "udp"), None, None,
+                        runtimes=("kernel",), render=lambda record: json.dumps(nftables.ruleset(record), indent=1) + "\n",
+                        rejects=(("psk", "backend nftables forwards in clear and takes no psk; use backend stunnel "
+                                         "for an encrypted path"),
+                                 ("template", "backend nftables builds its ruleset itself and takes no template")),
+                        ip_targets_only=True, replaces_in_place=True),
 }
 
 
@@ -116,8 +140,11 @@ def render_config(backend, record, paths, psk_cipher, template_text=None, tuning
     ``paths`` says where the proxy sees its files (they differ between a host
     process and a container): ``run_dir``, ``pid_file``, ``log_file``,
     ``psk_file`` and ``foreground``. ``template_text`` replaces the built-in
-    template; it receives the same variables.
+    template; it receives the same variables. A backend with its own
+    ``render`` (nftables) builds its config from the record alone.
     """
+    if backend.render is not None:
+        return backend.render(record)
     targets = record.targets
     listeners = [
         {
