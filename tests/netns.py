@@ -26,8 +26,12 @@ PREFIX = "ssnft"
 class Topology:
     """Namespaces ``ssnft-<tag>-{c,b,a,p}`` on 10.97.<net>.0/24 and the two /24s after it."""
 
-    def __init__(self, tag, net=1):
+    def __init__(self, tag, net=1, docker_image=None):
         self.tag = tag
+        #: With an image, gateways B and A are the network namespaces of two idle containers
+        #: (``ssnft-<tag>-b``, ``ssnft-<tag>-a``), so proxy containers can join them
+        #: (``network_mode=container:<name>``) as host processes and kernel rules can.
+        self.docker_image = docker_image
         self.net = net
         self.ns = {role: "%s-%s-%s" % (PREFIX, tag, role) for role in ("c", "b", "a", "p")}
         n = net
@@ -57,8 +61,15 @@ class Topology:
 
     def create(self):
         self.destroy()
-        for name in self.ns.values():
-            subprocess.run(["ip", "netns", "add", name], check=True, capture_output=True)
+        for role, name in self.ns.items():
+            if self.docker_image and role in ("b", "a"):
+                subprocess.run(["docker", "run", "-d", "--name", name, "--network", "none", "--label", "ssnft=1",
+                                self.docker_image, "sleep", "infinity"], check=True, capture_output=True)
+                pid = subprocess.run(["docker", "inspect", "-f", "{{.State.Pid}}", name], check=True,
+                                     capture_output=True, text=True).stdout.strip()
+                subprocess.run(["ip", "netns", "attach", name, pid], check=True, capture_output=True)
+            else:
+                subprocess.run(["ip", "netns", "add", name], check=True, capture_output=True)
         for role in self.ns:
             self.sh(role, "ip", "link", "set", "lo", "up")
         self._veth("c", "b", self.consumer, self.b_lan)
@@ -78,8 +89,10 @@ class Topology:
 
     def destroy(self):
         """Remove the namespaces (their veths go with them) and the interpreter wrappers."""
-        for name in self.ns.values():
+        for role, name in self.ns.items():
             subprocess.run(["ip", "netns", "del", name], check=False, capture_output=True)
+            if self.docker_image and role in ("b", "a"):
+                subprocess.run(["docker", "rm", "-f", name], check=False, capture_output=True)
         for path in self.interpreters.values():
             if os.path.exists(path):
                 os.unlink(path)
