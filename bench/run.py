@@ -130,7 +130,10 @@ def chain(workdir, backend, runtime, target_port, tag):
 def bench_loopback(args, workdir):
     lines = ["Loopback, two gateways on this host, ratio to direct:", ""]
     lines += [line % (("direct",) * 2) if "%s" in line else line for line in THROUGHPUT_HEADER]
-    direct = lambda streams: iperf("127.0.0.1", LOOP_IPERF_PORT, args.seconds, streams)  # noqa: E731
+
+    def direct(streams):
+        return iperf("127.0.0.1", LOOP_IPERF_PORT, args.seconds, streams)
+
     with iperf_server("127.0.0.1", LOOP_IPERF_PORT):
         for runtime in args.runtimes:
             for backend in PROXIES:
@@ -185,7 +188,10 @@ def bench_namespaces(args, workdir):
     try:
         topo.create()
         topo.route(True)
-        routed = lambda streams: iperf(topo.producer, NS_IPERF_PORT, args.seconds, streams, client)  # noqa: E731
+
+        def routed(streams):
+            return iperf(topo.producer, NS_IPERF_PORT, args.seconds, streams, client)
+
         with iperf_server(topo.producer, NS_IPERF_PORT, ("ip", "netns", "exec", topo.ns["p"])):
             for runtime, backend in combos:
                 with ns_chain(topo, workdir, backend, runtime) as port:

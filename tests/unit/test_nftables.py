@@ -40,7 +40,7 @@ def test_ruleset_translates_each_listener_to_its_target_in_the_collections_table
                in r["expr"] for r in dnat)
     assert len(rules_of(commands, "snat-" + UID)) == len(rules_of(commands, "count-" + UID)) == 6  # tcp and udp
     jumps = [r for c in commands for r in [c.get("add", {}).get("rule")] if r and r.get("comment") == UID]
-    assert sorted(r["chain"] for r in jumps) == sorted(name for name, _, _, _ in nftables.BASE_CHAINS)
+    assert sorted(r["chain"] for r in jumps) == sorted(base[0] for base in nftables.BASE_CHAINS)
     # The session's chains are flushed before its rules are added: loading the file twice changes nothing.
     assert {"flush": {"chain": {"family": "inet", "table": "scistream", "name": "dnat-" + UID}}} in commands
 

@@ -1,11 +1,10 @@
-#!/usr/bin/python3
 # -*- coding: utf-8 -*-
 # Copyright (c) 2026, SciStream gateway contributors
 # GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
 # SPDX-License-Identifier: GPL-3.0-or-later
 """Put back the kernel data path of every S2DS session kept under a state dir (installed by scistream.gateway.gateway).
 
-    scistream-nft-restore [STATE_DIR]     (default /var/lib/scistream)
+    /usr/bin/python3 scistream-nft-restore.py [STATE_DIR]     (default /var/lib/scistream)
 
 The rules of each session of backend nftables are kept as
 STATE_DIR/run/<uid>/nftables.json (libnftables JSON). One transaction
