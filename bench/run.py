@@ -137,10 +137,13 @@ def bench_loopback(args, workdir):
     with iperf_server("127.0.0.1", LOOP_IPERF_PORT):
         for runtime in args.runtimes:
             for backend in PROXIES:
-                with chain(workdir, backend, runtime, LOOP_IPERF_PORT, "%s-%s" % (runtime, backend)) as port:
-                    lines.append(ratio_row("two %s hops" % backend, runtime, direct,
-                                           lambda streams, port=port: iperf("127.0.0.1", port, args.seconds, streams),
-                                           args))
+                try:
+                    with chain(workdir, backend, runtime, LOOP_IPERF_PORT, "%s-%s" % (runtime, backend)) as port:
+                        lines.append(ratio_row(
+                            "two %s hops" % backend, runtime, direct,
+                            lambda streams, port=port: iperf("127.0.0.1", port, args.seconds, streams), args))
+                except Exception as exc:  # pylint: disable=broad-exception-caught
+                    lines.append("| two %s hops | %s | failed: %s |" % (backend, runtime, str(exc)[:200]))
     return lines
 
 
@@ -194,12 +197,15 @@ def bench_namespaces(args, workdir):
 
         with iperf_server(topo.producer, NS_IPERF_PORT, ("ip", "netns", "exec", topo.ns["p"])):
             for runtime, backend in combos:
-                with ns_chain(topo, workdir, backend, runtime) as port:
-                    label = "kernel NAT (nftables) on both gateways" if runtime == "kernel" else "two %s hops" % backend
-                    lines.append(ratio_row(label, runtime, routed,
-                                           lambda streams, port=port: iperf(topo.b_lan, port, args.seconds, streams,
-                                                                            client),
-                                           args))
+                label = "kernel NAT (nftables) on both gateways" if runtime == "kernel" else "two %s hops" % backend
+                try:
+                    with ns_chain(topo, workdir, backend, runtime) as port:
+                        lines.append(ratio_row(
+                            label, runtime, routed,
+                            lambda streams, port=port: iperf(topo.b_lan, port, args.seconds, streams, client), args))
+                except Exception as exc:  # pylint: disable=broad-exception-caught
+                    lines.append("| %s | %s | failed: %s |" % (label, runtime, str(exc)[:300]))
+                print(lines[-1], file=sys.stderr, flush=True)
     finally:
         topo.destroy()
     return lines
