@@ -166,12 +166,15 @@ def ns_chain(topo, workdir, backend, runtime):
     states = {role: os.path.join(workdir, "ns-%s-%s" % (runtime, backend), role) for role in ("a", "b")}
     modes = {role: "container:%s" % topo.ns[role] for role in ("a", "b")}
     try:
+        # Listeners on 0.0.0.0: the docker runtime checks an NGINX config in a container without
+        # network (nginx -t binds), where only a wildcard or loopback address can be bound.
         prod = ns_call(topo, "a", {"state_dir": states["a"], "action": "present", "network_mode": modes["a"],
-                                   "spec": dict(common, role="PROD", listener_ip=topo.a_wan, port_range="32600-32649",
+                                   "spec": dict(common, role="PROD", listener_ip="0.0.0.0", port_range="32600-32649",
                                                 targets=["%s:%d" % (topo.producer, NS_IPERF_PORT)])}, kernel)
         cons = ns_call(topo, "b", {"state_dir": states["b"], "action": "present", "network_mode": modes["b"],
-                                   "spec": dict(common, role="CONS", listener_ip=topo.b_lan, port_range="32650-32699",
-                                                targets=prod["listeners"])}, kernel)
+                                   "spec": dict(common, role="CONS", listener_ip="0.0.0.0", port_range="32650-32699",
+                                                targets=["%s:%d" % (topo.a_wan, port) for port in prod["ports"]])},
+                       kernel)
         yield cons["ports"][0]
     finally:
         for role in ("b", "a"):
