@@ -75,3 +75,26 @@ def test_refused_options_name_field_and_value(options, field):
         SessionSpec.build(uid=UID, role="PROD", backend="nftables", **options)
     assert err.value.field == field
     assert "0123456789abcdef" not in str(err.value)
+
+
+def test_kernel_view_ignores_handles_and_counter_values_and_traffic_sums_protocols():
+    from ansible_collections.scistream.gateway.plugins.module_utils.s2ds.runtimes.kernel import KernelRuntime
+
+    def listing(bytes_tcp, handle):
+        rule = {"family": "inet", "table": "scistream", "chain": "count-" + UID, "handle": handle, "expr": [
+            {"match": {"op": "==", "left": {"meta": {"key": "l4proto"}}, "right": "tcp"}},
+            {"match": {"op": "==", "left": {"ct": {"key": "proto-dst", "dir": "original"}}, "right": 5100}},
+            {"counter": {"packets": 10, "bytes": bytes_tcp}}]}
+        udp = dict(rule, handle=handle + 1, expr=rule["expr"][:2] + [{"counter": {"packets": 1, "bytes": 100}}])
+        other = dict(rule, chain="count-" + "0" * 8 + UID[8:], handle=handle + 2)
+        return [{"chain": {"family": "inet", "table": "scistream", "name": "count-" + UID, "handle": 3}},
+                {"rule": rule}, {"rule": udp}, {"rule": other}]
+
+    runtime = object.__new__(KernelRuntime)  # no libnftables needed for the pure parts
+    assert runtime._view(listing(1000, 7), UID) == runtime._view(listing(5, 70), UID)
+    assert len(runtime._view(listing(5, 7), UID)) == 3  # the other session's rule is not ours
+    runtime._table = lambda: listing(1000, 7)
+    rec = record(ports=[5100, 5101])
+    assert runtime.traffic(None, None, rec) == [
+        {"listener": "10.0.2.2:5100", "port": 5100, "bytes": 1100, "packets": 11},
+        {"listener": "10.0.2.2:5101", "port": 5101, "bytes": 0, "packets": 0}]
