@@ -11,17 +11,42 @@ module parameters into a Gateway with its runtimes, and S2DSError into
 
 from __future__ import annotations
 
+import inspect
+
 from ansible.module_utils.basic import missing_required_lib
+from ansible.module_utils.common.arg_spec import ArgumentSpecValidator
 
 from ansible_collections.scistream.gateway.plugins.module_utils.s2ds.backends import HAS_JINJA2
 from ansible_collections.scistream.gateway.plugins.module_utils.s2ds.errors import S2DSError
 from ansible_collections.scistream.gateway.plugins.module_utils.s2ds.gateway import Gateway
 from ansible_collections.scistream.gateway.plugins.module_utils.s2ds.runtimes.process import ProcessRuntime
 
-__all__ = ["ALL_GATEWAY_OPTIONS", "DOCKER_OPTIONS", "GATEWAY_OPTIONS", "JANUS_OPTIONS", "S2DSError", "build_gateway", "docker_engine_options", "fail_from",
-           "require_core", "require_docker"]
+__all__ = ["ALL_GATEWAY_OPTIONS", "DOCKER_OPTIONS", "GATEWAY_OPTIONS", "JANUS_OPTIONS", "S2DSError", "SESSION_OPTIONS",
+           "SESSION_REQUIRED_IF", "apply_sessions", "build_gateway", "docker_engine_options", "fail_from",
+           "request_from_params", "require_core", "require_docker"]
 
 DEFAULT_STATE_DIR = "/var/lib/scistream"
+
+# The options of one session: the s2ds module's own, and each item of
+# s2ds_sessions' ``sessions`` (the ONE place they are declared). Every one of
+# them that SessionSpec.build takes is passed to it by name.
+SESSION_OPTIONS = dict(
+    uid=dict(type="str", required=True),
+    state=dict(type="str", default="present", choices=["present", "absent"]),
+    role=dict(type="str", choices=["PROD", "CONS"]),
+    num_conn=dict(type="int", default=5),
+    listener_ip=dict(type="str", default="0.0.0.0"),
+    port_range=dict(type="str", default="5100-5200"),
+    targets=dict(type="list", elements="str", default=[]),
+    backend=dict(type="str", default="haproxy", choices=["haproxy", "nginx", "stunnel", "nftables"]),
+    # No default: a session gets its backend's (process for the proxies, kernel for nftables).
+    runtime=dict(type="str", choices=["process", "docker", "janus", "kernel"]),
+    image=dict(type="str"),
+    psk=dict(type="str", no_log=True),
+    psk_cipher=dict(type="str", default="PSK-AES128-GCM-SHA256"),
+    template=dict(type="path"),
+)
+SESSION_REQUIRED_IF = [("state", "present", ("role",))]
 
 # Options every S2DS module shares: where the gateway keeps its state, and
 # how each runtime reaches its proxies.
@@ -72,18 +97,39 @@ def require_docker(module):
         module.fail_json(msg=missing_required_lib("docker (the Docker SDK for Python; Debian: python3-docker)"))
 
 
-def build_gateway(module):
+def request_from_params(session_params):
+    """A core request from one session's (validated) options: a SessionSpec, or a Release for state=absent."""
+    from ansible_collections.scistream.gateway.plugins.module_utils.s2ds.gateway import Release
+    from ansible_collections.scistream.gateway.plugins.module_utils.s2ds.session import SessionSpec, parse_uid
+    if session_params["state"] == "absent":
+        return Release(parse_uid(session_params["uid"]), session_params["runtime"] or "process")
+    accepted = inspect.signature(SessionSpec.build).parameters
+    return SessionSpec.build(**{name: value for name, value in session_params.items() if name in accepted})
+
+
+def build_gateway(module, images=None):
     """A Gateway over ``state_dir`` with every runtime this host can offer.
 
     Runtimes are built lazily, per session, from the module's options, so a
-    session of one runtime never needs the libraries of another.
+    session of one runtime never needs the libraries of another. ``images``
+    ({uid: image}) gives sessions of a batch their own image; the rest use
+    the module's ``image`` option.
     """
     params = module.params
+    images = images or {}
+
+    def image_of(session):
+        return images.get(session.uid, params.get("image"))
+
+    docker_runtimes = {}
 
     def docker_runtime(session):
         require_docker(module)
         from ansible_collections.scistream.gateway.plugins.module_utils.s2ds.runtimes.docker import DockerRuntime
-        return DockerRuntime(image=params.get("image"), **docker_engine_options(params))
+        image = image_of(session)
+        if image not in docker_runtimes:  # one Engine connection per image, not per session
+            docker_runtimes[image] = DockerRuntime(image=image, **docker_engine_options(params))
+        return docker_runtimes[image]
 
     def janus_runtime(session):
         from ansible_collections.scistream.gateway.plugins.module_utils.s2ds.runtimes.janus import HAS_REQUESTS, JanusRuntime
@@ -91,7 +137,7 @@ def build_gateway(module):
             module.fail_json(msg=missing_required_lib("requests (Debian: python3-requests)"))
         return JanusRuntime(url=params["janus_url"], user=params["janus_user"], password=params["janus_password"],
                             ca_path=params["janus_ca_path"], validate_certs=params["janus_validate_certs"],
-                            node=params["janus_node"], profile=params["janus_profile"], image=params.get("image"))
+                            node=params["janus_node"], profile=params["janus_profile"], image=image_of(session))
 
     def kernel_runtime(session):
         from ansible_collections.scistream.gateway.plugins.module_utils.s2ds.runtimes.kernel import HAS_NFTABLES, KernelRuntime
@@ -116,3 +162,63 @@ def fail_from(module, exc, **result):
     if getattr(exc, "field", None):
         details = {"field": exc.field}
     module.fail_json(msg=str(exc), **dict(result, **details))
+
+
+def apply_sessions(module, items):
+    """Validate ``items`` (dicts of SESSION_OPTIONS) one by one and apply them in one Gateway call.
+
+    Returns the module result: ``changed``, ``sessions`` (one entry per item,
+    in order, failed ones with ``msg``) and ``diff`` (a list) in diff mode.
+    """
+    validator = ArgumentSpecValidator(SESSION_OPTIONS, required_if=SESSION_REQUIRED_IF)
+    entries = [None] * len(items)
+    requests, slots, images, seen = [], [], {}, set()
+
+    def failed(index, uid, message, field=None):
+        entries[index] = dict(uid=uid, changed=False, failed=True, actions=[],
+                              msg="sessions[%d] (uid %s): %s" % (index, uid, message), **({"field": field} if field else {}))
+
+    for index, item in enumerate(items):
+        given = {name: value for name, value in (item or {}).items() if value is not None}
+        if given.get("psk"):
+            module.no_log_values.add(str(given["psk"]))
+        validated = validator.validate(given)
+        module.no_log_values.update(validated._no_log_values)  # pylint: disable=protected-access
+        uid = given.get("uid")
+        if validated.unsupported_parameters:
+            names = sorted(map(str, validated.unsupported_parameters))
+            failed(index, uid, "unsupported option(s) %s (the options of scistream.gateway.s2ds are: %s)" % (
+                ", ".join(names), ", ".join(sorted(SESSION_OPTIONS))), names[0])
+            continue
+        if validated.error_messages:
+            failed(index, uid, "; ".join(validated.error_messages))
+            continue
+        try:
+            request = request_from_params(validated.validated_parameters)
+        except S2DSError as exc:
+            failed(index, uid, str(exc), exc.field)
+            continue
+        if request.uid in seen:
+            failed(index, uid, "uid %s is given more than once" % request.uid, "uid")
+            continue
+        seen.add(request.uid)
+        if validated.validated_parameters.get("image"):
+            images[request.uid] = validated.validated_parameters["image"]
+        requests.append(request)
+        slots.append(index)
+
+    outcomes = build_gateway(module, images).apply(requests, check_mode=module.check_mode) if requests else []
+    diffs = []
+    for index, outcome in zip(slots, outcomes):
+        if outcome.error is not None:
+            failed(index, outcome.session.get("uid"), str(outcome.error), getattr(outcome.error, "field", None))
+            continue
+        for warning in outcome.warnings:
+            module.warn(warning)
+        entries[index] = dict(outcome.session, changed=outcome.changed, actions=outcome.actions, failed=False)
+        if outcome.diff:
+            diffs.append(outcome.diff)
+    result = dict(changed=any(entry["changed"] for entry in entries), sessions=entries)
+    if module._diff and diffs:  # pylint: disable=protected-access
+        result["diff"] = diffs
+    return result

@@ -57,7 +57,8 @@ options:
   state:
     description:
       - V(present) reserves ports and, with O(targets), runs the proxy.
-      - V(absent) stops the proxy, frees the ports and removes the session's files.
+      - V(absent) stops the proxy, frees the ports and removes the session's files, also for a session whose record is
+        broken (see O(runtime)).
     type: str
     choices: [present, absent]
     default: present
@@ -117,6 +118,9 @@ options:
       - V(janus) asks an ESnet Janus controller (O(janus_url)) to run the proxy container on O(janus_node) with
         O(janus_profile); the module runs on that node and writes the config where the profile mounts it.
         The Janus session id is kept in the session record; a changed config stops and starts the Janus session.
+      - With O(state=absent) the session's own record names its runtime; this option only says where to look for
+        the proxy of a session whose record is broken (unreadable), which is then stopped as far as it can be found
+        by its uid, and its run dir and record removed (V(process) when not given).
       - V(kernel) is the only runtime of O(backend=nftables), and only for it. The rules in the kernel are compared
         with the wanted ones on every run; rules that were lost (reboot, C(nft flush ruleset)) or changed by hand are
         put back.
@@ -253,50 +257,33 @@ from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.scistream.gateway.plugins.module_utils.ansible_s2ds import (
     ALL_GATEWAY_OPTIONS,
+    SESSION_OPTIONS,
+    SESSION_REQUIRED_IF,
     S2DSError,
     build_gateway,
     fail_from,
+    request_from_params,
     require_core,
 )
 
 
 def main():
     module = AnsibleModule(
-        argument_spec=dict(
-            uid=dict(type="str", required=True),
-            state=dict(type="str", default="present", choices=["present", "absent"]),
-            role=dict(type="str", choices=["PROD", "CONS"]),
-            num_conn=dict(type="int", default=5),
-            listener_ip=dict(type="str", default="0.0.0.0"),
-            port_range=dict(type="str", default="5100-5200"),
-            targets=dict(type="list", elements="str", default=[]),
-            backend=dict(type="str", default="haproxy", choices=["haproxy", "nginx", "stunnel", "nftables"]),
-            runtime=dict(type="str", choices=["process", "docker", "janus", "kernel"]),
-            image=dict(type="str"),
-            psk=dict(type="str", no_log=True),
-            psk_cipher=dict(type="str", default="PSK-AES128-GCM-SHA256"),
-            template=dict(type="path"),
-            **ALL_GATEWAY_OPTIONS
-        ),
-        required_if=[("state", "present", ("role",))],
+        argument_spec=dict(SESSION_OPTIONS, **ALL_GATEWAY_OPTIONS),
+        required_if=SESSION_REQUIRED_IF,
         supports_check_mode=True,
     )
     require_core(module)
-    from ansible_collections.scistream.gateway.plugins.module_utils.s2ds.session import SessionSpec, parse_uid
 
     params = module.params
     result = dict(changed=False, uid=params["uid"])
     try:
         gateway = build_gateway(module)
+        request = request_from_params(params)
         if params["state"] == "absent":
-            outcome = gateway.absent(parse_uid(params["uid"]), check_mode=module.check_mode)
+            outcome = gateway.absent(request.uid, check_mode=module.check_mode, runtime=request.runtime)
         else:
-            spec = SessionSpec.build(
-                uid=params["uid"], role=params["role"], num_conn=params["num_conn"],
-                listener_ip=params["listener_ip"], port_range=params["port_range"], targets=params["targets"],
-                backend=params["backend"], runtime=params["runtime"], psk=params["psk"],
-                psk_cipher=params["psk_cipher"], template=params["template"])
-            outcome = gateway.present(spec, check_mode=module.check_mode)
+            outcome = gateway.present(request, check_mode=module.check_mode)
     except S2DSError as exc:
         fail_from(module, exc, **result)
 

@@ -18,6 +18,10 @@ description:
   - A session of backend C(nftables) runs, and is healthy, while its rules are in the kernel exactly as last applied;
     its RV(sessions[].traffic) counts bytes and packets per listener from the rules' counters. Run the module with
     the distribution's Python for it (C(ansible_python_interpreter=/usr/bin/python3)).
+  - A session whose record cannot be read is listed with RV(sessions[].broken) and RV(sessions[].error), not healthy;
+    the others are checked as usual.
+  - With the C(daemon) process supervisor (no systemd) nothing restarts a proxy after the host reboots until the next
+    C(present) run; until then its sessions are reported not running.
 author:
   - SciStream gateway contributors (@scistream)
 extends_documentation_fragment:
@@ -100,6 +104,19 @@ sessions:
       elements: dict
       returned: for sessions of backend nftables
       sample: [{listener: 10.0.2.2:5100, port: 5100, bytes: 209912345, packets: 140123}]
+    broken:
+      description: True for a session whose record cannot be read; only RV(sessions[].uid), RV(sessions[].record_path)
+        and RV(sessions[].error) are known then. Release it with O(scistream.gateway.s2ds#module:state=absent).
+      type: bool
+      returned: for a broken record
+    record_path:
+      description: The broken record's file.
+      type: str
+      returned: for a broken record
+    error:
+      description: Why the session cannot be checked (the broken record's file and fault, or the runtime's error).
+      type: str
+      returned: when there is one
 """
 
 from ansible.module_utils.basic import AnsibleModule

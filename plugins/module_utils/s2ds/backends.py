@@ -13,6 +13,7 @@ by :mod:`.templates.nftables`, and only the ``kernel`` runtime applies it.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import signal
 
@@ -164,10 +165,16 @@ def render_config(backend, record, paths, psk_cipher, template_text=None, tuning
     return render_text(template_text or backend.template, context, "template", backend.name)
 
 
+@functools.lru_cache(maxsize=16)
+def _compiled(template_text):
+    """A template compiled once per process (a batch renders the same one for every session)."""
+    return _environment().from_string(template_text)
+
+
 def render_text(template_text, variables, field, value):
     """Render a Jinja2 template; a template error names ``field`` and ``value``."""
     try:
-        return _environment().from_string(template_text).render(variables)
+        return _compiled(template_text).render(variables)
     except jinja2.TemplateError as exc:
         raise S2DSError("%s %r cannot be rendered: %s" % (field, value, exc), field=field, value=value) from None
 

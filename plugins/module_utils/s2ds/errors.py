@@ -21,6 +21,14 @@ class S2DSError(Exception):
         self.value = value
 
 
+class PortsExhausted(S2DSError):
+    """No free ports are left in the port range (an S2DSError, so existing callers see no difference).
+
+    Callers that must tell "full" from "bad input" (a control server answers
+    RESOURCE_EXHAUSTED) catch this one first.
+    """
+
+
 def invalid(field, value, why):
     """An S2DSError for a bad input value: ``field 'value': why``."""
     return S2DSError("%s %r: %s" % (field, value, why), field=field, value=value)

@@ -18,8 +18,8 @@ import os
 from .backends import PSK_FILE, get_backend, psk_file_content, render_config
 from .errors import S2DSError, invalid
 from .ports import reserve_ports
-from .session import SessionRecord
-from .store import SessionStore, sha256_text, write_checked_files
+from .session import SessionRecord, SessionSpec
+from .store import BrokenRecord, SessionStore, sha256_text, write_checked_files
 from .runtimes.base import listening_ports, wait_for_listeners
 
 
@@ -32,6 +32,20 @@ class Outcome:
     session: dict
     diff: dict = dataclasses.field(default_factory=dict)
     warnings: list = dataclasses.field(default_factory=list)
+    #: The S2DSError that stopped this session, in a batch (``apply``); None when it went through.
+    error: Exception = None
+
+
+@dataclasses.dataclass(frozen=True)
+class Release:
+    """A request to release session ``uid`` (in a batch given to ``Gateway.apply``).
+
+    ``runtime`` is where to look for the proxy of a session whose record is
+    broken (a readable record names its own runtime).
+    """
+
+    uid: str
+    runtime: str = "process"
 
 
 class Gateway:
@@ -50,6 +64,30 @@ class Gateway:
         if name not in self.runtimes:
             raise invalid("runtime", name, "is not available here (have: %s)" % ", ".join(sorted(self.runtimes)))
         return self.runtimes[name](spec_or_record)
+
+    # -- many at once ------------------------------------------------------------
+    def apply(self, requests, check_mode=False):
+        """Apply ``requests`` (SessionSpec for present, Release for absent) in order, under one lock.
+
+        The records are read once for the whole batch. Each request gets its
+        own Outcome; one that fails carries its S2DSError in ``error`` (and
+        leaves nothing half done, as alone), and the others still go through.
+        """
+        outcomes = []
+        with self.store.locked(create=not check_mode), self.store.cached():
+            for request in requests:
+                try:
+                    if isinstance(request, SessionSpec):
+                        outcomes.append(self._present(request, check_mode))
+                    else:
+                        outcomes.append(self._absent(request.uid, check_mode, request.runtime))
+                except S2DSError as exc:
+                    outcomes.append(Outcome(changed=False, actions=[], session={"uid": request.uid}, error=exc))
+                except OSError as exc:
+                    # Say which session, and keep the results of the others.
+                    error = S2DSError("session %s: %s" % (request.uid, exc), field="uid", value=request.uid)
+                    outcomes.append(Outcome(changed=False, actions=[], session={"uid": request.uid}, error=error))
+        return outcomes
 
     # -- present -------------------------------------------------------------
     def present(self, spec, check_mode=False):
@@ -121,10 +159,15 @@ class Gateway:
         try:
             if "write_config" in actions:
                 modes = {PSK_FILE: 0o600}
+                # A new session has no live config to protect; where starting the proxy
+                # checks its config anyway (and a failure discards the session), the
+                # separate check is skipped: a batch of 100 new sessions starts 100 fewer processes.
+                skip_check = existing is None and "start" in actions and runtime.start_checks_config
                 write_checked_files(self.store.run_dir(wanted.uid),
                                     {name: (text, modes.get(name, 0o644)) for name, text in files.items()},
                                     backend.config_name,
-                                    lambda candidate: runtime.check_config(backend, self.store, wanted, candidate))
+                                    (lambda candidate: None) if skip_check else
+                                    (lambda candidate: runtime.check_config(backend, self.store, wanted, candidate)))
             if "stop" in actions:
                 runtime.stop(backend, self.store, existing)
                 for name in (backend.config_name, PSK_FILE):
@@ -150,17 +193,36 @@ class Gateway:
             self.store.delete(record.uid)
 
     # -- absent ----------------------------------------------------------------
-    def absent(self, uid, check_mode=False):
+    def absent(self, uid, check_mode=False, runtime="process"):
+        """Release ``uid``. ``runtime`` is where to look for the proxy of a broken record."""
         with self.store.locked(create=not check_mode):
-            record = self.store.load(uid)
-            if record is None:
-                return Outcome(changed=False, actions=[], session={"uid": uid})
-            backend = get_backend(record.backend)
-            old_config = self.store.read_run_file(uid, backend.config_name) or ""
-            diff = {"before": old_config, "after": ""} if old_config else {}
-            if not check_mode:
-                self._discard(self.runtime_for(record), backend, record)
-            return Outcome(changed=True, actions=["stop", "release"], session=self.describe(record), diff=diff)
+            return self._absent(uid, check_mode, runtime)
+
+    def _absent(self, uid, check_mode, runtime="process"):
+        record = self.store.load_entry(uid)
+        if record is None:
+            return Outcome(changed=False, actions=[], session={"uid": uid})
+        if isinstance(record, BrokenRecord):
+            return self._release_broken(record, check_mode, runtime)
+        backend = get_backend(record.backend)
+        old_config = self.store.read_run_file(uid, backend.config_name) or ""
+        diff = {"before": old_config, "after": ""} if old_config else {}
+        if not check_mode:
+            self._discard(self.runtime_for(record), backend, record)
+        return Outcome(changed=True, actions=["stop", "release"], session=self.describe(record), diff=diff)
+
+    def _release_broken(self, broken, check_mode, runtime_name):
+        """Free what a session with an unreadable record held: its proxy (found by uid), run dir and record."""
+        warnings = ["session record %s was broken (%s): released what could be found by its uid" % (
+            broken.path, broken.reason)]
+        if not check_mode:
+            runtime = self.runtime_for(Release(broken.uid, runtime_name))
+            removed = runtime.release_orphan(self.store, broken.uid)
+            if removed:
+                warnings.append("stopped %s" % ", ".join(removed))
+            self.store.delete(broken.uid)
+        return Outcome(changed=True, actions=["stop", "release"], warnings=warnings,
+                       session={"uid": broken.uid, "broken": True, "record_path": broken.path})
 
     def describe(self, record):
         """The public view of a session: the record less runtime internals, plus its config path."""
@@ -172,10 +234,14 @@ class Gateway:
     # -- info --------------------------------------------------------------------
     def sessions(self, uid=None):
         """Every session (or the one ``uid``) with ``healthy``: proxy running and every listener listening."""
-        records = self.store.all() if uid is None else [r for r in [self.store.load(uid)] if r]
+        records = self.store.entries() if uid is None else [r for r in [self.store.load_entry(uid)] if r]
         listening_now = None  # read once, and only if a local session needs it
         result = []
         for record in records:
+            if isinstance(record, BrokenRecord):
+                result.append({"uid": record.uid, "broken": True, "record_path": record.path,
+                               "error": str(record.error()), "running": False, "healthy": False})
+                continue
             backend = get_backend(record.backend)
             info = self.describe(record)
             if not record.targets:

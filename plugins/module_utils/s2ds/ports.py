@@ -9,7 +9,7 @@ from __future__ import annotations
 import errno
 import socket
 
-from .errors import invalid
+from .errors import PortsExhausted, invalid
 
 
 def port_is_free(ip, port, protocols=("tcp",)):
@@ -54,6 +54,6 @@ def reserve_ports(count, port_range, listener_ip, taken=(), keep=(), protocols=(
         if port_is_free(listener_ip, port, protocols):
             chosen.append(port)
     if len(chosen) < count:
-        raise invalid("num_conn", count,
-                      "only %d free port(s) left in port_range %d-%d on %s" % (len(chosen), start, end, listener_ip))
+        raise PortsExhausted("num_conn %r: only %d free port(s) left in port_range %d-%d on %s"
+                             % (count, len(chosen), start, end, listener_ip), field="num_conn", value=count)
     return chosen

@@ -11,7 +11,9 @@ Layout under ``state_dir`` (0700, files 0600)::
     run/<uid>/              the session's rendered config, key file, pid and log
 
 Records survive restarts; the lock makes parallel runs on one gateway see
-each other's reservations.
+each other's reservations. A record that cannot be read (truncated, edited
+by hand) is *broken*: loading it is an error that names the file, and
+listing the sessions reports it apart without stopping at it.
 """
 
 from __future__ import annotations
@@ -81,13 +83,32 @@ def read_text(path):
         return None
 
 
+class BrokenRecord:
+    """A record file that cannot be read as a session: its uid, path and why."""
+
+    def __init__(self, uid, path, reason):
+        self.uid = uid
+        self.path = path
+        self.reason = reason
+
+    def error(self):
+        return S2DSError("session record %s is broken (%s); release the session with state=absent "
+                         "or restore the file" % (self.path, self.reason), field="uid", value=self.uid)
+
+
 class SessionStore:
-    """The records and run directories of one gateway's sessions."""
+    """The records and run directories of one gateway's sessions.
+
+    Inside ``cached()`` (held with the lock, by calls that handle many
+    sessions at once) the records are read from disk once and kept in memory;
+    ``save`` and ``delete`` keep that copy current.
+    """
 
     def __init__(self, state_dir):
         self.state_dir = os.path.abspath(state_dir)
         self.sessions_dir = os.path.join(self.state_dir, "sessions")
         self.run_root = os.path.join(self.state_dir, "run")
+        self._cache = None
 
     def ensure_dirs(self):
         for path in (self.state_dir, self.sessions_dir, self.run_root):
@@ -121,36 +142,80 @@ class SessionStore:
     def run_dir(self, uid):
         return os.path.join(self.run_root, uid)
 
-    def load(self, uid):
-        text = read_text(self.record_path(uid))
+    def _read(self, uid):
+        """The record of ``uid``, None when there is none, or a BrokenRecord."""
+        path = self.record_path(uid)
+        try:
+            text = read_text(path)
+        except (OSError, UnicodeDecodeError) as exc:
+            return BrokenRecord(uid, path, str(exc))
         if text is None:
             return None
         try:
-            return SessionRecord.from_dict(json.loads(text))
-        except (ValueError, TypeError) as exc:
-            raise S2DSError("session record %s is corrupt: %s" % (self.record_path(uid), exc),
-                            field="uid", value=uid) from None
+            data = json.loads(text)
+            record = SessionRecord.from_dict(data)
+            if record.uid != uid or not isinstance(record.ports, list):
+                raise ValueError("uid or ports do not match a session record")
+            return record
+        except (ValueError, TypeError, AttributeError) as exc:
+            return BrokenRecord(uid, path, str(exc))
 
-    def all(self):
+    def _scan(self):
+        """{uid: record or BrokenRecord} for every record file."""
         if not os.path.isdir(self.sessions_dir):
-            return []
-        records = []
+            return {}
+        entries = {}
         for name in sorted(os.listdir(self.sessions_dir)):
             if name.endswith(".json") and not name.startswith("."):
-                record = self.load(name[:-len(".json")])
-                if record is not None:
-                    records.append(record)
-        return records
+                uid = name[:-len(".json")]
+                entry = self._read(uid)
+                if entry is not None:
+                    entries[uid] = entry
+        return entries
+
+    @contextlib.contextmanager
+    def cached(self):
+        """Read every record once and serve later reads from memory until the block ends."""
+        self._cache = self._scan()
+        try:
+            yield
+        finally:
+            self._cache = None
+
+    def load_entry(self, uid):
+        """Like ``load``, but a broken record is returned (a BrokenRecord) instead of raised."""
+        if self._cache is not None:
+            return self._cache.get(uid)
+        return self._read(uid)
+
+    def load(self, uid):
+        entry = self.load_entry(uid)
+        if isinstance(entry, BrokenRecord):
+            raise entry.error()
+        return entry
+
+    def entries(self):
+        """Every record and BrokenRecord, by uid."""
+        entries = self._cache if self._cache is not None else self._scan()
+        return [entries[uid] for uid in sorted(entries)]
+
+    def all(self):
+        """Every readable record (broken ones are left out: see ``entries``)."""
+        return [entry for entry in self.entries() if not isinstance(entry, BrokenRecord)]
 
     def save(self, record):
         self.ensure_dirs()
         write_file_atomic(self.record_path(record.uid), json.dumps(record.to_dict(), indent=2, sort_keys=True) + "\n")
+        if self._cache is not None:
+            self._cache[record.uid] = SessionRecord.from_dict(json.loads(json.dumps(record.to_dict())))
 
     def delete(self, uid):
         """Remove the record and the run directory of ``uid``."""
         shutil.rmtree(self.run_dir(uid), ignore_errors=True)
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self.record_path(uid))
+        if self._cache is not None:
+            self._cache.pop(uid, None)
 
     def read_run_file(self, uid, name):
         return read_text(os.path.join(self.run_dir(uid), name))

@@ -26,6 +26,10 @@ class Runtime:
     #: True where listener ports are bound in this host's network namespace,
     #: so the gateway can check them locally.
     local_network = True
+    #: True where ``start`` runs the proxy's own config parsing and fails, with the
+    #: proxy's message, on a bad config; the gateway then skips the separate check
+    #: for a new session (nothing runs yet that a bad config could break).
+    start_checks_config = False
 
     def remembered(self, record):
         """Options of this runtime to keep in the session record (for info and release runs
@@ -68,6 +72,14 @@ class Runtime:
     def log_tail(self, store, record):
         """The last lines the proxy logged, for error messages."""
         return ""
+
+    def release_orphan(self, store, uid):
+        """Stop whatever proxy of session ``uid`` this runtime can find from the uid and the run dir alone.
+
+        For a session whose record is broken. Returns what was stopped, for the
+        caller to report; the default finds nothing.
+        """
+        return []
 
 
 def wait_until(predicate, timeout, interval=0.02):

@@ -314,3 +314,14 @@ class DockerRuntime(Runtime):
 
     def log_tail(self, store, record):
         return self.container(get_backend(record.backend), store, record).logs()
+
+    def release_orphan(self, store, uid):
+        """The containers labelled with ``uid``."""
+        stopped = []
+        try:
+            for container in self.engine.client.containers.list(all=True, filters={"label": LABEL_PREFIX + "uid=" + uid}):
+                container.remove(force=True)
+                stopped.append("container " + container.name)
+        except (APIError, DockerException) as exc:
+            raise self.engine.error("removing the containers of session %s" % uid, exc) from None
+        return stopped

@@ -135,14 +135,20 @@ class KernelRuntime(Runtime):
 
     def stop(self, backend, store, record):
         """Delete the session's jump rules and chains in one transaction; nothing else is touched."""
-        own_chains, own_rules = self._owned(self._table(), record.uid)
-        commands = [{"delete": {"rule": _rule_ref(r)}} for r in own_rules if r.get("comment") == record.uid]
+        self.release_orphan(store, record.uid)
+        store.remove_run_file(record.uid, APPLIED_FILE)
+
+    def release_orphan(self, store, uid):
+        """A session whose record is broken: its chains and jump rules are found by uid alone."""
+        own_chains, own_rules = self._owned(self._table(), uid)
+        if not own_chains and not own_rules:
+            return []
+        commands = [{"delete": {"rule": _rule_ref(r)}} for r in own_rules if r.get("comment") == uid]
         for chain in own_chains:
             ref = {"family": chain["family"], "table": chain["table"], "name": chain["name"]}
             commands += [{"flush": {"chain": ref}}, {"delete": {"chain": ref}}]
-        if commands:
-            self._run({"nftables": commands}, "removing the rules of session %s" % record.uid, record.uid)
-        store.remove_run_file(record.uid, APPLIED_FILE)
+        self._run({"nftables": commands}, "removing the rules of session %s" % uid, uid)
+        return ["the nftables rules of session %s" % uid]
 
     def traffic(self, backend, store, record):
         """Bytes and packets per listener (both directions, TCP and UDP), from the session's counters."""

@@ -8,15 +8,18 @@ Two supervisors:
 
 * ``systemd`` (where systemd is PID 1): one unit per session, the proxy in
   the foreground, ``systemctl reload`` sends the backend's reload signal.
+  The unit is enabled (``WantedBy=multi-user.target``), so the proxy comes
+  back by itself when the host boots; release disables and removes it.
 * ``daemon`` (anywhere else): the proxy daemonizes itself and writes a pid
   file in the session's run dir; the next ``present`` run restarts it if it
-  died. HAProxy runs master-worker (SIGUSR2 reloads with no dropped
+  died. Nothing brings it back after a reboot but that next run. HAProxy runs master-worker (SIGUSR2 reloads with no dropped
   connection), NGINX reloads on SIGHUP, stunnel is restarted.
 """
 
 from __future__ import annotations
 
 import contextlib
+import glob
 import os
 import shlex
 import signal
@@ -28,6 +31,7 @@ from .base import (Runtime, listening_ports, process_alive, process_cmdline, pro
                    read_log_tail, wait_until)
 
 SYSTEMD_UNIT_DIR = "/etc/systemd/system"
+SYSTEMD_WANTS_DIR = os.path.join(SYSTEMD_UNIT_DIR, "multi-user.target.wants")
 
 
 def systemd_is_pid1():
@@ -55,6 +59,9 @@ class ProcessRuntime(Runtime):
             raise S2DSError("process_supervisor %r: must be auto, systemd or daemon" % supervisor,
                             field="process_supervisor", value=supervisor)
         self.supervisor = supervisor
+        # A daemon parses its config before it forks and exits non-zero on an error;
+        # a systemd unit would only fail later, in the background.
+        self.start_checks_config = supervisor == "daemon"
 
     # -- paths ------------------------------------------------------------
     def paths(self, store, record):
@@ -137,10 +144,47 @@ class ProcessRuntime(Runtime):
             raise S2DSError("systemctl %s failed: %s" % (" ".join(args), result.stdout.decode("utf-8", "replace").strip()))
         return result
 
+    def _remove_unit(self, name):
+        self._systemctl("disable", "--now", name)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(os.path.join(SYSTEMD_UNIT_DIR, name))
+        self._systemctl("daemon-reload")
+
+    def release_orphan(self, store, uid):
+        """The unit(s) named with ``uid``, or the daemon whose pid file is in its run dir."""
+        stopped = []
+        if self.supervisor == "systemd":
+            for unit in sorted(glob.glob(os.path.join(SYSTEMD_UNIT_DIR, "scistream-*-%s.service" % uid))):
+                self._remove_unit(os.path.basename(unit))
+                stopped.append("unit " + os.path.basename(unit))
+            return stopped
+        run_dir = store.run_dir(uid)
+        text = read_text(os.path.join(run_dir, "proxy.pid"))
+        try:
+            pid = int(text.split()[0]) if text else None
+        except ValueError:
+            pid = None
+        # Only a process started with a config from this session's run dir.
+        if pid and process_alive(pid) and (run_dir + "/") in process_cmdline(pid):
+            name = process_name(pid)
+            os.kill(pid, signal.SIGTERM)
+            if not wait_until(lambda: not process_alive(pid), 10):
+                os.kill(pid, signal.SIGKILL)
+            for leftover in processes_in_group(pid):
+                if process_name(leftover) == name:
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(leftover, signal.SIGKILL)
+            stopped.append("%s (pid %d)" % (name, pid))
+        return stopped
+
     # -- lifecycle ---------------------------------------------------------
     def is_running(self, backend, store, record):
         if self.supervisor == "systemd":
-            return self._systemctl("is-active", "--quiet", self.unit_name(backend, record)).returncode == 0
+            # Running counts only when it also comes back at boot: a unit that is
+            # not enabled (written by an older version) is started, and enabled, again.
+            name = self.unit_name(backend, record)
+            return (os.path.lexists(os.path.join(SYSTEMD_WANTS_DIR, name))
+                    and self._systemctl("is-active", "--quiet", name).returncode == 0)
         return self._daemon_pid_alive(backend, store, record) is not None
 
     def start(self, backend, store, record):
@@ -150,6 +194,7 @@ class ProcessRuntime(Runtime):
             unit = os.path.join(SYSTEMD_UNIT_DIR, self.unit_name(backend, record))
             write_file_atomic(unit, self.unit_text(backend, store, record), mode=0o644)
             self._systemctl("daemon-reload")
+            self._systemctl("enable", self.unit_name(backend, record))
             self._systemctl("restart", self.unit_name(backend, record))
             return
         # Workers of a master that died may still hold the ports; a stale
@@ -181,9 +226,7 @@ class ProcessRuntime(Runtime):
             name = self.unit_name(backend, record)
             unit = os.path.join(SYSTEMD_UNIT_DIR, name)
             if os.path.exists(unit):
-                self._systemctl("stop", name)
-                os.unlink(unit)
-                self._systemctl("daemon-reload")
+                self._remove_unit(name)
             return
         pid = self._daemon_pid_alive(backend, store, record)
         if pid is not None:

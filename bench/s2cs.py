@@ -1,0 +1,176 @@
+# -*- coding: utf-8 -*-
+# Copyright (c) 2026, SciStream gateway contributors
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""Session setup through the S2CS control servers vs the same session made by the s2ds module.
+
+    flock /tmp/scistream-bench.lock .venv/bin/python bench/s2cs.py [--pairs 5] [--backends haproxy,nginx,stunnel]
+
+Two S2CS processes on 127.0.0.1 (TLS, self-signed CA) play the PROD and CONS
+gateways. One "stream" is what S2UC does end to end: a new TLS channel to
+each server, req + hello + update on PROD, then req + hello + update on CONS
+with PROD's listeners (proxies started and listening on both sides). The
+baseline is the same two sessions made by two `scistream.gateway.s2ds` tasks
+(the tasks' own durations from ansible-playbook, Ansible's per-task cost
+included, as a user of the module pays it), and, for scale, the two core
+calls alone (`Gateway.present`). Path and baseline alternate over --pairs
+pairs; medians with their ranges. Not a test: nothing is asserted.
+Ports 31900-31999 on 127.0.0.1 only; every wait is bounded.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import pathlib
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(ROOT, ".build"))
+sys.path.insert(0, os.path.join(ROOT, "tests"))
+sys.path.insert(0, os.path.join(ROOT, "tests", "integration"))
+
+# pylint: disable=wrong-import-position
+from ansible_collections.scistream.gateway.plugins.module_utils.s2cs.client import (  # noqa: E402
+    close_stream, open_stream)
+from ansible_collections.scistream.gateway.plugins.module_utils.s2ds.gateway import Gateway  # noqa: E402
+from ansible_collections.scistream.gateway.plugins.module_utils.s2ds.runtimes.process import ProcessRuntime  # noqa: E402
+from ansible_collections.scistream.gateway.plugins.module_utils.s2ds.session import SessionSpec  # noqa: E402
+from test_s2cs import Server, make_pki  # noqa: E402  (tests/integration/test_s2cs.py)
+
+TARGET = "127.0.0.1:9"  # proxies start and listen; nothing is sent
+
+MODULE_PLAY = """---
+- name: The same two sessions made by the s2ds module
+  hosts: localhost
+  gather_facts: false
+  tasks:
+    - name: PROD
+      scistream.gateway.s2ds:
+        uid: "{{ uid }}"
+        role: PROD
+        backend: "{{ backend }}"
+        num_conn: 1
+        listener_ip: 127.0.0.1
+        port_range: "{{ prod_range }}"
+        targets: ["%s"]
+        state_dir: "{{ prod_state }}"
+        process_supervisor: daemon
+      register: prod
+    - name: CONS
+      scistream.gateway.s2ds:
+        uid: "{{ uid }}"
+        role: CONS
+        backend: "{{ backend }}"
+        num_conn: 1
+        listener_ip: 127.0.0.1
+        port_range: "{{ cons_range }}"
+        targets: "{{ prod.listeners }}"
+        state_dir: "{{ cons_state }}"
+        process_supervisor: daemon
+""" % TARGET
+
+
+def task_seconds(playbook, extra):
+    """Sum of the playbook's task durations (each task's own, from the JSON callback)."""
+    env = dict(os.environ, ANSIBLE_CONFIG=os.path.join(ROOT, "ansible.cfg"), ANSIBLE_STDOUT_CALLBACK="ansible.posix.json")
+    out = subprocess.run([os.path.join(os.path.dirname(sys.executable), "ansible-playbook"), playbook, "-e",
+                          json.dumps(extra)], capture_output=True, text=True, env=env, cwd=ROOT, timeout=120, check=False)
+    data = json.loads(out.stdout[out.stdout.index("{"):])
+    total = 0.0
+    for task in data["plays"][0]["tasks"]:
+        result = task["hosts"]["localhost"]
+        if result.get("failed"):
+            raise RuntimeError(result.get("msg"))
+        duration = task["task"]["duration"]
+        parse = datetime.datetime.fromisoformat
+        total += (parse(duration["end"].rstrip("Z")) - parse(duration["start"].rstrip("Z"))).total_seconds()
+    return total
+
+
+def through_servers(prod_server, cons_server, uid):
+    start = time.perf_counter()
+    with prod_server.client() as prod, cons_server.client() as cons:
+        open_stream(prod, cons, uid, 1, [TARGET])
+        seconds = time.perf_counter() - start
+        close_stream(prod, cons, uid)
+    return seconds
+
+
+def through_core(prod_state, cons_state, backend, uid, ranges):
+    runtimes = {"process": lambda s: ProcessRuntime("daemon")}
+    prod_gw, cons_gw = Gateway(prod_state, runtimes), Gateway(cons_state, runtimes)
+    start = time.perf_counter()
+    prod = prod_gw.present(SessionSpec.build(uid, "PROD", 1, "127.0.0.1", ranges[0], [TARGET], backend))
+    cons_gw.present(SessionSpec.build(uid, "CONS", 1, "127.0.0.1", ranges[1], prod.session["listeners"], backend))
+    seconds = time.perf_counter() - start
+    prod_gw.absent(uid)
+    cons_gw.absent(uid)
+    return seconds
+
+
+def through_module(playbook, prod_state, cons_state, backend, uid, ranges):
+    try:
+        return task_seconds(playbook, {"uid": uid, "backend": backend, "prod_range": ranges[0],
+                                       "cons_range": ranges[1], "prod_state": prod_state, "cons_state": cons_state})
+    finally:  # a failed run leaves no proxy behind
+        runtimes = {"process": lambda s: ProcessRuntime("daemon")}
+        Gateway(prod_state, runtimes).absent(uid)
+        Gateway(cons_state, runtimes).absent(uid)
+
+
+def summary(values):
+    return "%.3f (%.3f-%.3f)" % (statistics.median(values), min(values), max(values))
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    parser.add_argument("--pairs", type=int, default=5)
+    parser.add_argument("--backends", default="haproxy,nginx,stunnel")
+    args = parser.parse_args()
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="sss2cs-bench-") as tmp:
+        pki = make_pki(pathlib.Path(tmp))
+        playbook = os.path.join(tmp, "module.yml")
+        with open(playbook, "w", encoding="utf-8") as handle:
+            handle.write(MODULE_PLAY)
+        for slot, backend in enumerate(args.backends.split(",")):
+            port = 31900 + 2 * slot
+            base = 31920 + 20 * slot
+            server_ranges = ("%d-%d" % (base, base + 4), "%d-%d" % (base + 5, base + 9))
+            direct_ranges = ("%d-%d" % (base + 10, base + 14), "%d-%d" % (base + 15, base + 19))
+            servers = [Server(pki, os.path.join(tmp, "%s-%s" % (backend, side)), port + i, server_ranges[i],
+                              backend=backend) for i, side in enumerate(("prod", "cons"))]
+            states = [os.path.join(tmp, "%s-module-%s" % (backend, side)) for side in ("prod", "cons")]
+            try:
+                # One warm-up of each path (imports, first TLS handshake), not counted.
+                through_servers(servers[0], servers[1], str(uuid.uuid4()))
+                through_module(playbook, states[0], states[1], backend, str(uuid.uuid4()), direct_ranges)
+                s2cs, module, core, ratios = [], [], [], []
+                for dummy in range(args.pairs):
+                    module.append(through_module(playbook, states[0], states[1], backend, str(uuid.uuid4()),
+                                                 direct_ranges))
+                    s2cs.append(through_servers(servers[0], servers[1], str(uuid.uuid4())))
+                    core.append(through_core(states[0], states[1], backend, str(uuid.uuid4()), direct_ranges))
+                    ratios.append(s2cs[-1] / module[-1])
+            finally:
+                for server in servers:
+                    server.stop()
+            rows.append((backend, summary(s2cs), summary(module), summary(core), summary(ratios)))
+    print("| backend (process runtime) | S2CS: req+hello+update on both, s | s2ds module: two tasks, s "
+          "| core calls alone, s | S2CS / module |")
+    print("|---|---|---|---|---|")
+    for row in rows:
+        print("| %s |" % " | ".join(row))
+    print("\nmedian (min-max) over %d alternating pairs, %s" % (args.pairs, datetime.date.today().isoformat()))
+
+
+if __name__ == "__main__":
+    main()

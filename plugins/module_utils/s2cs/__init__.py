@@ -1,0 +1,12 @@
+# -*- coding: utf-8 -*-
+# Copyright (c) 2026, SciStream gateway contributors
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""The SciStream control server (S2CS) and its client, above the S2DS core.
+
+``scistream.proto`` is the wire protocol; ``scistream_pb2*.py`` are generated
+from it by ``generate.sh`` (grpcio-tools) and checked in. ``control.py`` is
+the service on top of ``s2ds.gateway.Gateway``, ``server.py`` the process
+(command line, TLS, tokens), ``client.py`` the client side. The core never
+imports this package.
+"""

@@ -1,0 +1,144 @@
+# -*- coding: utf-8 -*-
+# Copyright (c) 2026, SciStream gateway contributors
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""The client side of the SciStream control protocol (what S2UC does), for modules and tests.
+
+No Ansible imports: the ``stream_request`` module, the tests and the
+benchmark use it alike.
+"""
+
+from __future__ import annotations
+
+try:
+    import grpc
+    from . import scistream_pb2, scistream_pb2_grpc
+    HAS_GRPC = True
+    GRPC_IMPORT_ERROR = None
+except ImportError as exc:
+    grpc = scistream_pb2 = scistream_pb2_grpc = None
+    HAS_GRPC = False
+    GRPC_IMPORT_ERROR = exc
+
+SESSION_KEY = "scistream-session"
+CHANGED_KEY = "scistream-changed"
+
+
+class ControlCallError(Exception):
+    """A control call failed: ``code`` is the gRPC status name, ``server`` where."""
+
+    def __init__(self, server, method, code, details):
+        super().__init__("%s %s: %s %s" % (server, method, code, details))
+        self.server = server
+        self.method = method
+        self.code = code
+        self.details = details
+
+
+def _trailing(call, key):
+    for k, v in call.trailing_metadata() or ():
+        if k == key:
+            return v
+    return None
+
+
+class ControlClient:
+    """One control server (``host:port``): TLS checked against ``ca_path`` unless ``insecure``."""
+
+    def __init__(self, server, ca_path=None, token=None, timeout=30.0, insecure=False, server_name=None):
+        self.server = server
+        self.timeout = timeout
+        self.metadata = (("authorization", "Bearer %s" % token),) if token else ()
+        if insecure:
+            self.channel = grpc.insecure_channel(server)
+        else:
+            root = None
+            if ca_path:
+                with open(ca_path, "rb") as handle:
+                    root = handle.read()
+            options = (("grpc.ssl_target_name_override", server_name),) if server_name else ()
+            self.channel = grpc.secure_channel(server, grpc.ssl_channel_credentials(root_certificates=root),
+                                               options=options)
+        self.stub = scistream_pb2_grpc.ControlStub(self.channel)
+
+    def close(self):
+        self.channel.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def _error(self, method, exc):
+        return ControlCallError(self.server, method, exc.code().name, exc.details())
+
+    def request(self, uid, role, num_conn, prod_listeners=(), rate=0):
+        """req and hello together, as clients do: returns (listeners, prod_listeners, created)."""
+        req = self.stub.req.future(scistream_pb2.Request(uid=uid, role=role, num_conn=num_conn, rate=rate),
+                                   metadata=self.metadata, timeout=self.timeout)
+        hello = self.stub.hello.future(scistream_pb2.Hello(uid=uid, role=role, prod_listeners=list(prod_listeners)),
+                                       metadata=self.metadata, timeout=self.timeout)
+        # The req's own error (bad input, exists, full) says more than the hello's NOT_FOUND that follows it.
+        try:
+            response = req.result()
+        except grpc.RpcError as exc:
+            hello.cancel()
+            raise self._error("req", exc) from None
+        try:
+            hello.result()
+        except grpc.RpcError as exc:
+            raise self._error("hello", exc) from None
+        return list(response.listeners), list(response.prod_listeners), _trailing(req, SESSION_KEY) == "new"
+
+    def update(self, uid, remote_listeners, role=""):
+        """Give the session its targets: returns (listeners, changed)."""
+        try:
+            response, call = self.stub.update.with_call(
+                scistream_pb2.UpdateTargets(uid=uid, remote_listeners=list(remote_listeners), role=role),
+                metadata=self.metadata, timeout=self.timeout)
+        except grpc.RpcError as exc:
+            raise self._error("update", exc) from None
+        return list(response.listeners), _trailing(call, CHANGED_KEY) != "false"
+
+    def release(self, uid, missing_ok=False):
+        """Release the session: its listeners, or None when the server had no such session and ``missing_ok``."""
+        try:
+            response = self.stub.release(scistream_pb2.Release(uid=uid), metadata=self.metadata, timeout=self.timeout)
+        except grpc.RpcError as exc:
+            if missing_ok and exc.code() == grpc.StatusCode.NOT_FOUND:
+                return None
+            raise self._error("release", exc) from None
+        return list(response.listeners)
+
+
+def open_stream(prod, cons, uid, num_conn, producer_targets):
+    """The two-gateway flow: PROD req+hello+update to the producer, then CONS to PROD's listeners.
+
+    ``prod`` and ``cons`` are ControlClients. Returns a dict with both sides'
+    listeners and whether anything changed. A PROD session this call created
+    is released again when the CONS side fails, so nothing is left half done.
+    """
+    prod_listeners, dummy, prod_created = prod.request(uid, "PROD", num_conn, prod_listeners=producer_targets)
+    try:
+        prod_listeners, prod_changed = prod.update(uid, producer_targets, "PROD")
+        cons_listeners, dummy, cons_created = cons.request(uid, "CONS", num_conn)
+        cons_listeners, cons_changed = cons.update(uid, prod_listeners, "CONS")
+    except ControlCallError:
+        if prod_created:
+            try:
+                prod.release(uid, missing_ok=True)
+            except ControlCallError:
+                pass
+        raise
+    return {
+        "listeners": cons_listeners,
+        "prod_listeners": prod_listeners,
+        "changed": bool(prod_created or prod_changed or cons_created or cons_changed),
+    }
+
+
+def close_stream(prod, cons, uid):
+    """Release ``uid`` on both sides; returns whether either had it."""
+    released = [side.release(uid, missing_ok=True) for side in (cons, prod)]
+    return any(r is not None for r in released)

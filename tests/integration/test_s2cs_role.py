@@ -1,0 +1,74 @@
+# -*- coding: utf-8 -*-
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""The s2cs role on this host, for real: venv from a wheelhouse, self-signed TLS, two daemon instances.
+
+A second run with one instance's setting changed changes that instance only
+(and restarts it); the servers answer over TLS checked against the role's ca.crt.
+Ports: 31030-31031 (control), 31800-31819 (listeners).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import uuid
+
+import pytest
+
+from conftest import ROOT, run_playbook
+
+pytest.importorskip("grpc")
+
+from ansible_collections.scistream.gateway.plugins.module_utils.s2cs.client import ControlClient  # noqa: E402
+from ansible_collections.scistream.gateway.plugins.module_utils.s2ds.runtimes.base import process_alive  # noqa: E402
+
+PLAYBOOK = os.path.join(ROOT, "tests", "integration", "playbooks", "s2cs_role.yml")
+
+
+def pid_of(name):
+    with open("/run/scistream-s2cs-%s.pid" % name, encoding="ascii") as handle:
+        return int(handle.read())
+
+
+@pytest.mark.skipif(os.path.isdir("/run/systemd/system"), reason="checks the daemon supervisor (no systemd as PID 1)")
+@pytest.mark.skipif(not os.path.exists("/usr/bin/python3"), reason="needs the distribution's python3 with venv")
+def test_role_runs_daemons_idempotently(tmp_path):
+    base = tmp_path / "sss2cs-role"
+    names = ["sss2cs-a-%s" % uuid.uuid4().hex[:6], "sss2cs-b-%s" % uuid.uuid4().hex[:6]]
+    instances = [
+        {"name": names[0], "port": 31030, "listener_ip": "127.0.0.1", "port_range": "31800-31809",
+         "state_dir": str(base / "state-a")},
+        {"name": names[1], "port": 31031, "listener_ip": "127.0.0.1", "port_range": "31810-31819",
+         "state_dir": str(base / "state-b"), "backend": "stunnel"},
+    ]
+    variables = {"base": str(base), "scistream_s2cs_instances": instances}
+    ctl = str(base / "home" / "bin" / "s2cs-ctl")
+    try:
+        rc, run = run_playbook(PLAYBOOK, variables, timeout=600)
+        assert rc == 0, run.failures()
+        assert run.changed > 0
+        pids = [pid_of(n) for n in names]
+        assert oct(os.stat(base / "etc" / "tls" / "server.key").st_mode & 0o777) == "0o600"
+        for instance in instances:
+            with ControlClient("127.0.0.1:%d" % instance["port"], ca_path=str(base / "etc" / "tls" / "ca.crt")) as client:
+                uid = str(uuid.uuid4())
+                listeners, dummy, created = client.request(uid, "PROD", 1, ["127.0.0.1:9"])
+                assert created and listeners[0].startswith("127.0.0.1:318")
+                client.release(uid)
+        # A changed setting restarts its instance only, and nothing else changes (idempotence: the
+        # systemd flavour's second run is checked by Molecule's multisite scenario).
+        instances[1]["port_range"] = "31812-31819"
+        rc, run = run_playbook(PLAYBOOK, variables, timeout=600)
+        assert rc == 0, run.failures()
+        changed = [t["task"]["name"] for p in run.output["plays"] for t in p["tasks"]
+                   if any(h.get("changed") for h in t["hosts"].values())]
+        assert changed == ["scistream.gateway.s2cs : Write each instance's options",
+                           "scistream.gateway.s2cs : Start or restart the instances that need it"], changed
+        assert pid_of(names[0]) == pids[0]
+        assert pid_of(names[1]) != pids[1] and not process_alive(pids[1])
+    finally:
+        for name in names:
+            if os.path.exists(ctl):
+                subprocess.run([ctl, "stop", name], check=False, timeout=30)
+        shutil.rmtree(base, ignore_errors=True)
