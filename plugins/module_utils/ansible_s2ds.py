@@ -48,8 +48,9 @@ SESSION_OPTIONS = dict(
     listener_ip=dict(type="str", default="0.0.0.0"),
     port_range=dict(type="str", default="5100-5200"),
     targets=dict(type="list", elements="str", default=[]),
-    backend=dict(type="str", default="haproxy", choices=["haproxy", "nginx", "stunnel"]),
-    runtime=dict(type="str", default="process", choices=["process", "docker", "janus"]),
+    backend=dict(type="str", default="haproxy", choices=["haproxy", "nginx", "stunnel", "nftables"]),
+    # No default: a session gets its backend's (process for the proxies, kernel for nftables).
+    runtime=dict(type="str", choices=["process", "docker", "janus", "kernel"]),
     image=dict(type="str"),
     psk=dict(type="str", no_log=True),
     psk_cipher=dict(type="str", default="PSK-AES128-GCM-SHA256"),
@@ -112,7 +113,7 @@ def request_from_params(session_params):
     from ansible_collections.scistream.gateway.plugins.module_utils.s2ds.gateway import Release
     from ansible_collections.scistream.gateway.plugins.module_utils.s2ds.session import SessionSpec, parse_uid
     if session_params["state"] == "absent":
-        return Release(parse_uid(session_params["uid"]), session_params["runtime"])
+        return Release(parse_uid(session_params["uid"]), session_params["runtime"] or "process")
     accepted = inspect.signature(SessionSpec.build).parameters
     return SessionSpec.build(**{name: value for name, value in session_params.items() if name in accepted})
 
@@ -149,10 +150,19 @@ def build_gateway(module, images=None):
                             ca_path=params["janus_ca_path"], validate_certs=params["janus_validate_certs"],
                             node=params["janus_node"], profile=params["janus_profile"], image=image_of(session))
 
+    def kernel_runtime(session):
+        from ansible_collections.scistream.gateway.plugins.module_utils.s2ds.runtimes.kernel import HAS_NFTABLES, KernelRuntime
+        if not HAS_NFTABLES:
+            module.fail_json(msg=missing_required_lib(
+                "nftables (the libnftables Python binding; Debian: python3-nftables, importable from the "
+                "distribution's Python: set ansible_python_interpreter=/usr/bin/python3)"))
+        return KernelRuntime()
+
     runtimes = {
         "process": lambda session: ProcessRuntime(params["process_supervisor"]),
         "docker": docker_runtime,
         "janus": janus_runtime,
+        "kernel": kernel_runtime,
     }
     return Gateway(params["state_dir"], runtimes)
 

@@ -13,7 +13,8 @@ short_description: Start, update and release SciStream data server (S2DS) sessio
 version_added: 0.1.0
 description:
   - Manages one SciStream S2DS session on a gateway. It reserves listener ports, renders the proxy
-    configuration (HAProxy, NGINX C(stream) or stunnel) and runs the proxy.
+    configuration (HAProxy, NGINX C(stream) or stunnel) and runs the proxy; or, with O(backend=nftables),
+    forwards the listeners in the kernel with NAT rules and no proxy at all.
   - A C(PROD) session runs on the producer facility's gateway and forwards its listeners to the
     producer application; a C(CONS) session runs on the consumer facility's gateway and forwards to
     the C(PROD) gateway's listeners.
@@ -31,6 +32,8 @@ requirements:
   - Jinja2 on the managed host.
   - For O(runtime=docker), the Docker SDK for Python (Debian C(python3-docker)) on the managed host.
   - For O(runtime=process), the proxy (C(haproxy), C(nginx) with the stream module, or C(stunnel)) on C(PATH).
+  - For O(backend=nftables), the nftables Python binding (Debian C(python3-nftables)) on the managed host, which only the
+    distribution's Python imports (C(ansible_python_interpreter=/usr/bin/python3)), and root or C(CAP_NET_ADMIN).
 extends_documentation_fragment:
   - scistream.gateway.gateway
   - scistream.gateway.docker
@@ -90,8 +93,19 @@ options:
       - The proxy. V(nginx) carries TCP and UDP on each listener (TCP only with O(encryption=tls));
         V(stunnel) carries TCP over TLS-PSK.
       - V(haproxy) and V(nginx) encrypt between the gateways with O(encryption=tls).
+      - V(nftables) is the kernel data path, for streams that need no encryption between the gateways. Each
+        listener is a destination NAT of C(listener_ip:port) (TCP and UDP) to its target plus a masquerade toward
+        the target, so replies come back through the gateway; locally originated connections are translated too.
+        No process runs and no byte is copied in user space. With O(listener_ip=0.0.0.0) (or V(::)) every local
+        address of the target's address family is translated. Targets must be IP addresses.
+      - V(nftables) rules live in the table C(inet scistream), in chains C(dnat-<uid>), C(snat-<uid>) and
+        C(count-<uid>) that the table's base chains jump to (jump rules commented with the uid). Each change is one
+        transaction through libnftables' JSON interface; V(absent) removes exactly the session's chains and jump
+        rules. The ruleset is kept as C(nftables.json) in the session's run dir (the gateway role loads it at boot).
+      - V(nftables) takes no O(psk) (it does not encrypt) and no O(template), and runs only with O(runtime=kernel).
+        The gateway must forward (C(net.ipv4.ip_forward), C(net.ipv6.conf.all.forwarding); the gateway role sets them).
     type: str
-    choices: [haproxy, nginx, stunnel]
+    choices: [haproxy, nginx, stunnel, nftables]
     default: haproxy
   runtime:
     description:
@@ -109,10 +123,13 @@ options:
         The Janus session id is kept in the session record; a changed config stops and starts the Janus session.
       - With O(state=absent) the session's own record names its runtime; this option only says where to look for
         the proxy of a session whose record is broken (unreadable), which is then stopped as far as it can be found
-        by its uid, and its run dir and record removed.
+        by its uid, and its run dir and record removed (V(process) when not given).
+      - V(kernel) is the only runtime of O(backend=nftables), and only for it. The rules in the kernel are compared
+        with the wanted ones on every run; rules that were lost (reboot, C(nft flush ruleset)) or changed by hand are
+        put back.
+      - Defaults to V(kernel) for O(backend=nftables) and to V(process) for the proxies.
     type: str
-    choices: [process, docker, janus]
-    default: process
+    choices: [process, docker, janus, kernel]
   image:
     description:
       - Proxy image for O(runtime=docker) and O(runtime=janus). Defaults to the official image of the backend (C(haproxy:lts),
@@ -180,6 +197,16 @@ EXAMPLES = r"""
     tls_ca: /etc/scistream/pki/ca.crt
     targets: [gateway-a.example.org:5100]
 
+- name: Kernel data path on the producer-side gateway (no proxy; run with the distribution's Python)
+  scistream.gateway.s2ds:
+    uid: 4f6c1b7e-2a3d-4c5e-9f00-1234567890ab
+    role: PROD
+    backend: nftables
+    listener_ip: 10.0.2.2
+    targets: [10.0.3.10:5074]
+  vars:
+    ansible_python_interpreter: /usr/bin/python3
+
 - name: Release the session
   scistream.gateway.s2ds:
     uid: 4f6c1b7e-2a3d-4c5e-9f00-1234567890ab
@@ -237,7 +264,8 @@ config_path:
   sample: /var/lib/scistream/run/4f6c1b7e-2a3d-4c5e-9f00-1234567890ab/haproxy.cfg
 actions:
   description: What was done (or, in check mode, would be done), among C(reserve), C(update), C(write_config),
-    C(start), C(reload), C(restart), C(stop), C(release).
+    C(start), C(reload), C(restart), C(stop), C(release). For O(backend=nftables), C(start) puts the rules in place
+    and C(reload) replaces them in one transaction.
   returned: always
   type: list
   elements: str

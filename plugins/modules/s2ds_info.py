@@ -15,6 +15,9 @@ description:
   - Reads the session records under O(state_dir) and checks each session's proxy.
   - A session is healthy when its proxy runs and every listener is listening; a session with no
     targets yet (ports reserved, no proxy) is reported healthy and not running.
+  - A session of backend C(nftables) runs, and is healthy, while its rules are in the kernel exactly as last applied;
+    its RV(sessions[].traffic) counts bytes and packets per listener from the rules' counters. Run the module with
+    the distribution's Python for it (C(ansible_python_interpreter=/usr/bin/python3)).
   - A session whose record cannot be read is listed with RV(sessions[].broken) and RV(sessions[].error), not healthy;
     the others are checked as usual.
   - With the C(daemon) process supervisor (no systemd) nothing restarts a proxy after the host reboots until the next
@@ -94,8 +97,16 @@ sessions:
       description: Whether the proxy runs.
       type: bool
     healthy:
-      description: Proxy running and every listener listening.
+      description: Proxy running and every listener listening (backend nftables, its rules in place).
       type: bool
+    traffic:
+      description:
+        - Backend nftables only, while its rules are in place. Per listener, in order, what went through it since its
+          rules were last applied, both directions, TCP and UDP.
+      type: list
+      elements: dict
+      returned: for sessions of backend nftables
+      sample: [{listener: 10.0.2.2:5100, port: 5100, bytes: 209912345, packets: 140123}]
     broken:
       description: True for a session whose record cannot be read; only RV(sessions[].uid), RV(sessions[].record_path)
         and RV(sessions[].error) are known then. Release it with O(scistream.gateway.s2ds#module:state=absent).

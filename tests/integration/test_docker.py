@@ -185,3 +185,22 @@ def test_proxy_container_lifecycle(tmp_path, sink):
         rc, removed = run_playbook(PROXY, {"container": dict(container, state="absent")})
     assert removed.result("Proxy container")["actions"] == ["remove", "remove_files"]
     assert not os.path.exists(container["config_dir"]) and containers(**{"org.scistream.managed-by": "scistream.gateway.proxy_container"}) == []
+
+
+@pytest.mark.parametrize("address", ["192.0.2.7", "2001:db8::7"])
+def test_nginx_config_check_accepts_an_address_only_the_gateway_has(tmp_path, address):
+    """The throw-away checker has a network of its own: an NGINX listener on the gateway's
+    own (here: any non-local) address must still pass ``nginx -t`` there."""
+    from ansible_collections.scistream.gateway.plugins.module_utils.s2ds.backends import get_backend
+    from ansible_collections.scistream.gateway.plugins.module_utils.s2ds.runtimes.docker import (
+        DockerEngine, ProxyContainer)
+    listen = "[%s]:5999" % address if ":" in address else "%s:5999" % address
+    (tmp_path / "nginx.conf").write_text(
+        "load_module /usr/lib/nginx/modules/ngx_stream_module.so;\nevents {}\n"
+        "stream { server { listen %s; proxy_pass 127.0.0.1:9; } }\n" % listen)
+    container = ProxyContainer(DockerEngine(), "sslead-check", get_backend("nginx"), "scistream/nginx:local",
+                               str(tmp_path))
+    container.check_config("nginx.conf")  # raises S2DSError when nginx -t fails
+    (tmp_path / "broken.conf").write_text("events {}\nstream { server { listen %s; nonsense; } }\n" % listen)
+    with pytest.raises(Exception, match="rejected the rendered config"):
+        container.check_config("broken.conf")

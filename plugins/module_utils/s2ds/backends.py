@@ -5,7 +5,9 @@
 """What each proxy is, whatever runs it: file names, commands, signals, template.
 
 Runtimes (process, docker, janus) ask a Backend how to start, check and
-reload its proxy; they never hard-code a proxy themselves.
+reload its proxy; they never hard-code a proxy themselves. The kernel data
+path (``nftables``) is a Backend too: its "config" is a JSON ruleset built
+by :mod:`.templates.nftables`, and only the ``kernel`` runtime applies it.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import ipaddress
+import json
 import signal
 
 try:
@@ -21,7 +24,7 @@ except ImportError:  # reported by callers through HAS_JINJA2
     jinja2 = None
 
 from .errors import S2DSError
-from .templates import haproxy, nginx, stunnel
+from .templates import haproxy, nginx, nftables, stunnel
 
 PSK_FILE = "psk.txt"
 
@@ -103,6 +106,21 @@ class Backend:
         """0600 for a file that holds a key, 0644 for the config and certificates."""
         secret = {PSK_FILE} | {n for part, n in self.tls_files if part == "key"}
         return 0o600 if name in secret else 0o644
+    #: The runtimes that can run it; the first is the default.
+    runtimes: tuple = ("process", "docker", "janus")
+    #: Builds the config text from a record instead of a Jinja2 template.
+    render: object = None
+    #: SessionSpec options this backend refuses, with why.
+    rejects: tuple = ()
+    #: Targets must be IP addresses (no host names).
+    ip_targets_only: bool = False
+    #: A changed config replaces the running one in place, atomically.
+    replaces_in_place: bool = False
+
+    @property
+    def reloadable(self):
+        """A changed config is applied without a restart."""
+        return self.reload_signal is not None or self.replaces_in_place
 
     def foreground_argv(self, config_path, log_file="stderr"):
         if self.name == "haproxy":
@@ -140,6 +158,12 @@ BACKENDS = {
                        "scistream/stunnel:local",
                        uses_psk=True,
                        encryption_note="stunnel always encrypts between the gateways, with its pre-shared key (psk)"),
+    "nftables": Backend("nftables", "nftables.json", None, ("tcp", "udp"), None, None,
+                        runtimes=("kernel",), render=lambda record: json.dumps(nftables.ruleset(record), indent=1) + "\n",
+                        rejects=(("psk", "backend nftables forwards in clear and takes no psk; use backend stunnel "
+                                         "for an encrypted path"),
+                                 ("template", "backend nftables builds its ruleset itself and takes no template")),
+                        ip_targets_only=True, replaces_in_place=True),
 }
 
 
@@ -167,7 +191,10 @@ def render_config(backend, record, paths, psk_cipher, template_text=None, tuning
     on encryption tls: the template gets ``encryption``, ``tls_version`` and
     ``tls_files`` (paths of cert, key and ca), and each listener the
     ``target_host`` it dials, with ``target_is_ip``, for name checks and SNI.
+    A backend with its own ``render`` (nftables) builds its config from the record alone.
     """
+    if backend.render is not None:
+        return backend.render(record)
     targets = record.targets
     listeners = [
         {

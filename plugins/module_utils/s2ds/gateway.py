@@ -140,7 +140,7 @@ class Gateway:
         elif not running:
             actions.append("start")
         elif changed_files or (existing.config_sha256 != wanted.config_sha256):
-            actions.append("reload" if backend.reload_signal is not None else "restart")
+            actions.append("reload" if backend.reloadable else "restart")
 
         diff = {}
         new_config = files.get(backend.config_name, "")
@@ -256,6 +256,9 @@ class Gateway:
                 try:
                     runtime = self.runtime_for(record)
                     info["running"] = runtime.is_running(backend, self.store, record)
+                    traffic = runtime.traffic(backend, self.store, record) if info["running"] else None
+                    if traffic is not None:
+                        info["traffic"] = traffic
                     listening = True
                     if runtime.local_network:
                         listening_now = listening_ports("tcp") if listening_now is None else listening_now

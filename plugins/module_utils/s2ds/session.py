@@ -17,11 +17,12 @@ import ipaddress
 import re
 
 from . import backends as proxies
+from .backends import get_backend
 from .errors import invalid
 
 ROLES = ("PROD", "CONS")
-BACKENDS = ("haproxy", "nginx", "stunnel")
-RUNTIMES = ("process", "docker", "janus")
+BACKENDS = ("haproxy", "nginx", "stunnel", "nftables")
+RUNTIMES = ("process", "docker", "janus", "kernel")
 DEFAULT_PORT_RANGE = "5100-5200"
 DEFAULT_PSK_CIPHER = "PSK-AES128-GCM-SHA256"
 ENCRYPTIONS = ("none", "tls")
@@ -105,6 +106,40 @@ def parse_target(value, field="targets"):
         if not _HOSTNAME_RE.match(host) or host.replace(".", "").isdigit():
             raise invalid(field, value, "host is neither an IPv4 address nor a valid host name") from None
     return Target(host, _target_port(field, value, port))
+
+
+def _backend_runtime(backend, runtime):
+    """The runtime asked for, or the backend's default; one the backend can run in."""
+    allowed = get_backend(backend).runtimes
+    if runtime is None:
+        return allowed[0]
+    runtime = parse_choice("runtime", runtime, RUNTIMES)
+    if runtime not in allowed:
+        raise invalid("runtime", runtime, "backend %s runs only with runtime %s (or leave runtime unset)" % (
+            backend, " or ".join(allowed)))
+    return runtime
+
+
+def _check_backend_options(backend_name, targets, listener_ip, **options):
+    """Options the backend refuses, and targets it cannot reach (kernel NAT needs IP addresses)."""
+    backend = get_backend(backend_name)
+    for field, why in backend.rejects:
+        if options.get(field) is not None:
+            raise invalid(field, "(hidden)" if field == "psk" else options[field], why)
+    if not backend.ip_targets_only:
+        return
+    for target in targets:
+        try:
+            version = ipaddress.ip_address(target.host).version
+        except ValueError:
+            raise invalid("targets", str(target), "backend %s needs an IP address, not a host name" % backend.name) from None
+        try:
+            listener = ipaddress.ip_address(str(listener_ip).strip())
+        except ValueError:
+            continue  # reported as listener_ip
+        if not listener.is_unspecified and listener.version != version:
+            raise invalid("targets", str(target), "is IPv%d but listener_ip %s is IPv%d: the kernel does not translate "
+                          "between address families" % (version, listener, listener.version))
 
 
 def _target_port(field, value, port):
@@ -196,7 +231,7 @@ class SessionSpec:
     port_range: tuple = (5100, 5200)
     targets: tuple = ()
     backend: str = "haproxy"
-    runtime: str = "process"
+    runtime: str = "process"  # build() picks the backend's default when none is given
     psk: str = dataclasses.field(default=None, repr=False)
     psk_cipher: str = DEFAULT_PSK_CIPHER
     template: str = None
@@ -206,7 +241,7 @@ class SessionSpec:
 
     @classmethod
     def build(cls, uid, role, num_conn=5, listener_ip="0.0.0.0", port_range=DEFAULT_PORT_RANGE,
-              targets=(), backend="haproxy", runtime="process", psk=None,
+              targets=(), backend="haproxy", runtime=None, psk=None,
               psk_cipher=DEFAULT_PSK_CIPHER, template=None, encryption="none", tls_cert=None, tls_key=None,
               tls_ca=None, tls_version=DEFAULT_TLS_VERSION):
         """Validate raw inputs (strings, as a user typed them) into a spec."""
@@ -224,7 +259,8 @@ class SessionSpec:
             targets = [t for t in targets.split(",") if t.strip()]
         targets = tuple(parse_target(t) for t in targets)
         backend = parse_choice("backend", backend, BACKENDS)
-        runtime = parse_choice("runtime", runtime, RUNTIMES)
+        runtime = _backend_runtime(backend, runtime)
+        _check_backend_options(backend, targets, listener_ip, psk=psk, template=template)
         if psk is not None:
             psk = str(psk)
             if len(psk) < 16 or any(c in psk for c in ":\r\n\0"):

@@ -65,6 +65,10 @@ class Runtime:
     def stop(self, backend, store, record):
         raise NotImplementedError
 
+    def traffic(self, backend, store, record):
+        """Bytes and packets per listener where the runtime counts them (the kernel does), else None."""
+        return None
+
     def log_tail(self, store, record):
         """The last lines the proxy logged, for error messages."""
         return ""

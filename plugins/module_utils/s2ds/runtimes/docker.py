@@ -99,6 +99,10 @@ def _digest(data):
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode("utf-8")).hexdigest()
 
 
+#: Set in the throw-away container that checks a config (it has no network but its own).
+NONLOCAL_BIND_SYSCTLS = {"net.ipv4.ip_nonlocal_bind": "1", "net.ipv6.ip_nonlocal_bind": "1"}
+
+
 class ProxyContainer:
     """One proxy container whose config directory is mounted read-only at /etc/scistream."""
 
@@ -231,6 +235,9 @@ class ProxyContainer:
         try:
             self.engine.client.containers.run(
                 self.image, entrypoint=argv[:1], command=argv[1:], user="0:0", network_mode="none",
+                # nginx -t binds every listener; in a network of its own the gateway's
+                # addresses do not exist, so let it bind addresses it does not have.
+                sysctls=NONLOCAL_BIND_SYSCTLS,
                 volumes=options["volumes"], cap_drop=["ALL"], cap_add=options["cap_add"], remove=True,
                 stdout=True, stderr=True, labels={LABEL_PREFIX + "check": self.name})
         except docker.errors.ContainerError as exc:

@@ -1,0 +1,188 @@
+# -*- coding: utf-8 -*-
+# Copyright (c) 2026, SciStream gateway contributors
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""The kernel data path: backend ``nftables`` as rules in the host's netfilter.
+
+Every call to the kernel goes through libnftables' JSON interface (the
+``nftables`` Python binding, Debian ``python3-nftables``, importable from the
+distribution's Python only), in this file. Nothing parses ``nft`` text.
+
+* The session's ruleset (:mod:`..templates.nftables`) is the file
+  ``nftables.json`` in its run dir. It is checked by a dry run before it is
+  written, applied as ONE transaction that also drops the session's old jump
+  rules (so it replaces them atomically), and can be loaded as it is at boot
+  with ``nft -j -f`` (the gateway role installs a unit that does).
+* Right after applying, the session's part of the kernel's ruleset is read
+  back, without handles and counter values, and kept as
+  ``nftables.applied.json``. The session "runs" while the kernel still holds
+  exactly that: rules lost to ``nft flush ruleset`` or a reboot, or changed
+  by hand, make the next ``present`` run apply them again.
+* Release deletes the session's jump rules and chains, nothing else.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+from ..errors import S2DSError
+from ..store import read_text, write_file_atomic
+from ..templates import nftables as rules
+from .base import Runtime
+
+try:
+    import nftables
+    HAS_NFTABLES = True
+except ImportError:  # reported by callers through HAS_NFTABLES
+    nftables = None
+    HAS_NFTABLES = False
+
+APPLIED_FILE = "nftables.applied.json"
+_TABLE = {"family": rules.FAMILY, "name": rules.TABLE}
+
+
+class KernelRuntime(Runtime):
+    """Sessions of backend nftables: NAT rules, no process.
+
+    ``local_network`` is False: nothing listens on the listener ports, so
+    the gateway does not look for sockets; :meth:`is_running` compares the
+    rules in the kernel instead.
+    """
+
+    name = "kernel"
+    local_network = False
+
+    def __init__(self):
+        if not HAS_NFTABLES:
+            raise S2DSError("runtime kernel needs the nftables Python binding (Debian: apt install python3-nftables) "
+                            "and runs under the distribution's Python (ansible_python_interpreter=/usr/bin/python3)",
+                            field="runtime", value="kernel")
+        self.nft = nftables.Nftables()
+        self.nft.set_handle_output(True)
+
+    # -- libnftables ---------------------------------------------------------
+    def _run(self, commands, what, uid=None, dry_run=False):
+        self.nft.set_dry_run(dry_run)
+        try:
+            rc, output, error = self.nft.json_cmd(commands)
+        finally:
+            self.nft.set_dry_run(False)
+        if rc != 0:
+            hint = " (managing nftables needs root or CAP_NET_ADMIN)" if "not permitted" in (error or "") else ""
+            raise S2DSError("nftables: %s failed: %s%s" % (what, (error or "").strip()[-2000:], hint),
+                            field="uid" if uid else "backend", value=uid or "nftables")
+        return output
+
+    def _table(self):
+        """The entries of the collection's table (chains and rules), or [] when it does not exist."""
+        self.nft.set_dry_run(False)
+        rc, output, dummy = self.nft.json_cmd({"nftables": [{"list": {"table": _TABLE}}]})
+        if rc != 0 or not isinstance(output, dict):
+            return []
+        return [entry for entry in output.get("nftables", []) if "metainfo" not in entry]
+
+    @staticmethod
+    def _owned(entries, uid):
+        """The session's chains and its rules (in its chains, and its jump rules in the base chains)."""
+        chains = {rules.session_chain(prefix, uid) for prefix in rules.SESSION_PREFIXES}
+        own_chains = [e["chain"] for e in entries if "chain" in e and e["chain"]["name"] in chains]
+        own_rules = [e["rule"] for e in entries if "rule" in e
+                     and (e["rule"]["chain"] in chains or e["rule"].get("comment") == uid)]
+        return own_chains, own_rules
+
+    def _view(self, entries, uid):
+        """The session's part of the ruleset without handles and counter values, for comparison."""
+        bases = {name for name, dummy, dummy2, dummy3 in rules.BASE_CHAINS}
+        view = [_without(e["chain"], "handle") for e in entries if "chain" in e and e["chain"]["name"] in bases]
+        own_chains, own_rules = self._owned(entries, uid)
+        view += [_without(c, "handle") for c in own_chains]
+        view += [dict(_without(r, "handle"), expr=[_zero_counter(x) for x in r.get("expr", [])]) for r in own_rules]
+        return view
+
+    # -- Runtime interface ---------------------------------------------------
+    def paths(self, store, record):
+        run_dir = store.run_dir(record.uid)
+        return {"run_dir": run_dir, "pid_file": None, "log_file": None, "psk_file": None, "foreground": False}
+
+    def check_config(self, backend, store, record, config_name):
+        text = store.read_run_file(record.uid, config_name)
+        self._run(json.loads(text), "checking the ruleset of session %s" % record.uid, record.uid, dry_run=True)
+
+    def is_running(self, backend, store, record):
+        applied = read_text(os.path.join(store.run_dir(record.uid), APPLIED_FILE))
+        if not applied:
+            return False
+        view = self._view(self._table(), record.uid)
+        return bool(view) and json.loads(applied) == json.loads(json.dumps(view))
+
+    def start(self, backend, store, record):
+        """Put the session's rules in place in one transaction, replacing whatever it had."""
+        text = store.read_run_file(record.uid, backend.config_name)
+        commands = [c for c in json.loads(text)["nftables"] if "metainfo" not in c]
+        dummy, own_rules = self._owned(self._table(), record.uid)
+        drops = [{"delete": {"rule": _rule_ref(r)}} for r in own_rules if r.get("comment") == record.uid]
+        self._run({"nftables": drops + commands}, "applying the rules of session %s" % record.uid, record.uid)
+        view = self._view(self._table(), record.uid)
+        write_file_atomic(os.path.join(store.run_dir(record.uid), APPLIED_FILE), json.dumps(view, indent=1) + "\n",
+                          mode=0o644)
+
+    def reload(self, backend, store, record):
+        self.start(backend, store, record)
+
+    def restart(self, backend, store, record):
+        self.start(backend, store, record)
+
+    def stop(self, backend, store, record):
+        """Delete the session's jump rules and chains in one transaction; nothing else is touched."""
+        self.release_orphan(store, record.uid)
+        store.remove_run_file(record.uid, APPLIED_FILE)
+
+    def release_orphan(self, store, uid):
+        """A session whose record is broken: its chains and jump rules are found by uid alone."""
+        own_chains, own_rules = self._owned(self._table(), uid)
+        if not own_chains and not own_rules:
+            return []
+        commands = [{"delete": {"rule": _rule_ref(r)}} for r in own_rules if r.get("comment") == uid]
+        for chain in own_chains:
+            ref = {"family": chain["family"], "table": chain["table"], "name": chain["name"]}
+            commands += [{"flush": {"chain": ref}}, {"delete": {"chain": ref}}]
+        self._run({"nftables": commands}, "removing the rules of session %s" % uid, uid)
+        return ["the nftables rules of session %s" % uid]
+
+    def traffic(self, backend, store, record):
+        """Bytes and packets per listener (both directions, TCP and UDP), from the session's counters."""
+        counts = {port: {"listener": listener, "port": port, "bytes": 0, "packets": 0}
+                  for port, listener in zip(record.ports, record.listeners)}
+        count_chain = rules.session_chain("count", record.uid)
+        for entry in self._table():
+            rule = entry.get("rule")
+            if not rule or rule["chain"] != count_chain:
+                continue
+            port = _ct_original_port(rule["expr"])
+            counter = next((x["counter"] for x in rule["expr"] if isinstance(x.get("counter"), dict)), None)
+            if port in counts and counter:
+                counts[port]["bytes"] += counter.get("bytes", 0)
+                counts[port]["packets"] += counter.get("packets", 0)
+        return [counts[port] for port in record.ports]
+
+
+def _without(data, key):
+    return {k: v for k, v in data.items() if k != key}
+
+
+def _zero_counter(expr):
+    return {"counter": None} if isinstance(expr, dict) and "counter" in expr else expr
+
+
+def _rule_ref(rule):
+    return {"family": rule["family"], "table": rule["table"], "chain": rule["chain"], "handle": rule["handle"]}
+
+
+def _ct_original_port(expr):
+    for item in expr:
+        match = item.get("match") if isinstance(item, dict) else None
+        left = (match or {}).get("left", {})
+        if isinstance(left, dict) and left.get("ct", {}).get("key") == "proto-dst":
+            return match["right"]
+    return None
