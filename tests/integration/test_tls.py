@@ -274,9 +274,12 @@ def test_encrypted_chain_carries_data_unseen_and_renews_without_dropping(tmp_pat
         with open(os.path.join(pki_dir, "prod.crt"), encoding="ascii") as handle:
             assert handle.read() in open(os.path.join(run_dir, "tls.pem" if backend == "haproxy" else "tls.crt"),
                                          encoding="ascii").read()
+        # A reload is asynchronous (old workers finish in the background): let it settle.
+        time.sleep(1.0)
         after_sink = Sink(port=base + 1)
         sent = streamcheck.send("127.0.0.1", cons["ports"][0], 4 * 1024 * 1024, timeout=30)
-        assert after_sink.wait()["sha256"] == sent["sha256"]
+        after = after_sink.wait()
+        assert after["sha256"] == sent["sha256"], (after["bytes"], sent["bytes"])
 
         rc, released = run_playbook(PLAYBOOK, dict(cvars, session_state="absent"))
         assert rc == 0 and released.changed == 2, released.failures()

@@ -29,6 +29,12 @@ stream {
     proxy_connect_timeout 5s;
     proxy_timeout 1h;
     tcp_nodelay on;
+{% if encryption == 'tls' %}
+    # Pass the client's end of stream on as a half-close and wait for the other side, rather than
+    # closing at once: a close with TLS records (session tickets, close_notify) still unread sends
+    # a reset, and a reset discards what the peer has not read yet.
+    proxy_half_close on;
+{% endif %}
 {% if encryption == 'tls' and role == 'PROD' %}
 
     # encryption tls: terminate TLS, demand a client certificate signed by the CA.
