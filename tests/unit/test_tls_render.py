@@ -47,6 +47,7 @@ def test_haproxy_cons_checks_the_dialled_host_and_sends_sni_for_names_only():
 def test_nginx_tls_has_no_udp_and_checks_names():
     prod, cons = render("nginx", "PROD"), render("nginx", "CONS")
     assert " udp;" not in prod and " udp;" not in cons
+    assert "proxy_half_close on;" in prod and "proxy_half_close on;" in cons
     assert "listen 0.0.0.0:5200 ssl;" in prod and "ssl_verify_client on;" in prod
     assert "ssl_protocols TLSv1.3;" in prod and "ssl_certificate_key /etc/scistream/tls.key;" in prod
     assert "proxy_ssl_verify on;" in cons and "proxy_ssl_trusted_certificate /etc/scistream/tls-ca.crt;" in cons
