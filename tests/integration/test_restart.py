@@ -16,7 +16,7 @@ import uuid
 import pytest
 
 from conftest import ROOT, docker_client, run_playbook
-from test_systemd import IMAGE, push_inside, put_file, run
+from test_systemd import boot_wait, push_inside, run, systemd_gateway
 from ansible_collections.scistream.gateway.plugins.module_utils.s2ds.runtimes.base import listening_ports, wait_until
 
 pytestmark = pytest.mark.docker
@@ -24,33 +24,10 @@ pytestmark = pytest.mark.docker
 PLAYBOOK = os.path.join(ROOT, "tests", "integration", "playbooks", "restart.yml")
 
 
-def boot_wait(container):
-    assert wait_until(lambda: container.exec_run("systemctl is-system-running").output.strip()
-                      in (b"running", b"degraded"), 60, 0.5)
-
-
 @pytest.fixture
 def gateway(tmp_path):
-    client = docker_client()
-    try:
-        client.images.get(IMAGE)
-    except Exception:  # pylint: disable=broad-exception-caught
-        pytest.skip("%s is not built (run .ci/setup)" % IMAGE)
-    name = "ssscale-restart-%d" % os.getpid()
-    container = client.containers.run(
-        IMAGE, name=name, detach=True, cap_add=["SYS_ADMIN"], security_opt=["seccomp=unconfined"],
-        volumes={"/sys/fs/cgroup": {"bind": "/sys/fs/cgroup", "mode": "rw"}},
-        tmpfs={"/run": "", "/run/lock": ""}, cgroupns="host", labels={"org.scistream.test": "restart"})
-    try:
-        boot_wait(container)
-        with open(os.path.join(ROOT, "playbooks", "files", "streamcheck.py"), "rb") as handle:
-            put_file(container, "/usr/local/bin/streamcheck.py", handle.read())
-        inventory = tmp_path / "hosts.ini"
-        inventory.write_text("gateway ansible_connection=community.docker.docker ansible_host=%s "
-                             "ansible_python_interpreter=/usr/bin/python3\n" % name)
-        yield container, str(inventory)
-    finally:
-        container.remove(force=True)
+    with systemd_gateway("ssscale-restart-%d" % os.getpid(), "restart", tmp_path) as gw:
+        yield gw
 
 
 def test_sessions_come_back_after_reboot(gateway):

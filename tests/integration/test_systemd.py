@@ -8,6 +8,7 @@ data is pushed inside it, on its own loopback.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
@@ -26,29 +27,40 @@ IMAGE = "scistream/test-systemd-gateway:local"
 UID = "cccccccc-0000-4000-8000-00000000000c"
 
 
-@pytest.fixture(scope="module")
-def gateway(tmp_path_factory):
+def boot_wait(container):
+    """Wait until systemd in the gateway container says it is up."""
+    assert wait_until(lambda: container.exec_run("systemctl is-system-running").output.strip()
+                      in (b"running", b"degraded"), 60, 0.5)
+
+
+@contextlib.contextmanager
+def systemd_gateway(name, label, inventory_dir):
+    """A gateway host whose PID 1 is systemd, with streamcheck.py inside; yields (container, inventory path)."""
     client = docker_client()
     try:
         client.images.get(IMAGE)
     except Exception:  # pylint: disable=broad-exception-caught
         pytest.skip("%s is not built (run .ci/setup)" % IMAGE)
-    name = "scistream-test-systemd-%d" % os.getpid()
     container = client.containers.run(
         IMAGE, name=name, detach=True, cap_add=["SYS_ADMIN"], security_opt=["seccomp=unconfined"],
         volumes={"/sys/fs/cgroup": {"bind": "/sys/fs/cgroup", "mode": "rw"}},
-        tmpfs={"/run": "", "/run/lock": ""}, cgroupns="host", labels={"org.scistream.test": "systemd"})
+        tmpfs={"/run": "", "/run/lock": ""}, cgroupns="host", labels={"org.scistream.test": label})
     try:
-        assert wait_until(lambda: container.exec_run("systemctl is-system-running").output.strip()
-                          in (b"running", b"degraded"), 60, 0.5)
+        boot_wait(container)
         with open(os.path.join(ROOT, "playbooks", "files", "streamcheck.py"), "rb") as handle:
             put_file(container, "/usr/local/bin/streamcheck.py", handle.read())
-        inventory = tmp_path_factory.mktemp("inv") / "hosts.ini"
+        inventory = inventory_dir / "hosts.ini"
         inventory.write_text("gateway ansible_connection=community.docker.docker ansible_host=%s "
                              "ansible_python_interpreter=/usr/bin/python3\n" % name)
         yield container, str(inventory)
     finally:
         container.remove(force=True)
+
+
+@pytest.fixture(scope="module")
+def gateway(tmp_path_factory):
+    with systemd_gateway("scistream-test-systemd-%d" % os.getpid(), "systemd", tmp_path_factory.mktemp("inv")) as gw:
+        yield gw
 
 
 def put_file(container, path, data):
