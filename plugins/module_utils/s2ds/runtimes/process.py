@@ -49,6 +49,15 @@ def _run(argv, timeout=30):
         raise S2DSError("%s did not finish within %ds" % (shlex.join(argv), timeout)) from None
 
 
+def _read_pid(path):
+    """The pid in a pid file, or None when there is none or it holds no number."""
+    text = read_text(path)
+    try:
+        return int(text.split()[0]) if text else None
+    except ValueError:
+        return None
+
+
 class ProcessRuntime(Runtime):
     name = "process"
 
@@ -91,11 +100,7 @@ class ProcessRuntime(Runtime):
 
     # -- daemon supervisor -------------------------------------------------
     def _pid(self, store, record):
-        text = read_text(self.paths(store, record)["pid_file"])
-        try:
-            return int(text.split()[0]) if text else None
-        except ValueError:
-            return None
+        return _read_pid(self.paths(store, record)["pid_file"])
 
     def _daemon_pid_alive(self, backend, store, record):
         pid = self._pid(store, record)
@@ -105,14 +110,22 @@ class ProcessRuntime(Runtime):
         return None
 
     @staticmethod
-    def _kill_leftovers(backend, group):
+    def _terminate(pid, stop_signal):
+        """Send ``stop_signal``, and SIGKILL when the process is still there after 10 s."""
+        os.kill(pid, stop_signal)
+        if not wait_until(lambda: not process_alive(pid), 10):
+            os.kill(pid, signal.SIGKILL)
+            wait_until(lambda: not process_alive(pid), 5)
+
+    @staticmethod
+    def _kill_leftovers(program, group):
         """Kill the proxy's processes left in the process group its master led.
 
         The daemons call setsid(), so their workers share the master's pid as
         process group; a worker orphaned by a killed master keeps the ports.
-        Only processes of this backend's program are touched.
+        Only processes of ``program`` (the backend's) are touched.
         """
-        leftovers = [pid for pid in processes_in_group(group) if backend.name in process_name(pid)]
+        leftovers = [pid for pid in processes_in_group(group) if program in process_name(pid)]
         for pid in leftovers:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
@@ -159,21 +172,12 @@ class ProcessRuntime(Runtime):
                 stopped.append("unit " + os.path.basename(unit))
             return stopped
         run_dir = store.run_dir(uid)
-        text = read_text(os.path.join(run_dir, "proxy.pid"))
-        try:
-            pid = int(text.split()[0]) if text else None
-        except ValueError:
-            pid = None
+        pid = _read_pid(os.path.join(run_dir, "proxy.pid"))
         # Only a process started with a config from this session's run dir.
         if pid and process_alive(pid) and (run_dir + "/") in process_cmdline(pid):
             name = process_name(pid)
-            os.kill(pid, signal.SIGTERM)
-            if not wait_until(lambda: not process_alive(pid), 10):
-                os.kill(pid, signal.SIGKILL)
-            for leftover in processes_in_group(pid):
-                if process_name(leftover) == name:
-                    with contextlib.suppress(ProcessLookupError):
-                        os.kill(leftover, signal.SIGKILL)
+            self._terminate(pid, signal.SIGTERM)
+            self._kill_leftovers(name, pid)
             stopped.append("%s (pid %d)" % (name, pid))
         return stopped
 
@@ -201,7 +205,7 @@ class ProcessRuntime(Runtime):
         # pid file would make a daemon refuse to start.
         stale = self._pid(store, record)
         if stale:
-            self._kill_leftovers(backend, stale)
+            self._kill_leftovers(backend.name, stale)
         store.remove_run_file(record.uid, "proxy.pid")
         result = _run(backend.daemon_argv(config, paths["pid_file"], paths["log_file"]))
         if result.returncode != 0 or not wait_until(lambda: self._daemon_pid_alive(backend, store, record), 10):
@@ -230,12 +234,9 @@ class ProcessRuntime(Runtime):
             return
         pid = self._daemon_pid_alive(backend, store, record)
         if pid is not None:
-            os.kill(pid, backend.stop_signal)
-            if not wait_until(lambda: not process_alive(pid), 10):
-                os.kill(pid, signal.SIGKILL)
-                wait_until(lambda: not process_alive(pid), 5)
+            self._terminate(pid, backend.stop_signal)
         stale = pid or self._pid(store, record)
         if stale:
-            self._kill_leftovers(backend, stale)
+            self._kill_leftovers(backend.name, stale)
         # Workers close their sockets a moment after the master exits.
         wait_until(lambda: not set(record.ports) & listening_ports("tcp"), 5)
