@@ -80,6 +80,16 @@ class Backend:
     #: Where the TLS material goes in the run dir: (part, file name) for cert, key and ca;
     #: parts that share a file name are written into it in that order.
     tls_files: tuple = ()
+    #: The runtimes that can run it; the first is the default.
+    runtimes: tuple = ("process", "docker", "janus")
+    #: Builds the config text from a record instead of a Jinja2 template.
+    render: object = None
+    #: SessionSpec options this backend refuses, with why.
+    rejects: tuple = ()
+    #: Targets must be IP addresses (no host names).
+    ip_targets_only: bool = False
+    #: A changed config replaces the running one in place, atomically.
+    replaces_in_place: bool = False
 
     def protocols_for(self, encryption):
         """What each listener carries: TLS runs over TCP, so an encrypted session carries no UDP (no DTLS)."""
@@ -106,16 +116,6 @@ class Backend:
         """0600 for a file that holds a key, 0644 for the config and certificates."""
         secret = {PSK_FILE} | {n for part, n in self.tls_files if part == "key"}
         return 0o600 if name in secret else 0o644
-    #: The runtimes that can run it; the first is the default.
-    runtimes: tuple = ("process", "docker", "janus")
-    #: Builds the config text from a record instead of a Jinja2 template.
-    render: object = None
-    #: SessionSpec options this backend refuses, with why.
-    rejects: tuple = ()
-    #: Targets must be IP addresses (no host names).
-    ip_targets_only: bool = False
-    #: A changed config replaces the running one in place, atomically.
-    replaces_in_place: bool = False
 
     @property
     def reloadable(self):

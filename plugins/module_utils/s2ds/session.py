@@ -16,12 +16,11 @@ import hashlib
 import ipaddress
 import re
 
-from . import backends as proxies
-from .backends import get_backend
+from .backends import BACKENDS as _BACKEND_TABLE, get_backend
 from .errors import invalid
 
 ROLES = ("PROD", "CONS")
-BACKENDS = ("haproxy", "nginx", "stunnel", "nftables")
+BACKENDS = tuple(_BACKEND_TABLE)  # their names, in the order backends.py lists them
 RUNTIMES = ("process", "docker", "janus", "kernel")
 DEFAULT_PORT_RANGE = "5100-5200"
 DEFAULT_PSK_CIPHER = "PSK-AES128-GCM-SHA256"
@@ -202,13 +201,13 @@ def read_tls_material(encryption, paths, version, backend):
 
 
 def backend_encryptions(backend):
-    return proxies.get_backend(backend).encryptions
+    return get_backend(backend).encryptions
 
 
 def supported_note(backend):
     """Why ``backend`` has no TLS of its own, and which backends have it."""
-    others = " or ".join(name for name, b in sorted(proxies.BACKENDS.items()) if "tls" in b.encryptions)
-    own = proxies.get_backend(backend).encryption_note
+    others = " or ".join(name for name, b in sorted(_BACKEND_TABLE.items()) if "tls" in b.encryptions)
+    own = get_backend(backend).encryption_note
     return "%s; encryption tls is for backend %s" % (own, others) if own else "use backend %s" % others
 
 

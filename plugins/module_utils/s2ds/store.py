@@ -207,7 +207,7 @@ class SessionStore:
         self.ensure_dirs()
         write_file_atomic(self.record_path(record.uid), json.dumps(record.to_dict(), indent=2, sort_keys=True) + "\n")
         if self._cache is not None:
-            self._cache[record.uid] = SessionRecord.from_dict(json.loads(json.dumps(record.to_dict())))
+            self._cache[record.uid] = SessionRecord.from_dict(record.to_dict())  # to_dict copies deeply
 
     def delete(self, uid):
         """Remove the record and the run directory of ``uid``."""
