@@ -4,11 +4,13 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
-from ansible_collections.scistream.gateway.plugins.module_utils.s2ds.errors import S2DSError
+from ansible_collections.scistream.gateway.plugins.module_utils.s2ds.errors import S2DSError, quoted
 from ansible_collections.scistream.gateway.plugins.module_utils.s2ds.session import (
-    SessionSpec, Target, derived_psk, parse_port_range, parse_target, parse_uid)
+    SessionSpec, Target, derived_psk, parse_ip, parse_port_range, parse_target, parse_uid, session_key)
 
 UID = "4f6c1b7e-2a3d-4c5e-9f00-1234567890ab"
 
@@ -17,13 +19,26 @@ def test_uid_is_canonicalised():
     assert parse_uid(UID.upper()) == UID
 
 
-@pytest.mark.parametrize("bad", ["../x", "x", "", None, UID + "/..", "{%s}" % UID, UID.replace("-", ""),
-                                 "urn:uuid:" + UID, UID[:-1] + "g"])
-def test_uid_rejects_anything_but_a_uuid(bad):
+@pytest.mark.parametrize("bad", ["../x", "", None, UID + "/..", "{%s}" % UID, "urn:uuid:" + UID, "x" * 65,
+                                 UID + "\n", " " + UID, "a b", "a\x00", "caf\u00e9", "\u00b2", 5.0, ["x"]])
+def test_uid_refuses_what_no_name_can_hold(bad):
     with pytest.raises(S2DSError) as err:
         parse_uid(bad)
     assert err.value.field == "uid"
-    assert "uid %r" % (bad,) in str(err.value)
+    assert "uid %r" % (bad,) in str(err.value) and "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize("uid", ["x", ".", "..", "-x", ".hidden", UID.replace("-", ""), UID[:-1] + "g", "A" * 64,
+                                 "scistream_session.1"])
+def test_any_upstream_uid_is_accepted_and_named_safely(uid):
+    assert parse_uid(uid) == uid
+    key = session_key(uid)
+    assert re.fullmatch(r"s-[0-9a-f]{32}", key) and key == session_key(uid)
+
+
+def test_uuid_keys_are_the_names_sessions_always_had():
+    assert session_key(parse_uid(UID.upper())) == UID
+    assert session_key("A") != session_key("a") and parse_uid("A") == "A"
 
 
 @pytest.mark.parametrize("text,expected", [("5100-5200", (5100, 5200)), (" 1 - 65535 ", (1, 65535)), ("7-7", (7, 7))])
@@ -91,3 +106,57 @@ def test_template_must_be_readable(tmp_path):
     with pytest.raises(S2DSError) as err:
         SessionSpec.build(UID, "PROD", template=str(tmp_path / "missing.j2"))
     assert err.value.field == "template"
+
+
+@pytest.mark.parametrize("bad,why", [
+    ("[fe80::1%eth0]:80", "zone id"),
+    ("[fe80::1%x\nprogram p\n  command sh]:80", "zone id"),
+    ("name\n:80", "host"),
+    ("name:80\n", "port"),
+    ("10.0.0.1:\u00b2", "port"),
+    ("10.0.0.1:\u0665", "port"),
+    ("10.0.0.1:+80", "port"),
+    ("10.0.0.1:080", "port"),
+    ("10.0.0.1: 80", "port"),
+    ("010.0.0.1:80", "host"),
+    ("1.2.3:80", "host"),
+    ("a..b:80", "host"),
+    ("%s.org:80" % ("a" * 64), "host"),
+    (".".join(["a" * 63] * 4) + ".org:80", "host"),
+    ("h\u00e9.org:80", "host"),
+    ("[::1] :80", "look like"),
+    (" 10.0.0.1:80", "host"),
+])
+def test_targets_refuse_injection(bad, why):
+    with pytest.raises(S2DSError) as err:
+        parse_target(bad, field="remote_listeners")
+    message = str(err.value)
+    assert err.value.field == "remote_listeners" and why in message and quoted(bad) in message
+    assert "\n" not in message
+
+
+@pytest.mark.parametrize("text,host", [("[::ffff:10.0.0.1]:80", "::ffff:a00:1"), ("a-1.b2.example.org.:9", "a-1.b2.example.org."),
+                                       ("%s:1" % ".".join(["a" * 63] * 3 + ["a" * 61]), ".".join(["a" * 63] * 3 + ["a" * 61]))])
+def test_targets_at_the_limits(text, host):
+    assert parse_target(text).host == host
+
+
+@pytest.mark.parametrize("bad", ["fe80::1%eth0", "10.0.0.1\n", "010.0.0.1", "::1 ", "example.org", "\u0661.1.1.1"])
+def test_listener_ip_is_an_address_without_zone(bad):
+    with pytest.raises(S2DSError) as err:
+        SessionSpec.build(UID, "PROD", listener_ip=bad)
+    assert err.value.field == "listener_ip" and repr(bad) in str(err.value)
+    assert parse_ip("listener_ip", "0:0::1") == "::1"
+
+
+@pytest.mark.parametrize("bad", ["\u0665", "5\n", "+5", "1e3", True, 2.5])
+def test_num_conn_is_ascii_digits(bad):
+    with pytest.raises(S2DSError) as err:
+        SessionSpec.build(UID, "PROD", num_conn=bad)
+    assert err.value.field == "num_conn"
+
+
+def test_long_values_are_quoted_bounded():
+    with pytest.raises(S2DSError) as err:
+        parse_target("x" * 100000 + ":80")
+    assert len(str(err.value)) < 400 and "100005 characters" in str(err.value)

@@ -23,7 +23,7 @@ try:
 except ImportError:  # reported by callers through HAS_JINJA2
     jinja2 = None
 
-from .errors import S2DSError
+from .errors import S2DSError, quoted
 from .templates import haproxy, nginx, nftables, stunnel
 
 PSK_FILE = "psk.txt"
@@ -61,6 +61,17 @@ def _stunnel_address(host, port):
     return "%s:%d" % (host, port)
 
 
+# What each proxy's config syntax gives a meaning to (besides whitespace, which ends a word or a line):
+# HAProxy: '#' starts a comment, quotes and '\\' quote and escape, '$' and braces expand environment
+# variables, '%' and parentheses are sample and log-format syntax, ',' separates arguments.
+HAPROXY_UNSAFE = "#\"'\\{}$%(),"
+# NGINX: ';' ends a directive, braces open and close blocks, quotes and '\\' quote and escape,
+# '$' is a variable, '#' a comment.
+NGINX_UNSAFE = ";{}\"'$#\\"
+# stunnel: a line is 'key = value' or '[section]'; ';' and '#' start comments, '=' splits the line.
+STUNNEL_UNSAFE = ";#[]=\"'\\"
+
+
 @dataclasses.dataclass(frozen=True)
 class Backend:
     name: str
@@ -90,6 +101,9 @@ class Backend:
     ip_targets_only: bool = False
     #: A changed config replaces the running one in place, atomically.
     replaces_in_place: bool = False
+    #: Characters of the proxy's config syntax that no rendered value may hold (whitespace and
+    #: control characters never may): the renderer's backstop, whatever path a value came by.
+    unsafe_characters: str = ""
 
     def protocols_for(self, encryption):
         """What each listener carries: TLS runs over TCP, so an encrypted session carries no UDP (no DTLS)."""
@@ -149,14 +163,14 @@ class Backend:
 BACKENDS = {
     # HAProxy takes certificate and key in one PEM file.
     "haproxy": Backend("haproxy", "haproxy.cfg", haproxy.TEMPLATE, ("tcp",), _haproxy_address, "haproxy:lts",
-                       reload_signal=signal.SIGUSR2, encryptions=("none", "tls"),
+                       reload_signal=signal.SIGUSR2, unsafe_characters=HAPROXY_UNSAFE, encryptions=("none", "tls"),
                        tls_files=(("cert", "tls.pem"), ("key", "tls.pem"), ("ca", "tls-ca.crt"))),
     "nginx": Backend("nginx", "nginx.conf", nginx.TEMPLATE, ("tcp", "udp"), _nginx_address, "nginx:stable",
-                     reload_signal=signal.SIGHUP, encryptions=("none", "tls"),
+                     reload_signal=signal.SIGHUP, unsafe_characters=NGINX_UNSAFE, encryptions=("none", "tls"),
                      tls_files=(("cert", "tls.crt"), ("key", "tls.key"), ("ca", "tls-ca.crt"))),
     "stunnel": Backend("stunnel", "stunnel.conf", stunnel.TEMPLATE, ("tcp",), _stunnel_address,
                        "scistream/stunnel:local",
-                       uses_psk=True,
+                       uses_psk=True, unsafe_characters=STUNNEL_UNSAFE,
                        encryption_note="stunnel always encrypts between the gateways, with its pre-shared key (psk)"),
     "nftables": Backend("nftables", "nftables.json", None, ("tcp", "udp"), None, None,
                         runtimes=("kernel",), render=lambda record: json.dumps(nftables.ruleset(record), indent=1) + "\n",
@@ -174,11 +188,29 @@ def get_backend(name):
 HAS_JINJA2 = jinja2 is not None
 
 
-def _environment():
+def safe_value(backend_name, unsafe, value):
+    """``value`` as rendered text, refused when it could change the config's structure.
+
+    The Jinja2 ``finalize`` of every proxy template: each ``{{ ... }}`` passes
+    here, so no value (from the grammar, a record on disk, a tunable or a
+    custom template's variables) writes a new word, line, section or comment.
+    Printable ASCII only, no whitespace, none of the proxy's ``unsafe`` characters.
+    """
+    text = "" if value is None else str(value)
+    for char in text:
+        if not "!" <= char <= "~" or char in unsafe:
+            raise S2DSError("refusing to render %s into a %s config: it holds %r, which the proxy would read as "
+                            "syntax" % (quoted(text), backend_name, char), field="config", value=text)
+    return text
+
+
+def _environment(backend_name=None, unsafe=""):
+    """A Jinja2 environment; with a backend, every rendered value goes through ``safe_value``."""
     if jinja2 is None:
         raise S2DSError("Jinja2 is required to render proxy configurations; install python3-jinja2")
+    finalize = functools.partial(safe_value, backend_name, unsafe) if backend_name else None
     return jinja2.Environment(undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True,
-                              keep_trailing_newline=True, autoescape=False)
+                              keep_trailing_newline=True, autoescape=False, finalize=finalize)
 
 
 def render_config(backend, record, paths, psk_cipher, template_text=None, tuning=None, tls=None):
@@ -216,19 +248,23 @@ def render_config(backend, record, paths, psk_cipher, template_text=None, tuning
                    encryption="tls" if tls is not None else "none",
                    tls_version=TLS_PROTOCOL_NAMES[tls.version] if tls is not None else None,
                    tls_files=backend.tls_paths(paths["run_dir"]) if tls is not None else {})
-    return render_text(template_text or backend.template, context, "template", backend.name)
+    return render_text(template_text or backend.template, context, "template", backend.name, backend=backend)
 
 
 @functools.lru_cache(maxsize=16)
-def _compiled(template_text):
+def _compiled(template_text, backend_name=None, unsafe=""):
     """A template compiled once per process (a batch renders the same one for every session)."""
-    return _environment().from_string(template_text)
+    return _environment(backend_name, unsafe).from_string(template_text)
 
 
-def render_text(template_text, variables, field, value):
-    """Render a Jinja2 template; a template error names ``field`` and ``value``."""
+def render_text(template_text, variables, field, value, backend=None):
+    """Render a Jinja2 template; a template error names ``field`` and ``value``.
+
+    With ``backend`` (a proxy config) every value is checked by ``safe_value``.
+    """
+    compiled = _compiled(template_text, backend.name, backend.unsafe_characters) if backend else _compiled(template_text)
     try:
-        return _compiled(template_text).render(variables)
+        return compiled.render(variables)
     except jinja2.TemplateError as exc:
         raise S2DSError("%s %r cannot be rendered: %s" % (field, value, exc), field=field, value=value) from None
 

@@ -29,9 +29,19 @@ class PortsExhausted(S2DSError):
     """
 
 
+#: Longest repr of a value an error message quotes; a hostile value may be megabytes.
+MAX_QUOTED = 200
+
+
+def quoted(value):
+    """``repr(value)``, cut to MAX_QUOTED characters: escaped, one line, bounded."""
+    text = repr(value)
+    return text if len(text) <= MAX_QUOTED else text[:MAX_QUOTED] + "...(%d characters)" % len(text)
+
+
 def invalid(field, value, why):
-    """An S2DSError for a bad input value: ``field 'value': why``."""
-    return S2DSError("%s %r: %s" % (field, value, why), field=field, value=value)
+    """An S2DSError for a bad input value: ``field 'value': why``, the value escaped by repr()."""
+    return S2DSError("%s %s: %s" % (field, quoted(value), why), field=field, value=value)
 
 
 # The seed project's name for the same thing.

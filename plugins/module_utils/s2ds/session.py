@@ -4,9 +4,11 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
 """Sessions: what a caller asks for (SessionSpec) and what a gateway keeps (SessionRecord).
 
-Every input is validated here, once, into typed values; the rest of the core
-trusts them. A uid must be a canonical UUID, which also makes it safe inside
-file and container names.
+Every input is validated here, once, by one grammar (patterns matched whole,
+ASCII only) into typed values; the rest of the core trusts them, and the
+renderers refuse anything unsafe as a backstop (backends.py). A uid is any
+1-64 characters of ``A-Za-z0-9._-``; ``session_key`` turns it into the one
+name used for its files, units, containers and chains.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import re
 
 from .backends import BACKENDS as _BACKEND_TABLE, get_backend
 from .errors import invalid
+from .names import is_canonical_uuid, session_key  # noqa: F401  (session_key: the core's one uid -> name mapping)
 
 ROLES = ("PROD", "CONS")
 BACKENDS = tuple(_BACKEND_TABLE)  # their names, in the order backends.py lists them
@@ -28,14 +31,31 @@ ENCRYPTIONS = ("none", "tls")
 TLS_VERSIONS = ("1.3", "1.2")
 DEFAULT_TLS_VERSION = "1.3"
 
-_UUID_RE = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
-_HOSTNAME_RE = re.compile(r"^(?=.{1,253}$)[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\.?$")
-_PSK_CIPHER_RE = re.compile(r"^[A-Za-z0-9_:+!-]+$")
+# The grammar: every pattern is matched whole (re.fullmatch) and ASCII only, so that no
+# newline, no Unicode digit ('²', '٥') and no zone id ('%...') gets through.
+#: Any uid an upstream SciStream client may send (its Go client sends dashless hex).
+UID_PATTERN = r"[A-Za-z0-9._-]{1,64}"
+_UID_RE = re.compile(UID_PATTERN)
+_OCTET = r"(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9][0-9]|[0-9])"  # no leading zeros: "010" is octal to some
+_IPV4_RE = re.compile(r"%s(?:\.%s){3}" % (_OCTET, _OCTET))
+# Hex digits, colons and an embedded IPv4 tail; ipaddress checks the rest. No '%': no zone id.
+_IPV6_RE = re.compile(r"[0-9A-Fa-f:.]{2,45}")
+_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+_HOSTNAME_RE = re.compile(r"(?:%s\.)*%s\.?" % (_LABEL, _LABEL))
+_PORT_RE = re.compile(r"[1-9][0-9]{0,4}")
+_PORT_RANGE_RE = re.compile(r" *([0-9]{1,5}) *- *([0-9]{1,5}) *")
+_NUM_RE = re.compile(r"[0-9]{1,9}")
+_BRACKETED_RE = re.compile(r"\[([^\]]*)\]:([^:]*)")
+_PSK_CIPHER_RE = re.compile(r"[A-Za-z0-9_:+!-]{1,200}")
 
 
 @dataclasses.dataclass(frozen=True)
 class Target:
-    """Where a listener forwards to: an IPv4/IPv6 address or a host name, and a port."""
+    """Where a listener forwards to: an IPv4/IPv6 address or a host name, and a port.
+
+    Only the grammar (``parse_target``) makes these from text; ``str()`` gives
+    the canonical ``host:port`` / ``[v6]:port`` that ``parse_target`` reads back.
+    """
 
     host: str
     port: int
@@ -48,12 +68,26 @@ class Target:
         return "[%s]:%d" % (self.host, self.port) if self.is_ipv6 else "%s:%d" % (self.host, self.port)
 
 
+def _text(field, value):
+    """``value`` as text, or refused: the grammar reads strings (and ints, for ports), nothing else."""
+    if isinstance(value, bool) or not isinstance(value, (str, int)):
+        raise invalid(field, value, "must be a string")
+    return str(value)
+
+
 def parse_uid(value):
-    """A session id: a UUID in its canonical 8-4-4-4-12 form (case folded)."""
-    text = str(value).strip().lower() if value is not None else ""
-    if not _UUID_RE.match(text):
-        raise invalid("uid", value, "must be a UUID such as 4f6c1b7e-2a3d-4c5e-9f00-1234567890ab")
-    return text
+    """A session id: 1-64 characters of ``A-Z a-z 0-9 . _ -``.
+
+    A UUID is case folded to its canonical 8-4-4-4-12 form, so sessions made
+    before any uid was accepted keep their names. Any other uid is kept as it
+    is (case matters) and only ever reaches a name through ``session_key``.
+    """
+    text = _text("uid", value) if value is not None else ""
+    if not _UID_RE.fullmatch(text):
+        raise invalid("uid", value, "must be 1 to 64 characters of A-Z, a-z, 0-9, '.', '_' and '-', "
+                                    "such as a UUID 4f6c1b7e-2a3d-4c5e-9f00-1234567890ab")
+    folded = text.lower()
+    return folded if is_canonical_uuid(folded) else text
 
 
 def parse_choice(field, value, choices):
@@ -62,9 +96,30 @@ def parse_choice(field, value, choices):
     return value
 
 
+def parse_port(field, value, whole=None):
+    """A decimal port 1-65535: ASCII digits, no sign, no space, no leading zero.
+
+    ``whole`` is the value to name in the error when the port is part of it.
+    """
+    text = _text(field, value)
+    if not _PORT_RE.fullmatch(text) or int(text) > 65535:
+        raise invalid(field, value if whole is None else whole, "port must be a number between 1 and 65535")
+    return int(text)
+
+
+def parse_count(field, value, low, high):
+    """A whole number ``low``-``high`` given as an int or as ASCII digits."""
+    if isinstance(value, bool) or not (isinstance(value, int) or (isinstance(value, str) and _NUM_RE.fullmatch(value))):
+        raise invalid(field, value, "is not a whole number")
+    number = int(value)
+    if not low <= number <= high:
+        raise invalid(field, value, "must be between %d and %d" % (low, high))
+    return number
+
+
 def parse_port_range(value):
     """``"start-end"`` (inclusive) within 1-65535, start <= end."""
-    match = re.match(r"^\s*(\d+)\s*-\s*(\d+)\s*$", str(value))
+    match = _PORT_RANGE_RE.fullmatch(_text("port_range", value))
     if not match:
         raise invalid("port_range", value, "must look like 5100-5200")
     start, end = int(match.group(1)), int(match.group(2))
@@ -75,36 +130,60 @@ def parse_port_range(value):
     return start, end
 
 
-def parse_ip(field, value):
+def _ipv4(text):
+    """The IPv4 address ``text`` in dotted-quad form, or None."""
+    return str(ipaddress.IPv4Address(text)) if _IPV4_RE.fullmatch(text) else None
+
+
+def _ipv6(text):
+    """The IPv6 address ``text`` (no zone id) in compressed form, or None."""
+    if not _IPV6_RE.fullmatch(text):
+        return None
     try:
-        return str(ipaddress.ip_address(str(value).strip()))
+        return str(ipaddress.IPv6Address(text))
     except ValueError:
-        raise invalid(field, value, "is not an IPv4 or IPv6 address") from None
+        return None
+
+
+def parse_ip(field, value):
+    """An IPv4 dotted quad (no leading zeros) or an IPv6 address without zone id, canonical."""
+    text = _text(field, value)
+    address = _ipv4(text) or _ipv6(text)
+    if address is None:
+        why = "a zone id (%...) is not accepted" if "%" in text else "is not an IPv4 or IPv6 address"
+        raise invalid(field, value, why)
+    return address
+
+
+def parse_hostname(field, value, whole=None):
+    """A host name per RFC 1123: labels of 1-63 letters, digits and inner '-', at most 253 in all.
+
+    The last label is not all digits (``1.2.3`` is no name, nor an address).
+    """
+    text = _text(field, value)
+    name = text[:-1] if text.endswith(".") else text
+    if len(name) > 253 or not _HOSTNAME_RE.fullmatch(text) or name.rpartition(".")[2].isdigit():
+        raise invalid(field, value if whole is None else whole, "host is neither an IPv4 address nor a valid host name")
+    return text
 
 
 def parse_target(value, field="targets"):
     """``host:port``, ``[v6addr]:port`` or ``name:port`` into a Target."""
-    text = str(value).strip()
+    text = _text(field, value)
     if text.startswith("["):
-        match = re.match(r"^\[([^\]]+)\]:(\d+)$", text)
+        match = _BRACKETED_RE.fullmatch(text)
         if not match:
             raise invalid(field, value, "must look like [2001:db8::1]:5000")
-        host = match.group(1)
-        try:
-            if ipaddress.ip_address(host).version != 6:
-                raise ValueError(host)
-        except ValueError:
-            raise invalid(field, value, "brackets must hold an IPv6 address") from None
-        return Target(str(ipaddress.ip_address(host)), _target_port(field, value, match.group(2)))
+        host = _ipv6(match.group(1))
+        if host is None:
+            why = "a zone id (%...) is not accepted" if "%" in match.group(1) else "brackets must hold an IPv6 address"
+            raise invalid(field, value, why)
+        return Target(host, parse_port(field, match.group(2), whole=value))
     host, sep, port = text.rpartition(":")
     if not sep or not host or ":" in host:
         raise invalid(field, value, "must be host:port, IPv4:port or [IPv6]:port")
-    try:
-        host = str(ipaddress.IPv4Address(host))
-    except ValueError:
-        if not _HOSTNAME_RE.match(host) or host.replace(".", "").isdigit():
-            raise invalid(field, value, "host is neither an IPv4 address nor a valid host name") from None
-    return Target(host, _target_port(field, value, port))
+    host = _ipv4(host) or parse_hostname(field, host, whole=value)
+    return Target(host, parse_port(field, port, whole=value))
 
 
 def _backend_runtime(backend, runtime):
@@ -132,19 +211,10 @@ def _check_backend_options(backend_name, targets, listener_ip, **options):
             version = ipaddress.ip_address(target.host).version
         except ValueError:
             raise invalid("targets", str(target), "backend %s needs an IP address, not a host name" % backend.name) from None
-        try:
-            listener = ipaddress.ip_address(str(listener_ip).strip())
-        except ValueError:
-            continue  # reported as listener_ip
+        listener = ipaddress.ip_address(listener_ip)  # parsed already
         if not listener.is_unspecified and listener.version != version:
             raise invalid("targets", str(target), "is IPv%d but listener_ip %s is IPv%d: the kernel does not translate "
                           "between address families" % (version, listener, listener.version))
-
-
-def _target_port(field, value, port):
-    if not port.isdigit() or not 1 <= int(port) <= 65535:
-        raise invalid(field, value, "port must be a number between 1 and 65535")
-    return int(port)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -246,26 +316,22 @@ class SessionSpec:
         """Validate raw inputs (strings, as a user typed them) into a spec."""
         uid = parse_uid(uid)
         role = parse_choice("role", role, ROLES)
-        try:
-            num_conn = int(num_conn)
-        except (TypeError, ValueError):
-            raise invalid("num_conn", num_conn, "is not a whole number") from None
-        if not 1 <= num_conn <= 1024:
-            raise invalid("num_conn", num_conn, "must be between 1 and 1024")
+        num_conn = parse_count("num_conn", num_conn, 1, 1024)
         if targets is None:
             targets = ()
         if isinstance(targets, str):
-            targets = [t for t in targets.split(",") if t.strip()]
+            targets = [t for t in targets.split(",") if t]
         targets = tuple(parse_target(t) for t in targets)
         backend = parse_choice("backend", backend, BACKENDS)
         runtime = _backend_runtime(backend, runtime)
+        listener_ip = parse_ip("listener_ip", listener_ip)
         _check_backend_options(backend, targets, listener_ip, psk=psk, template=template)
         if psk is not None:
             psk = str(psk)
             if len(psk) < 16 or any(c in psk for c in ":\r\n\0"):
                 # Never echo the key itself.
                 raise invalid("psk", "(hidden)", "must be at least 16 characters without ':' or line breaks")
-        if not psk_cipher or not _PSK_CIPHER_RE.match(str(psk_cipher)) or "PSK" not in str(psk_cipher).upper():
+        if not psk_cipher or not _PSK_CIPHER_RE.fullmatch(str(psk_cipher)) or "PSK" not in str(psk_cipher).upper():
             raise invalid("psk_cipher", psk_cipher, "must be an OpenSSL PSK cipher name such as %s" % DEFAULT_PSK_CIPHER)
         tls = read_tls_material(encryption, {"tls_cert": tls_cert, "tls_key": tls_key, "tls_ca": tls_ca},
                                 tls_version, backend)
@@ -276,7 +342,7 @@ class SessionSpec:
                     template_text = handle.read()
             except OSError as exc:
                 raise invalid("template", template, "cannot be read: %s" % exc.strerror) from None
-        return cls(uid=uid, role=role, num_conn=num_conn, listener_ip=parse_ip("listener_ip", listener_ip),
+        return cls(uid=uid, role=role, num_conn=num_conn, listener_ip=listener_ip,
                    port_range=parse_port_range(port_range), targets=targets, backend=backend,
                    runtime=runtime, psk=psk, psk_cipher=str(psk_cipher), template=template,
                    template_text=template_text, encryption="tls" if tls else "none", tls=tls)

@@ -7,8 +7,10 @@
 Layout under ``state_dir`` (0700, files 0600)::
 
     lock                    flock(2) taken for every change
-    sessions/<uid>.json     one record per session, replaced atomically
-    run/<uid>/              the session's rendered config, key file, pid and log
+    sessions/<key>.json     one record per session, replaced atomically
+    run/<key>/              the session's rendered config, key file, pid and log
+
+where <key> is ``session_key(uid)``: the uid itself for a UUID, a hash otherwise.
 
 Records survive restarts; the lock makes parallel runs on one gateway see
 each other's reservations. A record that cannot be read (truncated, edited
@@ -27,7 +29,7 @@ import shutil
 import tempfile
 
 from .errors import S2DSError
-from .session import SessionRecord
+from .session import SessionRecord, session_key
 
 
 def sha256_text(text):
@@ -137,14 +139,19 @@ class SessionStore:
                 fcntl.flock(handle, fcntl.LOCK_UN)
 
     def record_path(self, uid):
-        return os.path.join(self.sessions_dir, uid + ".json")
+        return os.path.join(self.sessions_dir, session_key(uid) + ".json")
 
     def run_dir(self, uid):
-        return os.path.join(self.run_root, uid)
+        return os.path.join(self.run_root, session_key(uid))
 
-    def _read(self, uid):
-        """The record of ``uid``, None when there is none, or a BrokenRecord."""
-        path = self.record_path(uid)
+    def _read(self, uid, key=None):
+        """The record of ``uid``, None when there is none, or a BrokenRecord.
+
+        From a directory scan only the file's ``key`` is known: the record's
+        own uid must map to it; a broken one is listed under the key.
+        """
+        path = os.path.join(self.sessions_dir, key + ".json") if key else self.record_path(uid)
+        uid = uid or key
         try:
             text = read_text(path)
         except (OSError, UnicodeDecodeError) as exc:
@@ -154,6 +161,8 @@ class SessionStore:
         try:
             data = json.loads(text)
             record = SessionRecord.from_dict(data)
+            if key and isinstance(record.uid, str) and session_key(record.uid) == key:
+                uid = record.uid
             if record.uid != uid or not isinstance(record.ports, list):
                 raise ValueError("uid or ports do not match a session record")
             return record
@@ -167,10 +176,9 @@ class SessionStore:
         entries = {}
         for name in sorted(os.listdir(self.sessions_dir)):
             if name.endswith(".json") and not name.startswith("."):
-                uid = name[:-len(".json")]
-                entry = self._read(uid)
+                entry = self._read(None, key=name[:-len(".json")])
                 if entry is not None:
-                    entries[uid] = entry
+                    entries[entry.uid] = entry
         return entries
 
     @contextlib.contextmanager

@@ -26,6 +26,7 @@ import os
 
 from ..backends import get_backend
 from ..errors import S2DSError
+from ..names import session_key
 from .base import Runtime, wait_until
 
 try:
@@ -276,7 +277,7 @@ class DockerRuntime(Runtime):
 
     @staticmethod
     def container_name(backend, record):
-        return "scistream-%s-%s-%s" % (backend.name, record.role.lower(), record.uid)
+        return "scistream-%s-%s-%s" % (backend.name, record.role.lower(), session_key(record.uid))
 
     def remembered(self, record):
         return {"image": self.image_for(record)}

@@ -27,6 +27,7 @@ import shutil
 import subprocess
 
 from ..errors import S2DSError
+from ..names import session_key
 from .base import Runtime
 
 try:
@@ -151,7 +152,7 @@ class JanusRuntime(Runtime):
                 "image": self.image_for(record)}
 
     def paths(self, store, record):
-        run_dir = CONTAINER_MOUNT + "/" + record.uid
+        run_dir = CONTAINER_MOUNT + "/" + session_key(record.uid)
         return {"run_dir": run_dir, "pid_file": "/tmp/proxy.pid", "log_file": "/dev/stderr",
                 "psk_file": run_dir + "/psk.txt", "foreground": True}
 
@@ -175,7 +176,7 @@ class JanusRuntime(Runtime):
             raise S2DSError("janus_node is required for runtime janus", field="janus_node", value=node)
         if not profile:
             raise S2DSError("janus_profile is required for runtime janus", field="janus_profile", value=profile)
-        argv = backend.foreground_argv("%s/%s/%s" % (CONTAINER_MOUNT, record.uid, backend.config_name),
+        argv = backend.foreground_argv("%s/%s/%s" % (CONTAINER_MOUNT, session_key(record.uid), backend.config_name),
                                        "/dev/stderr")
         return {
             "instances": [node],
@@ -183,7 +184,7 @@ class JanusRuntime(Runtime):
             "profile": profile,
             "arguments": shlex.join(argv),
             "remove_container": True,
-            "kwargs": {"name": "scistream-%s-%s-%s" % (backend.name, record.role.lower(), record.uid)},
+            "kwargs": {"name": "scistream-%s-%s-%s" % (backend.name, record.role.lower(), session_key(record.uid))},
         }
 
     def _session(self, record):

@@ -88,7 +88,7 @@ class KernelRuntime(Runtime):
         chains = {rules.session_chain(prefix, uid) for prefix in rules.SESSION_PREFIXES}
         own_chains = [e["chain"] for e in entries if "chain" in e and e["chain"]["name"] in chains]
         own_rules = [e["rule"] for e in entries if "rule" in e
-                     and (e["rule"]["chain"] in chains or e["rule"].get("comment") == uid)]
+                     and (e["rule"]["chain"] in chains or e["rule"].get("comment") == rules.session_comment(uid))]
         return own_chains, own_rules
 
     def _view(self, entries, uid):
@@ -121,7 +121,7 @@ class KernelRuntime(Runtime):
         text = store.read_run_file(record.uid, backend.config_name)
         commands = [c for c in json.loads(text)["nftables"] if "metainfo" not in c]
         dummy, own_rules = self._owned(self._table(), record.uid)
-        drops = [{"delete": {"rule": _rule_ref(r)}} for r in own_rules if r.get("comment") == record.uid]
+        drops = [{"delete": {"rule": _rule_ref(r)}} for r in own_rules if r.get("comment") == rules.session_comment(record.uid)]
         self._run({"nftables": drops + commands}, "applying the rules of session %s" % record.uid, record.uid)
         view = self._view(self._table(), record.uid)
         write_file_atomic(os.path.join(store.run_dir(record.uid), APPLIED_FILE), json.dumps(view, indent=1) + "\n",
@@ -143,7 +143,7 @@ class KernelRuntime(Runtime):
         own_chains, own_rules = self._owned(self._table(), uid)
         if not own_chains and not own_rules:
             return []
-        commands = [{"delete": {"rule": _rule_ref(r)}} for r in own_rules if r.get("comment") == uid]
+        commands = [{"delete": {"rule": _rule_ref(r)}} for r in own_rules if r.get("comment") == rules.session_comment(uid)]
         for chain in own_chains:
             ref = {"family": chain["family"], "table": chain["table"], "name": chain["name"]}
             commands += [{"flush": {"chain": ref}}, {"delete": {"chain": ref}}]

@@ -26,6 +26,7 @@ import signal
 import subprocess
 
 from ..errors import S2DSError
+from ..names import session_key
 from ..store import read_text, write_file_atomic
 from .base import (Runtime, listening_ports, process_alive, process_cmdline, process_name, processes_in_group,
                    read_log_tail, wait_until)
@@ -134,7 +135,7 @@ class ProcessRuntime(Runtime):
     # -- systemd supervisor ------------------------------------------------
     @staticmethod
     def unit_name(backend, record):
-        return "scistream-%s-%s-%s.service" % (backend.name, record.role.lower(), record.uid)
+        return "scistream-%s-%s-%s.service" % (backend.name, record.role.lower(), session_key(record.uid))
 
     def unit_text(self, backend, store, record):
         paths = self.paths(store, record)
@@ -167,7 +168,7 @@ class ProcessRuntime(Runtime):
         """The unit(s) named with ``uid``, or the daemon whose pid file is in its run dir."""
         stopped = []
         if self.supervisor == "systemd":
-            for unit in sorted(glob.glob(os.path.join(SYSTEMD_UNIT_DIR, "scistream-*-%s.service" % uid))):
+            for unit in sorted(glob.glob(os.path.join(SYSTEMD_UNIT_DIR, "scistream-*-%s.service" % session_key(uid)))):
                 self._remove_unit(os.path.basename(unit))
                 stopped.append("unit " + os.path.basename(unit))
             return stopped

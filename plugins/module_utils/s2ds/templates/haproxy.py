@@ -64,7 +64,7 @@ backend target_{{ loop.index0 }}
 {% if encryption == 'tls' and role == 'CONS' %}
     server target_{{ loop.index0 }} {{ listener.target_address }} ssl crt {{ tls_files.cert }} ca-file {{ tls_files.ca }}
 {#- one line for HAProxy #} verify required verifyhost {{ listener.target_host }}
-{#- SNI for host names only #}{{ (' sni str(%s)' % listener.target_host) if not listener.target_is_ip else '' }}
+{#- SNI for host names only #}{% if not listener.target_is_ip %} sni str({{ listener.target_host }}){% endif +%}
 {% else %}
     server target_{{ loop.index0 }} {{ listener.target_address }}
 {% endif %}

@@ -10,7 +10,7 @@ rendered text, and is handed to libnftables as one atomic transaction.
 
 Everything lives in the table ``inet scistream`` (IPv4 and IPv6), shared by
 every session of the host. Its base chains are shared too and hold only one
-jump rule per session, tagged with the session's uid as comment::
+jump rule per session, tagged with the session's key (``session_key(uid)``: the uid itself for a UUID) as comment::
 
     prerouting   nat    hook prerouting  -100   -> dnat-<uid>   (traffic from elsewhere)
     output       nat    hook output      -100   -> dnat-<uid>   (locally originated)
@@ -28,6 +28,8 @@ all of them.
 from __future__ import annotations
 
 import ipaddress
+
+from ..names import session_key
 
 FAMILY = "inet"
 TABLE = "scistream"
@@ -47,7 +49,13 @@ ANY_ADDRESS = ("0.0.0.0", "::")
 
 
 def session_chain(prefix, uid):
-    return "%s-%s" % (prefix, uid)
+    """The session's own chain: ``<prefix>-<session_key(uid)>``."""
+    return "%s-%s" % (prefix, session_key(uid))
+
+
+def session_comment(uid):
+    """The comment that tags the session's jump rules in the shared base chains."""
+    return session_key(uid)
 
 
 def _match(left, right, op="=="):
@@ -131,5 +139,5 @@ def ruleset(record):
             # Connections within the host need no source NAT (and masquerade on lo would drop them).
             expr.append(_match({"meta": {"key": "oifname"}}, "lo", op="!="))
         expr.append({"jump": {"target": session_chain(prefix, uid)}})
-        commands.append(_rule(base, expr, comment=uid))
+        commands.append(_rule(base, expr, comment=session_comment(uid)))
     return {"nftables": commands}
