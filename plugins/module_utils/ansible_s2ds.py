@@ -17,7 +17,7 @@ from ansible.module_utils.basic import missing_required_lib
 from ansible.module_utils.common.arg_spec import ArgumentSpecValidator
 
 from ansible_collections.scistream.gateway.plugins.module_utils.s2ds.backends import HAS_JINJA2
-from ansible_collections.scistream.gateway.plugins.module_utils.s2ds.errors import S2DSError
+from ansible_collections.scistream.gateway.plugins.module_utils.s2ds.errors import S2DSError, quoted
 from ansible_collections.scistream.gateway.plugins.module_utils.s2ds.gateway import Gateway
 from ansible_collections.scistream.gateway.plugins.module_utils.s2ds.runtimes.process import ProcessRuntime
 
@@ -186,8 +186,9 @@ def apply_sessions(module, items):
     requests, slots, images, seen = [], [], {}, set()
 
     def failed(index, uid, message, field=None):
+        # The uid is quoted (repr, bounded): an item that failed may hold anything, newlines included.
         entries[index] = dict(uid=uid, changed=False, failed=True, actions=[],
-                              msg="sessions[%d] (uid %s): %s" % (index, uid, message), **({"field": field} if field else {}))
+                              msg="sessions[%d] (uid %s): %s" % (index, quoted(uid), message), **({"field": field} if field else {}))
 
     for index, item in enumerate(items):
         given = {name: value for name, value in (item or {}).items() if value is not None}

@@ -51,8 +51,11 @@ attributes:
 options:
   uid:
     description:
-      - The session id, a UUID. Anything else (for example C(../x)) is rejected, so it is safe in file
-        and container names.
+      - The session id, 1 to 64 characters of C(A-Z a-z 0-9 . _ -), such as a UUID (what SciStream's clients send,
+        dashless hex included). Anything else (for example C(../x), a space or a newline) is rejected.
+      - A UUID is case folded and names the session's files, unit, container and chains as it is. Any other uid is
+        kept as given (case matters) and those names use C(s-) and 32 hex digits of its SHA-256 instead, so that
+        C(.), C(..), C(-x) or a long uid is safe in every name.
     type: str
     required: true
   state:
@@ -74,7 +77,9 @@ options:
     type: int
     default: 5
   listener_ip:
-    description: Address the listeners bind to, and that is reported in RV(listeners).
+    description:
+      - Address the listeners bind to, and that is reported in RV(listeners).
+      - An IPv4 dotted quad (no leading zeros) or an IPv6 address without zone id (C(%eth0) is refused).
     type: str
     default: 0.0.0.0
   port_range:
@@ -84,6 +89,9 @@ options:
   targets:
     description:
       - Where the listeners forward to, each C(host:port), C(ipv4:port) or C([ipv6]:port).
+      - A host is a name per RFC 1123 (labels of 1-63 letters, digits and inner C(-), 253 characters in all), an IPv4
+        dotted quad without leading zeros or an IPv6 address without zone id; a port is 1-65535 in ASCII digits
+        without sign or leading zero. The whole value must match (no spaces, no newline).
       - For V(PROD), the producer application's ports; for V(CONS), the V(PROD) gateway's listeners.
     type: list
     elements: str
@@ -98,8 +106,9 @@ options:
         the target, so replies come back through the gateway; locally originated connections are translated too.
         No process runs and no byte is copied in user space. With O(listener_ip=0.0.0.0) (or V(::)) every local
         address of the target's address family is translated. Targets must be IP addresses.
-      - V(nftables) rules live in the table C(inet scistream), in chains C(dnat-<uid>), C(snat-<uid>) and
-        C(count-<uid>) that the table's base chains jump to (jump rules commented with the uid). Each change is one
+      - V(nftables) rules live in the table C(inet scistream), in chains C(dnat-<key>), C(snat-<key>) and
+        C(count-<key>) that the table's base chains jump to (jump rules commented with the key; the key is the uid
+        for a UUID, see O(uid)). Each change is one
         transaction through libnftables' JSON interface; V(absent) removes exactly the session's chains and jump
         rules. The ruleset is kept as C(nftables.json) in the session's run dir (the gateway role loads it at boot).
       - V(nftables) takes no O(psk) (it does not encrypt) and no O(template), and runs only with O(runtime=kernel).
@@ -111,7 +120,7 @@ options:
     description:
       - Where the proxy runs. V(process) runs it as a host process (a systemd unit where systemd is PID 1,
         else a daemon with a pid file, see O(process_supervisor)).
-      - V(docker) runs one container per session, named C(scistream-<backend>-<role>-<uid>), on the Docker
+      - V(docker) runs one container per session, named C(scistream-<backend>-<role>-<key>) (the key as in O(uid)), on the Docker
         Engine at O(docker_host), with C(network_mode=host), the session's config directory mounted read-only
         at C(/etc/scistream), every capability dropped but what the proxy needs, C(no-new-privileges) and
         restart policy C(unless-stopped). A label holds a hash of everything the container was created with;
@@ -154,9 +163,15 @@ options:
       - Path on the managed host of a Jinja2 template that replaces the built-in one for O(backend).
       - It receives the variables of the built-in templates (C(uid), C(role), C(listeners) with C(bind_address)
         and C(target_address), C(pid_file), C(log_file), C(psk_file), C(psk_identity), C(psk_cipher)...).
+      - Like the built-in ones, every C({{ ... }}) it renders must be printable ASCII without whitespace or the
+        proxy's own syntax characters (see the notes); write literal text outside C({{ }}).
     type: path
 notes:
   - A PROD and a CONS session of the same uid on one host need separate O(state_dir)s, as two gateways would have.
+  - As a backstop to the input grammar, rendering a proxy config refuses any value holding whitespace, a control
+    or non-ASCII character, or a character the proxy's syntax gives a meaning to (comments, quotes, escapes,
+    variables, braces, separators of directives, arguments and lines), whatever path it came by; the error names
+    C(config).
 seealso:
   - module: scistream.gateway.s2ds_info
 """

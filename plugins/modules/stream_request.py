@@ -20,6 +20,10 @@ description:
   - The same O(uid) again gets the same sessions and listeners, and reports no change (the servers say whether
     a C(req) created a session and whether an C(update) changed one).
   - When the consumer side fails, a producer-side session this run created is released again.
+  - What a server answers is untrusted input. Every listener the producer-side server returns is parsed by the
+    collection's grammar (as O(producer_targets) is) before the consumer-side server is contacted; a bad answer
+    fails the task naming the field (C(listeners), C(prod_listeners)) with the value escaped, releases the
+    producer-side session this run created, and creates nothing on the consumer side.
   - With O(state=absent), releases O(uid) on both servers; a server that does not know it is no change.
 author:
   - SciStream gateway contributors (@scistream)
@@ -53,7 +57,9 @@ options:
         without authentication.
     type: str
   uid:
-    description: The session id, a UUID; the same on both gateways.
+    description:
+      - The session id, the same on both gateways; 1 to 64 characters of C(A-Z a-z 0-9 . _ -), such as a UUID
+        (UUIDs are case folded).
     type: str
     required: true
   num_conn:
@@ -180,7 +186,8 @@ def main():
                 module.exit_json(changed=close_stream(prod, cons, uid), uid=uid)
             stream = open_stream(prod, cons, uid, params["num_conn"], targets)
     except ControlCallError as exc:
-        module.fail_json(msg=str(exc), uid=uid, server=exc.server, method=exc.method, code=exc.code)
+        module.fail_json(msg=str(exc), uid=uid, server=exc.server, method=exc.method, code=exc.code,
+                         field=getattr(exc, "field", None))
     except OSError as exc:
         module.fail_json(msg="ca_path %r cannot be read: %s" % (params["ca_path"], exc.strerror), field="ca_path")
     module.exit_json(changed=stream["changed"], uid=uid, listeners=stream["listeners"],

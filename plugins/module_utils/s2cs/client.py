@@ -20,6 +20,9 @@ except ImportError as exc:
     HAS_GRPC = False
     GRPC_IMPORT_ERROR = exc
 
+from ..s2ds.errors import S2DSError
+from ..s2ds.session import parse_target
+
 SESSION_KEY = "scistream-session"
 CHANGED_KEY = "scistream-changed"
 
@@ -33,6 +36,33 @@ class ControlCallError(Exception):
         self.method = method
         self.code = code
         self.details = details
+
+
+class UntrustedAnswer(ControlCallError):
+    """A server answered listeners that the grammar refuses (a hostile or broken partner gateway).
+
+    ``field`` names what it answered (``prod_listeners``, ``listeners``).
+    """
+
+    def __init__(self, server, method, field, why):
+        super().__init__(server, method, "INVALID_ANSWER", "%s: %s" % (field, why))
+        self.field = field
+
+
+def checked_listeners(server, method, field, values, most):
+    """``values`` (what ``server`` answered) as canonical ``host:port`` texts, or UntrustedAnswer.
+
+    What a partner gateway answers is untrusted input on this side: it goes
+    through the core's grammar (session.py) before it is passed on to the
+    other gateway or returned, and there are 1 to ``most`` of them.
+    """
+    values = list(values)
+    if not 1 <= len(values) <= most:
+        raise UntrustedAnswer(server, method, field, "%d listeners answered, expected 1 to %d" % (len(values), most))
+    try:
+        return [str(parse_target(value, field=field)) for value in values]
+    except S2DSError as exc:
+        raise UntrustedAnswer(server, method, field, str(exc)) from None
 
 
 def _trailing(call, key):
@@ -118,12 +148,17 @@ def open_stream(prod, cons, uid, num_conn, producer_targets):
     ``prod`` and ``cons`` are ControlClients. Returns a dict with both sides'
     listeners and whether anything changed. A PROD session this call created
     is released again when the CONS side fails, so nothing is left half done.
+    Every listener a server answers passes the grammar first (``checked_listeners``).
     """
     prod_listeners, dummy, prod_created = prod.request(uid, "PROD", num_conn, prod_listeners=producer_targets)
     try:
+        checked_listeners(prod.server, "req", "listeners", prod_listeners, num_conn)
         prod_listeners, prod_changed = prod.update(uid, producer_targets, "PROD")
+        # Checked before the consumer side is asked for anything: a bad answer creates nothing there.
+        prod_listeners = checked_listeners(prod.server, "update", "prod_listeners", prod_listeners, num_conn)
         cons_listeners, dummy, cons_created = cons.request(uid, "CONS", num_conn)
         cons_listeners, cons_changed = cons.update(uid, prod_listeners, "CONS")
+        cons_listeners = checked_listeners(cons.server, "update", "listeners", cons_listeners, num_conn)
     except ControlCallError:
         if prod_created:
             try:
