@@ -21,7 +21,7 @@ def results(run):
 def test_bad_input_fails_clearly_and_leaves_nothing(tmp_path):
     state_dir = str(tmp_path / "gw")
     cases = [
-        dict(label="not a uuid", uid="not-a-uuid", role="PROD"),
+        dict(label="not a uid", uid="not a uid", role="PROD"),
         dict(label="path", uid="../x", role="PROD"),
         dict(label="reversed", uid=UID_A, role="PROD", port_range="5200-5100"),
         dict(label="too high", uid=UID_A, role="PROD", port_range="65000-70000"),
@@ -35,7 +35,7 @@ def test_bad_input_fails_clearly_and_leaves_nothing(tmp_path):
     out = results(run)
     assert all(r["failed"] for r in out), [r.get("msg") for r in out]
     messages = [r["msg"] for r in out]
-    expected = [("uid", "not-a-uuid"), ("uid", "../x"), ("port_range", "5200-5100"), ("port_range", "65000-70000"),
+    expected = [("uid", "not a uid"), ("uid", "../x"), ("port_range", "5200-5100"), ("port_range", "65000-70000"),
                 ("num_conn", "46900-46902"), ("targets", "10.0.0.1"), ("backend", "envoy"), ("role", "")]
     for message, (field, value) in zip(messages, expected):
         assert field in message and value in message, message
