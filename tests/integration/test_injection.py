@@ -175,6 +175,31 @@ def test_upstream_uids_carry_bytes_and_leave_nothing(tmp_path, sink, uid):
     _nothing_left(state_dir)
 
 
+def test_stream_playbook_refuses_a_bad_inventory_value(tmp_path):
+    """playbooks/stream.yml: the stream_sessions filter fails naming the stream and field; nothing is set up."""
+    import yaml  # pylint: disable=import-outside-toplevel
+    common = {"ansible_connection": "local", "ansible_python_interpreter": "{{ ansible_playbook_python }}",
+              "ansible_become": False, "scistream_listener_ip": "127.0.0.1", "scistream_gateway_runtime": "process"}
+    streams = [{"name": "good", "uid": str(uuid.uuid4()), "producer_gateway": "gw-a", "consumer_gateway": "gw-b",
+                "producer_targets": ["127.0.0.1:40340"]},
+               {"name": "evil", "uid": str(uuid.uuid4()), "producer_gateway": "gw-a", "consumer_gateway": "gw-b",
+                "producer_targets": [PAYLOADS["haproxy program"]]}]
+    inventory = {"all": {"children": {"scistream_gateways": {
+        "hosts": {"gw-a": dict(common, scistream_gateway_state_dir=str(tmp_path / "gw-a"),
+                               scistream_gateway_port_range="40341-40349", scistream_wan_address="127.0.0.1"),
+                  "gw-b": dict(common, scistream_gateway_state_dir=str(tmp_path / "gw-b"),
+                               scistream_gateway_port_range="40350-40359")},
+        "vars": {"scistream_streams": streams}}}}}
+    path = tmp_path / "inventory.yml"
+    path.write_text(yaml.safe_dump(inventory))
+    rc, run = run_playbook(os.path.join(ROOT, "playbooks", "stream.yml"), inventory=str(path))
+    assert rc != 0
+    messages = [message for dummy, dummy2, message in run.failures()]
+    assert messages and all("stream 'evil' (scistream_streams[1])" in m and "producer_targets" in m for m in messages)
+    assert all(quoted(PAYLOADS["haproxy program"]) in m and "\n" not in m for m in messages)
+    _nothing_left(str(tmp_path / "gw-a"), str(tmp_path / "gw-b"))
+
+
 # -- the control server ------------------------------------------------------------------------------------
 
 @pytest.fixture
@@ -325,8 +350,7 @@ def test_stream_request_refuses_a_hostile_prod_server(control_server, hostile_pr
                      "producer_targets": ["127.0.0.1:%d" % target.port]}
         rc, run = run_playbook(STREAM, variables)
         assert rc != 0
-        [(dummy, dummy2, message)] = [f for f in run.failures() if f[1] == "Stream from PROD to CONS"] or \
-            run.failures()
+        [(dummy, dummy2, message)] = [f for f in run.failures() if f[0] == "Stream from PROD to CONS"]
         field = "listeners" if answer["req"] != ["127.0.0.1:40220"] else "prod_listeners"
         bad = answer["req"][0] if field == "listeners" else answer["update"][-1]
         assert "INVALID_ANSWER" in message and field in message and "\n" not in message, message
