@@ -20,7 +20,8 @@ import re
 
 from .backends import BACKENDS as _BACKEND_TABLE, get_backend
 from .errors import invalid
-from .names import is_canonical_uuid, session_key  # noqa: F401  (session_key: the core's one uid -> name mapping)
+# session_key is re-exported: the core's one uid -> name mapping, beside the grammar that makes uids.
+from .names import is_canonical_uuid, session_key  # pylint: disable=unused-import
 
 ROLES = ("PROD", "CONS")
 BACKENDS = tuple(_BACKEND_TABLE)  # their names, in the order backends.py lists them
