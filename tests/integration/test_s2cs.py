@@ -221,7 +221,7 @@ def test_error_codes(servers, tmp_path):
             client.request(str(uuid.uuid4()), "PROD", 0)
         assert status(exc_info) == "INVALID_ARGUMENT" and "num_conn" in exc_info.value.details
         with pytest.raises(ControlCallError) as exc_info:
-            client.request("not-a-uuid", "PROD", 1)
+            client.request("not a uid/..", "PROD", 1)  # any [A-Za-z0-9._-]{1,64} is a uid now
         assert status(exc_info) == "INVALID_ARGUMENT" and "uid" in exc_info.value.details
         with pytest.raises(ControlCallError) as exc_info:
             client.update(uid, ["127.0.0.1:99999"])
