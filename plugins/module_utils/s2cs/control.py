@@ -243,6 +243,14 @@ class ControlService:
         except S2DSError as exc:
             raise _bad_input(exc) from None
 
+    async def _load(self, uid):
+        """The record of ``uid`` or None; a broken one is FAILED_PRECONDITION (release it)."""
+        try:
+            return await self._blocking(self.gateway.store.load, uid)
+        except S2DSError as exc:
+            LOG.error("session %s: %s", uid, exc)
+            raise ControlError("FAILED_PRECONDITION", "session %s has a broken record on the server: release it" % uid) from None
+
     def _check_owner(self, uid, owner, caller, what):
         if self.enforce_owner and not caller.admin and owner != caller.identity:
             LOG.warning("%s %s refused: session belongs to another identity", what, uid)
@@ -414,7 +422,7 @@ class ControlService:
         pending = self._pending.get(uid)
         record = None
         if pending is None:
-            record = await self._blocking(self.gateway.store.load, uid)
+            record = await self._load(uid)
             pending = self._pending.get(uid)
         if pending is None and record is None:
             pending = await self._wait_for_req(uid, caller)
@@ -479,7 +487,7 @@ class ControlService:
         """
         caller = caller or Caller.anonymous()
         uid = self._uid(uid)
-        record = await self._blocking(self.gateway.store.load, uid)
+        record = await self._load(uid)
         if record is None:
             raise ControlError("NOT_FOUND", "no session %s" % uid)
         self._check_owner(uid, getattr(record, "owner", None), caller, "update of")
@@ -514,7 +522,8 @@ class ControlService:
             await pending.reserved.wait()  # never race the reservation itself
             pending.hello.set()
         else:
-            record = await self._blocking(self.gateway.store.load, uid)
+            # A broken record has no owner to read: with ownership on, only an admin may release it.
+            record = await self._blocking(self.gateway.store.load_entry, uid)
             if record is not None:
                 self._check_owner(uid, getattr(record, "owner", None), caller, "release of")
         try:
