@@ -149,8 +149,9 @@ class GlobusIntrospection:
 
     A token is accepted when Globus says it is active, not expired, and
     carries SciStream's scope for this client id; the identity is its
-    ``sub``. Accepted tokens are cached (by hash) until they expire, so a
-    session's calls cost one introspection. Globus-sdk finds Auth by its
+    ``sub``. Accepted tokens are cached (by hash) until they expire, and
+    calls with one token wait for one introspection, so a session's calls
+    cost one. Refusals are not cached (a token may become valid). Globus-sdk finds Auth by its
     own environment variables (GLOBUS_SDK_ENVIRONMENT,
     GLOBUS_SDK_SERVICE_URL_AUTH): the tests point it at a local stand-in.
     """
@@ -164,10 +165,25 @@ class GlobusIntrospection:
         self.scope = "https://auth.globus.org/scopes/%s/scistream" % client_id
         self.clock = clock
         self._cache = {}
+        self._in_flight = {}
         self._lock = threading.Lock()
 
     def __call__(self, token):
         key = hashlib.sha256(token.encode("utf-8")).digest()
+        with self._lock:
+            # One introspection per token at a time: S2UC's req and hello arrive together.
+            in_flight = self._in_flight.setdefault(key, [threading.Lock(), 0])
+            in_flight[1] += 1
+        try:
+            with in_flight[0]:
+                return self._check(key, token)
+        finally:
+            with self._lock:
+                in_flight[1] -= 1
+                if not in_flight[1]:
+                    del self._in_flight[key]
+
+    def _check(self, key, token):
         now = self.clock()
         with self._lock:
             hit = self._cache.get(key)
