@@ -11,9 +11,12 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import uuid
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from ansible_collections.scistream.gateway.plugins.module_utils.s2cs.control import (
     Caller, ControlError, ControlService, Limits, PendingMarks, peer_host, public_message)
@@ -235,7 +238,11 @@ def test_tokens_admins_and_hook():
     assert not server.TokenChecker([], broken)("anything")
     assert server.TokenChecker([], lambda t: t == "from-hook")("from-hook")
     assert server.TokenChecker([], lambda t: "user-7").identify("x") == ("hook:user-7", False)
+    assert server.TokenChecker([], lambda t: "user 7\n").identify("x") is None
     assert not server.TokenChecker().enabled
+
+
+USER = "6f1e2d3c-4b5a-4978-8a6b-5c4d3e2f1a0b"
 
 
 class FakeIntrospection:
@@ -255,16 +262,17 @@ def test_globus_answers_are_checked_and_cached():
     now = [1000.0]
     globus = server.GlobusIntrospection("client-1", "secret", clock=lambda: now[0])
     good = {"active": True, "exp": 1100, "scope": "openid https://auth.globus.org/scopes/client-1/scistream",
-            "sub": "user-uuid"}
+            "sub": USER}
     globus.client = FakeIntrospection(good)
-    assert globus("tok") == "globus:user-uuid" and globus("tok") == "globus:user-uuid"
+    assert globus("tok") == "globus:" + USER and globus("tok") == "globus:" + USER
     assert globus.client.calls == 1  # cached
     now[0] = 1200.0
     assert globus("tok") is None  # expired: asked again, refused
     assert globus.client.calls == 2
     now[0] = 1000.0
     for bad in (dict(good, active=False), dict(good, scope="https://auth.globus.org/scopes/other/scistream"),
-                dict(good, sub=""), dict(good, exp=None)):
+                dict(good, sub=""), dict(good, exp=None), dict(good, active="yes"), dict(good, exp=True),
+                dict(good, sub="user\nname"), dict(good, scope=None)):
         globus.client = FakeIntrospection(bad)
         assert globus("other-%s" % id(bad)) is None
 
@@ -326,3 +334,34 @@ def test_state_dir_lock(tmp_path):
     assert "held by another running S2CS (pid %d)" % os.getpid() in str(exc_info.value)
     first.release()
     server.StateDirLock(str(tmp_path)).acquire().release()
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.dictionaries(st.sampled_from(["active", "exp", "scope", "sub", "client_id"]),
+                       st.one_of(st.none(), st.booleans(), st.integers(), st.floats(allow_nan=True), st.text(),
+                                 st.lists(st.text(), max_size=3)), max_size=5))
+def test_fuzz_any_introspection_answer(answer):
+    """Whatever Globus (or something pretending to be it) answers: no exception, and an identity only when valid."""
+    pytest.importorskip("globus_sdk")
+    globus = server.GlobusIntrospection("client-1", "secret", clock=lambda: 1000.0)
+    globus.client = FakeIntrospection(answer)
+    identity = globus("token")
+    if identity is not None:
+        assert answer["active"] is True and answer["exp"] > 1000.0
+        assert "https://auth.globus.org/scopes/client-1/scistream" in answer["scope"].split()
+        assert re.fullmatch(r"globus:[0-9a-f-]{36}", identity)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.one_of(st.text(max_size=200), st.booleans(), st.none(), st.integers()))
+def test_fuzz_hook_identities_stay_in_their_grammar(answer):
+    found = server.TokenChecker([], lambda t: answer).identify("token")
+    if found is not None:
+        assert re.fullmatch(r"(hook:[A-Za-z0-9._@+-]{1,128}|token-sha256:[0-9a-f]{64})", found[0])
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.text(max_size=300))
+def test_fuzz_public_messages_carry_no_path(text):
+    cleaned = public_message("failed at /var/lib/scistream/run/%s/haproxy.cfg" % text.replace("/", ""))
+    assert "/var/lib" not in cleaned

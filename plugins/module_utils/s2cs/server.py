@@ -31,10 +31,12 @@ import hmac
 import importlib
 import logging
 import os
+import re
 import signal
 import sys
 import threading
 import time
+import uuid
 
 try:
     import grpc
@@ -139,6 +141,27 @@ def read_tokens(path, option="--tokens_file"):
         raise SystemExit("%s %r cannot be read: %s" % (option, path, exc.strerror)) from None
 
 
+# What an auth hook may name as an identity: it is stored in session records and shown by s2ds_info.
+_HOOK_IDENTITY = re.compile(r"[A-Za-z0-9._@+-]{1,128}")
+
+
+def globus_identity(sub):
+    """``globus:<uuid>`` for a Globus Auth ``sub`` (an identity id is a UUID), else None."""
+    if not isinstance(sub, str):
+        return None
+    try:
+        return "globus:%s" % uuid.UUID(sub)
+    except ValueError:
+        return None
+
+
+def hook_identity(answer):
+    """``hook:<text>`` when an auth hook named an identity of the identity grammar, else None."""
+    if isinstance(answer, str) and _HOOK_IDENTITY.fullmatch(answer):
+        return "hook:%s" % answer
+    return None
+
+
 def token_identity(token):
     """A token's identity as recorded and shown (its SHA-256: the token itself is never stored)."""
     return "token-sha256:" + hashlib.sha256(token.encode("utf-8")).hexdigest()
@@ -199,21 +222,25 @@ class GlobusIntrospection:
             return None
         return self._accept(key, data, now)
 
-    def _accept(self, key, data, now):
+    def _accept(self, key, response, now):
+        """The identity of an introspection answer (untrusted JSON), or None with the reason logged."""
+        data = getattr(response, "data", response)
         reason = None
-        expires = data.get("exp")
-        if not data.get("active"):
+        if not isinstance(data, dict):
+            reason = "the answer is not a JSON object"
+        elif data.get("active") is not True:
             reason = "not active"
-        elif not isinstance(expires, (int, float)) or expires <= now:
+        elif isinstance(data.get("exp"), bool) or not isinstance(data.get("exp"), (int, float)) or data["exp"] <= now:
             reason = "expired"
-        elif self.scope not in str(data.get("scope") or "").split():
+        elif not isinstance(data.get("scope"), str) or self.scope not in data["scope"].split():
             reason = "without the scope %s" % self.scope
-        elif not data.get("sub"):
-            reason = "without an identity (sub)"
+        elif globus_identity(data.get("sub")) is None:
+            reason = "without an identity (sub) that is a UUID"
         if reason:
             LOG.warning("Globus Auth token refused: %s", reason)
             return None
-        identity = "globus:%s" % data["sub"]
+        expires = data["exp"]
+        identity = globus_identity(data["sub"])
         with self._lock:
             if len(self._cache) >= self.MAX_CACHED:
                 self._cache = {k: v for k, v in self._cache.items() if v[1] > now}
@@ -262,8 +289,11 @@ class TokenChecker:
             except Exception:  # pylint: disable=broad-exception-caught
                 LOG.exception("auth hook failed; the call is refused")
                 answer = None
-            if isinstance(answer, str) and answer:
-                return "hook:%s" % answer, False
+            if isinstance(answer, str):
+                if hook_identity(answer) is None:
+                    LOG.warning("auth hook named an identity outside [A-Za-z0-9._@+-]{1,128}; the call is refused")
+                    return None
+                return hook_identity(answer), False
             if answer is True:
                 return token_identity(token), False
         if self.globus is not None:
