@@ -18,7 +18,7 @@ import uuid
 
 import pytest
 
-from test_s2cs import client_request, pki, servers, sessions  # noqa: F401  (fixtures)
+from test_s2cs import client_request, pki, servers, sessions  # noqa: F401  # pylint: disable=unused-import
 
 grpc = pytest.importorskip("grpc")
 

@@ -338,8 +338,8 @@ class ControlService:
             if self._pending.get(uid) is pending:
                 del self._pending[uid]
             pending.done.set()
-        if pending.error:
-            raise pending.error
+        if pending.error is not None:
+            raise pending.error  # pylint: disable=raising-bad-type
         return pending.listeners, pending.prod_listeners, True
 
     async def _join(self, uid, pending, params, caller):

@@ -434,8 +434,9 @@ def parser():
                          "(default: SciStream's)")
     up.add_argument(*_spellings("--client_secret"), dest="client_secret", default="",
                     help="Globus Auth client secret: turns Globus Auth on (visible in ps: prefer --client_secret_file)")
-    up.add_argument("--version", action="version", version="s2cs, version: %s (scistream.gateway; speaks SciStream %s's "
-                                                            "control protocol)" % (VERSION, UPSTREAM_VERSION))
+    version = "s2cs, version: %s (scistream.gateway; speaks SciStream %s's control protocol)" % (
+        VERSION, UPSTREAM_VERSION)
+    up.add_argument("--version", action="version", version=version)
 
     own = p.add_argument_group("this server's options")
     own.add_argument(*_spellings("--control_ip"), dest="control_ip",
