@@ -300,6 +300,9 @@ def test_upstream_command_line_as_it_is():
     assert server.parse_args(["--ssl=False"]).insecure and server.parse_args(["--nossl"]).insecure
     assert not server.parse_args(["--ssl"]).insecure and server.parse_args(["--insecure"]).insecure
     assert server.parse_args(["--hello-timeout", "7"]).hello_timeout == 7.0
+    assert server.parse_args(["--verbose=True"]).verbose and server.parse_args(["--v"]).verbose
+    assert not server.parse_args(["--verbose=False"]).verbose and not server.parse_args([]).verbose
+    assert server.parse_args(["--ssl", "False"]).insecure
     assert server.parse_args([]).hello_timeout == 180.0
 
 

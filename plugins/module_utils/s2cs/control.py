@@ -406,6 +406,9 @@ class ControlService:
         self._stopping = True
         for session in list(self._pending.values()):
             session.hello.set()
+
+    def close(self):
+        """Once no call runs any more: let the gateway's threads go."""
         self._executor.shutdown(wait=False)
 
     # -- hello -----------------------------------------------------------------

@@ -421,7 +421,8 @@ def parser():
                     help="data server: haproxy, nginx, stunnel (with --runtime), or upstream's Haproxy, Nginx, Stunnel "
                          "(runtime docker), HaproxySubprocess, StunnelSubprocess (runtime process) "
                          "(default %(default)s)")
-    up.add_argument("--verbose", "--v", "-v", dest="verbose", action="store_true", help="log every call")
+    up.add_argument("--verbose", "--v", "-v", dest="verbose", nargs="?", const=True, default=False, type=parse_bool,
+                    metavar="BOOL", help="log every call (--verbose, or Fire's --verbose=True)")
     up.add_argument(*_spellings("--server_crt", "--server_cert"), dest="server_cert", default="server.crt",
                     help="TLS certificate, PEM (default %(default)s)")
     up.add_argument(*_spellings("--server_key"), dest="server_key", default="server.key",
@@ -595,6 +596,7 @@ async def serve_async(args, ready=None, interceptors=()):
         LOG.info("stopping (sessions stay; a restarted server takes them over)")
         service.shutdown()
         await server.stop(grace=2)
+        service.close()
         auth_pool.shutdown(wait=False)
         lock.release()
 
