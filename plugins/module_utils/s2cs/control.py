@@ -366,6 +366,11 @@ class ControlService:
                 pending.error = _bad_input(exc)
                 await self._blocking(self.marks.remove, uid)
                 return
+            except Exception:  # pylint: disable=broad-exception-caught
+                # The req and a hello waiting beside it get the same answer; the details stay in the log.
+                LOG.exception("req %s: reserving failed", uid)
+                pending.error = ControlError("INTERNAL", "req failed inside the server; its log has the details")
+                return
             finally:
                 pending.reserved.set()
             pending.listeners = outcome.session["listeners"]
