@@ -183,6 +183,16 @@ def test_a_killed_server_leaves_no_reservation_and_a_state_dir_has_one_server(se
     with server.client() as client:
         listeners = client.request(str(uuid.uuid4()), "PROD", 2, ["127.0.0.1:9"])[0]
         assert [int(l.rsplit(":", 1)[1]) for l in listeners] == [41430, 41431]
+        # Stopped cleanly (SIGTERM) while a req waits: the req hears UNAVAILABLE, the next server releases it.
+        waiting = client.stub.req.future(client_request(str(uuid.uuid4()), "PROD", 1), metadata=client.metadata,
+                                         timeout=30)
+        assert wait_until(lambda: len(sessions(server.state_dir)) == 2, 10)
+        server.stop()
+        with pytest.raises(grpc.RpcError) as exc_info:
+            waiting.result(timeout=10)
+        assert exc_info.value.code() == grpc.StatusCode.UNAVAILABLE
+    server.start()
+    assert [s["ports"] for s in sessions(server.state_dir)] == [[41430, 41431]], "only the finished session is left"
 
 
 def test_remote_errors_have_a_status_and_no_server_path(servers):
