@@ -368,3 +368,49 @@ def test_fuzz_hook_identities_stay_in_their_grammar(answer):
 def test_fuzz_public_messages_carry_no_path(text):
     cleaned = public_message("failed at /var/lib/scistream/run/%s/haproxy.cfg" % text.replace("/", ""))
     assert "/var/lib" not in cleaned
+
+
+class FakeContext:
+    """What authenticate() reads of a gRPC call: its peer and metadata (no traffic)."""
+
+    def __init__(self, peer, token):
+        self._peer, self._token = peer, token
+
+    def peer(self):
+        return self._peer
+
+    def invocation_metadata(self):
+        return (("authorization", self._token),)
+
+
+def test_token_checks_are_bounded_per_peer_and_known_tokens_skip_the_queue():
+    import concurrent.futures  # pylint: disable=import-outside-toplevel
+    import threading  # pylint: disable=import-outside-toplevel
+    release = threading.Event()
+
+    def slow_hook(token):
+        release.wait(5)
+        return False
+
+    pool = concurrent.futures.ThreadPoolExecutor(max_workers=2)
+    authenticate = server.authenticator(server.TokenChecker(["known-token"], slow_hook), pool, per_peer=2)
+
+    async def scenario():
+        slow = [asyncio.ensure_future(authenticate(FakeContext("ipv4:127.0.0.9:1000", "made-up-%d" % i)))
+                for i in range(2)]
+        await asyncio.sleep(0.1)
+        with pytest.raises(ControlError) as exc_info:
+            await authenticate(FakeContext("ipv4:127.0.0.9:1001", "made-up-3"))
+        assert codes(exc_info) == "RESOURCE_EXHAUSTED" and "pending_per_peer" in exc_info.value.message
+        # Both threads are busy with made-up tokens; a listed token is answered at once all the same.
+        caller = await asyncio.wait_for(authenticate(FakeContext("ipv4:127.0.0.8:1000", "known-token")), 1)
+        assert caller.identity == server.token_identity("known-token") and caller.peer == "127.0.0.8"
+        release.set()
+        for outcome in await asyncio.gather(*slow, return_exceptions=True):
+            assert isinstance(outcome, ControlError) and outcome.code == "UNAUTHENTICATED"
+
+    try:
+        run(scenario())
+    finally:
+        release.set()
+        pool.shutdown(wait=True)

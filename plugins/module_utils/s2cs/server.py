@@ -206,6 +206,13 @@ class GlobusIntrospection:
                 if not in_flight[1]:
                     del self._in_flight[key]
 
+    def cached(self, token):
+        """The identity of an accepted token that has not expired yet, without asking Globus; else None."""
+        key = hashlib.sha256(token.encode("utf-8")).digest()
+        with self._lock:
+            hit = self._cache.get(key)
+        return hit[0] if hit is not None and hit[1] > self.clock() else None
+
     def _check(self, key, token):
         now = self.clock()
         with self._lock:
@@ -275,7 +282,8 @@ class TokenChecker:
             matched |= hmac.compare_digest(raw, known)
         return matched
 
-    def identify(self, token):
+    def known(self, token):
+        """(identity, admin) when the token is settled without asking anyone (a listed or cached token)."""
         if not token:
             return None
         raw = token.encode("utf-8")
@@ -283,6 +291,18 @@ class TokenChecker:
             return token_identity(token), True
         if self._listed(raw, self.tokens):
             return token_identity(token), False
+        cached = self.globus.cached(token) if self.globus is not None else None
+        return (cached, False) if cached else None
+
+    @property
+    def asks(self):
+        """Whether some tokens take a call to a hook or to Globus (which may block)."""
+        return self.hook is not None or self.globus is not None
+
+    def identify(self, token):
+        found = self.known(token)
+        if found is not None or not token:
+            return found
         if self.hook is not None:
             try:
                 answer = self.hook(token)
@@ -315,15 +335,36 @@ def bearer_token(metadata):
     return ""
 
 
-def authenticator(checker, executor):
-    """The servicer's ``authenticate(context)``: the Caller, or UNAUTHENTICATED."""
+def authenticator(checker, executor, per_peer=16):
+    """The servicer's ``authenticate(context)``: the Caller, or UNAUTHENTICATED.
+
+    Listed and cached tokens are settled on the loop at once; only the
+    others wait for the hook or Globus, in ``executor``, at most
+    ``per_peer`` at a time per client address (RESOURCE_EXHAUSTED beyond),
+    so a flood of made-up tokens cannot hold up clients already known.
+    """
+    asking = {}
+
+    async def ask(peer, token):
+        if asking.get(peer, 0) >= per_peer:
+            raise ControlError("RESOURCE_EXHAUSTED", "limit pending_per_peer (--max_pending_per_peer %d) reached: %s "
+                               "has that many token checks under way" % (per_peer, peer))
+        asking[peer] = asking.get(peer, 0) + 1
+        try:
+            return await asyncio.get_running_loop().run_in_executor(executor, checker.identify, token)
+        finally:
+            asking[peer] -= 1
+            if not asking[peer]:
+                del asking[peer]
 
     async def authenticate(context):
         peer = peer_host(context.peer())
         if not checker.enabled:
             return Caller.anonymous(peer)
         token = bearer_token(context.invocation_metadata())
-        found = await asyncio.get_running_loop().run_in_executor(executor, checker.identify, token) if token else None
+        found = checker.known(token)
+        if found is None and token and checker.asks:
+            found = await ask(peer, token)
         if found is None:
             LOG.warning("call from %s refused: missing or invalid token", peer)
             raise ControlError("UNAUTHENTICATED", "missing or invalid token in the authorization metadata")
@@ -567,7 +608,8 @@ async def serve_async(args, ready=None, interceptors=()):
     auth_pool = concurrent.futures.ThreadPoolExecutor(max_workers=4, thread_name_prefix="s2cs-auth")
     server = grpc_aio.server(interceptors=list(interceptors),
                              options=[("grpc.max_receive_message_length", args.max_message_bytes)])
-    scistream_pb2_grpc.add_ControlServicer_to_server(ControlServicer(service, authenticator(checker, auth_pool)), server)
+    authenticate = authenticator(checker, auth_pool, per_peer=args.max_pending_per_peer)
+    scistream_pb2_grpc.add_ControlServicer_to_server(ControlServicer(service, authenticate), server)
     host = args.control_ip or args.listener_ip
     address = "[%s]:%d" % (host, args.port) if ":" in host else "%s:%d" % (host, args.port)
     if args.insecure:
