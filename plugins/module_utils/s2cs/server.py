@@ -512,8 +512,8 @@ def parser():
     defaults = Limits()
     lim.add_argument(*_spellings("--max_pending_per_peer"), dest="max_pending_per_peer", type=int,
                      default=defaults.pending_per_peer,
-                     help="reqs waiting for their hello (and hellos for their req) per client address "
-                          "(default %(default)s)")
+                     help="reqs waiting for their hello (and hellos for their req, and token checks by the hook "
+                          "or Globus) per client address (default %(default)s)")
     lim.add_argument(*_spellings("--quota_sessions"), dest="quota_sessions", type=int, default=defaults.quota_sessions,
                      help="sessions per identity (per client address when auth is off) (default %(default)s)")
     lim.add_argument(*_spellings("--quota_ports"), dest="quota_ports", type=int, default=defaults.quota_ports,
