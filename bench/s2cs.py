@@ -16,6 +16,13 @@ included, as a user of the module pays it), and, for scale, the two core
 calls alone (`Gateway.present`). Path and baseline alternate over --pairs
 pairs; medians with their ranges. Not a test: nothing is asserted.
 Ports 31900-31999 on 127.0.0.1 only; every wait is bounded.
+
+    flock /tmp/scistream-heavy.lock .venv/bin/python bench/s2cs.py --starvation [--pending 200] [--pairs 5]
+
+measures instead what a hostile client costs a behaving one: one S2CS, a
+behaving client's req + hello + release (median of 5) alone, then the same
+beside --pending reqs that never say hello (all reserved and waiting),
+alternating. Ports 41751-41990 (the s2cs block).
 """
 
 from __future__ import annotations
@@ -36,6 +43,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, ".build"))
 sys.path.insert(0, os.path.join(ROOT, "tests"))
 sys.path.insert(0, os.path.join(ROOT, "tests", "integration"))
+sys.path.insert(0, os.path.join(ROOT, "bench"))
 
 # pylint: disable=wrong-import-position
 from ansible_collections.scistream.gateway.plugins.module_utils.s2cs.client import (  # noqa: E402
@@ -126,6 +134,60 @@ def through_module(playbook, prod_state, cons_state, backend, uid, ranges):
         Gateway(cons_state, runtimes).absent(uid)
 
 
+def behaving_stream(server):
+    """Median seconds of 5 req + hello + release from a client that behaves."""
+    times = []
+    with server.client() as client:
+        for dummy in range(5):
+            uid = str(uuid.uuid4())
+            start = time.perf_counter()
+            client.request(uid, "PROD", 1, [TARGET])
+            client.release(uid)
+            times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def beside_pending(server, pending):
+    """behaving_stream() while ``pending`` reqs wait for a hello that never comes; they are cancelled after."""
+    from test_s2cs import client_request, sessions  # pylint: disable=import-outside-toplevel
+    with server.client() as hostile:
+        futures = [hostile.stub.req.future(client_request(str(uuid.uuid4()), "PROD", 1), metadata=hostile.metadata,
+                                           timeout=120) for dummy in range(pending)]
+        try:
+            deadline = time.monotonic() + 60
+            while len(sessions(server.state_dir)) < pending and time.monotonic() < deadline:
+                time.sleep(0.05)
+            return behaving_stream(server)
+        finally:
+            for future in futures:
+                future.cancel()
+            deadline = time.monotonic() + 60
+            while sessions(server.state_dir) and time.monotonic() < deadline:
+                time.sleep(0.05)
+
+
+def starvation(args):
+    from pairs import alternate  # pylint: disable=import-outside-toplevel
+    with tempfile.TemporaryDirectory(prefix="s2cs-starve-bench-") as tmp:
+        pki = make_pki(pathlib.Path(tmp))
+        server = Server(pki, os.path.join(tmp, "gw"), 41990, "41751-41989", extra=[
+            "--max_pending_per_peer", str(args.pending + 10), "--quota_sessions", str(args.pending + 10),
+            "--quota_ports", str(args.pending + 10)])
+        try:
+            behaving_stream(server)  # warm-up
+            result = alternate(lambda: behaving_stream(server), lambda: beside_pending(server, args.pending),
+                               pairs=args.pairs)
+        finally:
+            server.stop()
+    delays = [path - base for base, path in result.samples]
+    print("| behaving client: req+hello+release alone, s | beside %d pending reqs, s | delay, s | ratio |"
+          % args.pending)
+    print("|---|---|---|---|")
+    print("| %s | %s | %s | %s |" % (summary([b for b, dummy in result.samples]),
+                                     summary([p for dummy, p in result.samples]), summary(delays), result.cell()))
+    print("\nmedian (min-max) over %d alternating pairs, %s" % (args.pairs, datetime.date.today().isoformat()))
+
+
 def summary(values):
     return "%.3f (%.3f-%.3f)" % (statistics.median(values), min(values), max(values))
 
@@ -134,7 +196,12 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--pairs", type=int, default=5)
     parser.add_argument("--backends", default="haproxy,nginx,stunnel")
+    parser.add_argument("--starvation", action="store_true", help="a behaving client beside pending reqs instead")
+    parser.add_argument("--pending", type=int, default=200)
     args = parser.parse_args()
+    if args.starvation:
+        starvation(args)
+        return
     rows = []
     with tempfile.TemporaryDirectory(prefix="sss2cs-bench-") as tmp:
         pki = make_pki(pathlib.Path(tmp))

@@ -90,6 +90,13 @@ sessions:
     encryption:
       description: V(tls) when the gateways of the session speak mutual TLS to each other, else V(none).
       type: str
+    owner:
+      description:
+        - Who made the session through a control server (S2CS), never a secret. C(token-sha256:<hex>) is the
+          SHA-256 of the bearer token, C(globus:<sub>) a Globus Auth identity, C(hook:<text>) what the auth hook
+          returned, C(peer:<address>) the client's address when authentication is off. Null for sessions the
+          M(scistream.gateway.s2ds) module made.
+      type: str
     config_path:
       description: The rendered configuration, or null without targets.
       type: str

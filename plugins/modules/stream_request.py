@@ -53,8 +53,9 @@ options:
     type: path
   token:
     description:
-      - Access token sent in the C(authorization) metadata (C(Bearer) token). Leave out when the servers run
-        without authentication.
+      - Access token, sent as it is in the C(authorization) metadata, as SciStream's client sends it (a Globus Auth
+        access token, or one of the server's tokens). Left out, the placeholder C(INVALID_TOKEN) is sent, which
+        servers without authentication ignore.
     type: str
   uid:
     description:

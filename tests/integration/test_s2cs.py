@@ -75,8 +75,9 @@ def make_pki(directory):
 class Server:
     """One S2CS process (started with --daemon: it returns once it listens)."""
 
-    def __init__(self, pki, state_dir, port, port_range, backend="haproxy", extra=()):
+    def __init__(self, pki, state_dir, port, port_range, backend="haproxy", extra=(), env=None, start=True):
         self.pki = pki
+        self.env = dict(env or {})
         self.state_dir = str(state_dir)
         self.port = port
         self.address = "127.0.0.1:%d" % port
@@ -87,11 +88,16 @@ class Server:
                      "--process_supervisor", "daemon", "--server_cert", pki["server.crt"],
                      "--server_key", pki["server.key"], "--daemon", "--pid_file", self.pid_file,
                      "--log_file", self.log_file, "--verbose"] + list(extra)
-        self.start()
+        if start:
+            self.start()
+
+    def launch(self):
+        """Start it (--daemon returns once it listens); the finished command, whatever it said."""
+        env = dict(os.environ, PYTHONPATH=BUILD, **self.env)
+        return subprocess.run(self.argv, env=env, capture_output=True, text=True, timeout=30, check=False)
 
     def start(self):
-        env = dict(os.environ, PYTHONPATH=BUILD)
-        proc = subprocess.run(self.argv, env=env, capture_output=True, text=True, timeout=30, check=False)
+        proc = self.launch()
         assert proc.returncode == 0, proc.stderr + self.log()
 
     def log(self):
@@ -268,7 +274,7 @@ def test_restarted_server_still_releases(servers, sink):
 
 
 def test_concurrent_requests_get_disjoint_ports(servers):
-    server = servers("gw", 31014, "31600-31699", extra=["--max_workers", "64"])
+    server = servers("gw", 31014, "31600-31699", extra=["--max_workers", "8", "--max_pending_per_peer", "64"])
     uids = [str(uuid.uuid4()) for dummy in range(20)]
     results, errors = {}, []
 

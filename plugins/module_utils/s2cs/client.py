@@ -72,13 +72,22 @@ def _trailing(call, key):
     return None
 
 
+#: What S2UC sends as its token when it has none (a server with auth off ignores it).
+NO_TOKEN = "INVALID_TOKEN"
+
+
 class ControlClient:
-    """One control server (``host:port``): TLS checked against ``ca_path`` unless ``insecure``."""
+    """One control server (``host:port``): TLS checked against ``ca_path`` unless ``insecure``.
+
+    It speaks as SciStream's client (S2UC) does: the token as it is in the
+    ``authorization`` metadata (``INVALID_TOKEN`` without one), req and
+    hello at once, and hello with role PROD whatever the session's role.
+    """
 
     def __init__(self, server, ca_path=None, token=None, timeout=30.0, insecure=False, server_name=None):
         self.server = server
         self.timeout = timeout
-        self.metadata = (("authorization", "Bearer %s" % token),) if token else ()
+        self.metadata = (("authorization", token or NO_TOKEN),)
         if insecure:
             self.channel = grpc.insecure_channel(server)
         else:
@@ -107,7 +116,7 @@ class ControlClient:
         """req and hello together, as clients do: returns (listeners, prod_listeners, created)."""
         req = self.stub.req.future(scistream_pb2.Request(uid=uid, role=role, num_conn=num_conn, rate=rate),
                                    metadata=self.metadata, timeout=self.timeout)
-        hello = self.stub.hello.future(scistream_pb2.Hello(uid=uid, role=role, prod_listeners=list(prod_listeners)),
+        hello = self.stub.hello.future(scistream_pb2.Hello(uid=uid, role="PROD", prod_listeners=list(prod_listeners)),
                                        metadata=self.metadata, timeout=self.timeout)
         # The req's own error (bad input, exists, full) says more than the hello's NOT_FOUND that follows it.
         try:

@@ -7,17 +7,31 @@
 Sessions live in the Gateway's state dir, so the ``s2ds`` and ``s2ds_info``
 modules see them and a restarted server still knows and releases them. What
 is only in memory is the wait of a ``req`` for its ``hello``: one
-:class:`PendingSession` per uid, woken by an event (no polling, no sleeps).
+:class:`PendingSession` per uid holding an :class:`asyncio.Event`.
 
-The logic raises :class:`ControlError` with a gRPC status name; the gRPC
-glue (:class:`ControlServicer`) turns that into ``context.abort``. This
-module sits above the core: the core never imports it.
+The service is asyncio code: a ``req`` waiting for its ``hello`` is a
+suspended coroutine, not a parked thread, so a client that opens hundreds of
+``req`` calls and never says hello costs memory (bounded by the limits
+below), not the server's ability to answer others. The Gateway's calls
+(files, locks, proxies) block, so they run in a small thread pool.
+
+Every call carries a :class:`Caller` (who, from where); the limits of
+:class:`Limits` and the ownership of sessions are checked against it. The
+logic raises :class:`ControlError` with a gRPC status name; the gRPC glue
+(:class:`ControlServicer`) turns that into an abort, and anything else into
+INTERNAL with no server detail (the details go to the server's log).
+This module sits above the core: the core never imports it.
 """
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
+import dataclasses
+import hashlib
 import logging
-import threading
+import os
+import re
 
 try:
     import grpc
@@ -38,6 +52,10 @@ LOG = logging.getLogger("scistream.s2cs")
 SESSION_KEY = "scistream-session"
 CHANGED_KEY = "scistream-changed"
 
+# Where the server keeps its own files inside the state dir (the core's are sessions/ and run/).
+SERVER_DIR = "s2cs"
+PENDING_DIR = "pending"
+
 
 class ControlError(Exception):
     """A call the client gets an error status for: ``code`` is a grpc.StatusCode name."""
@@ -57,30 +75,132 @@ def _bad_input(exc, field=None):
     return ControlError("INVALID_ARGUMENT", message)
 
 
-class PendingSession:
-    """A ``req`` waiting for its ``hello``."""
+@dataclasses.dataclass(frozen=True)
+class Limits:
+    """What one client may hold. Each refusal is RESOURCE_EXHAUSTED and names its limit (the server option)."""
 
-    def __init__(self, role, num_conn):
+    #: reqs (and early hellos) waiting at once from one peer address
+    pending_per_peer: int = 16
+    #: sessions one identity may hold (per peer address when auth is off)
+    quota_sessions: int = 32
+    #: listener ports one identity may hold
+    quota_ports: int = 128
+    #: prod_listeners / remote_listeners may be as long as the session's num_conn, or this when that is smaller
+    max_listeners: int = 16
+    #: largest request message, bytes (gRPC's max_receive_message_length)
+    max_message_bytes: int = 64 * 1024
+
+    def list_cap(self, num_conn):
+        return max(int(num_conn), self.max_listeners)
+
+
+@dataclasses.dataclass(frozen=True)
+class Caller:
+    """Who makes a call: ``identity`` (token hash, Globus ``sub``, or the peer address when auth is off)."""
+
+    identity: str
+    peer: str
+    admin: bool = False
+
+    @classmethod
+    def anonymous(cls, peer="local"):
+        return cls(identity="peer:%s" % peer, peer=peer)
+
+
+def peer_host(peer):
+    """The address part of a gRPC peer (``ipv4:127.0.0.1:5000`` -> ``127.0.0.1``): limits count per host."""
+    text = str(peer or "unknown")
+    if text.startswith(("ipv4:", "ipv6:")):
+        text = text.split(":", 1)[1]
+        host, sep, dummy = text.rpartition(":")
+        text = host if sep else text
+        return text.strip("[]").split("%", 1)[0] or "unknown"
+    return text.split(":", 1)[0] or "unknown"
+
+
+_PATH = re.compile(r"(?<![\w.-])/(?:[\w.@+-]+/)+[\w.@+-]*")
+
+
+def public_message(message):
+    """``message`` without server paths (a remote client has no business knowing the state dir)."""
+    return _PATH.sub("<path>", str(message))
+
+
+class PendingSession:
+    """A ``req`` waiting for its ``hello`` (events of the server's loop)."""
+
+    def __init__(self, role, num_conn, caller):
         self.params = (role, num_conn)
-        self.reserved = threading.Event()   # ports reserved (or the reservation failed)
-        self.hello = threading.Event()      # hello arrived, or the session was released
-        self.done = threading.Event()       # the req has its answer (or error)
+        self.caller = caller
+        self.reserved = asyncio.Event()   # ports reserved (or the reservation failed)
+        self.hello = asyncio.Event()      # hello arrived, was refused, or the session was released
+        self.done = asyncio.Event()       # the req has its answer (or error)
         self.listeners = []
         self.prod_listeners = []
         self.released = False
         self.hello_received = False
+        self.hello_error = None
         self.error = None
+
+
+class PendingMarks:
+    """One file per reservation whose hello has not come yet (``<state>/s2cs/pending``).
+
+    A server killed while a ``req`` waits leaves its mark; the next server
+    on that state dir releases those sessions before it listens (their
+    ``req`` died with the old server, so nobody knows their listeners).
+    The file is named by the uid's hash, so any uid makes a safe name.
+    """
+
+    def __init__(self, state_dir):
+        self.directory = os.path.join(os.path.abspath(state_dir), SERVER_DIR, PENDING_DIR)
+
+    def _path(self, uid):
+        return os.path.join(self.directory, hashlib.sha256(uid.encode("utf-8")).hexdigest())
+
+    def add(self, uid):
+        os.makedirs(self.directory, mode=0o700, exist_ok=True)
+        with open(os.open(self._path(uid), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w",
+                  encoding="utf-8") as handle:
+            handle.write(uid)
+
+    def remove(self, uid):
+        try:
+            os.unlink(self._path(uid))
+        except FileNotFoundError:
+            pass
+
+    def left(self):
+        """The uids marked (by a server that is gone)."""
+        try:
+            names = sorted(os.listdir(self.directory))
+        except FileNotFoundError:
+            return []
+        uids = []
+        for name in names:
+            try:
+                with open(os.path.join(self.directory, name), encoding="utf-8") as handle:
+                    uids.append(handle.read())
+            except OSError:
+                continue
+        return uids
 
 
 class ControlService:
     """req / hello / update / release for the sessions of one Gateway.
 
     ``listener_ip``, ``port_range``, ``backend`` and ``runtime`` are the
-    server's settings: the protocol does not carry them.
+    server's settings: the protocol does not carry them. With
+    ``enforce_owner`` (authentication on) a session may be updated and
+    released only by the identity that made it, or by an admin.
+
+    Methods are coroutines of one event loop; state in memory is touched
+    only from that loop, so it needs no lock.
     """
 
     def __init__(self, gateway, listener_ip="0.0.0.0", port_range="5100-5200", backend="haproxy",
-                 runtime="process", hello_timeout=10.0, hello_grace=5.0, psk=None):
+                 runtime="process", hello_timeout=180.0, hello_grace=5.0, psk=None, limits=None,
+                 enforce_owner=False, workers=4):
         self.gateway = gateway
         self.listener_ip = listener_ip
         self.port_range = port_range
@@ -89,9 +209,14 @@ class ControlService:
         self.hello_timeout = hello_timeout
         self.hello_grace = hello_grace
         self.psk = psk
-        self._cond = threading.Condition()
+        self.limits = limits or Limits()
+        self.enforce_owner = enforce_owner
+        self.marks = PendingMarks(gateway.store.state_dir)
+        self._executor = concurrent.futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="s2cs-gateway")
         self._pending = {}
-        self._hellos = {}  # uid -> prod_listeners of its hello (answers a repeated req)
+        self._early_hellos = {}   # peer -> hellos waiting for their req
+        self._arrival = None      # asyncio.Condition, made on the loop
+        self._hellos = {}         # uid -> prod_listeners of its hello (answers a repeated req)
         self._stopping = False
         # Settings checked once, at start: a bad one stops the server, not a request.
         self._spec("00000000-0000-0000-0000-000000000000", "PROD", 1)
@@ -102,6 +227,15 @@ class ControlService:
                                  port_range=self.port_range, targets=targets, backend=self.backend,
                                  runtime=self.runtime, psk=self.psk)
 
+    async def _blocking(self, fn, *args, **kwargs):
+        """Run a Gateway call (files, locks, proxies) off the loop."""
+        return await asyncio.get_running_loop().run_in_executor(self._executor, lambda: fn(*args, **kwargs))
+
+    def _condition(self):
+        if self._arrival is None:
+            self._arrival = asyncio.Condition()
+        return self._arrival
+
     @staticmethod
     def _uid(value):
         try:
@@ -109,126 +243,242 @@ class ControlService:
         except S2DSError as exc:
             raise _bad_input(exc) from None
 
-    def _known(self, uid):
-        return uid in self._pending or self.gateway.store.load(uid) is not None
+    async def _load(self, uid):
+        """The record of ``uid`` or None; a broken one is FAILED_PRECONDITION (release it)."""
+        try:
+            return await self._blocking(self.gateway.store.load, uid)
+        except S2DSError as exc:
+            LOG.error("session %s: %s", uid, exc)
+            raise ControlError("FAILED_PRECONDITION", "session %s has a broken record on the server: release it" % uid) from None
+
+    def _check_owner(self, uid, owner, caller, what):
+        if self.enforce_owner and not caller.admin and owner != caller.identity:
+            LOG.warning("%s %s refused: session belongs to another identity", what, uid)
+            raise ControlError("PERMISSION_DENIED", "%s session %s: it belongs to another identity" % (what, uid))
+
+    def _check_list(self, field, values, num_conn):
+        cap = self.limits.list_cap(num_conn)
+        if len(values) > cap:
+            raise ControlError("RESOURCE_EXHAUSTED", "%s: %d entries, more than the limit of %d (the session's num_conn "
+                               "or --max_listeners)" % (field, len(values), cap))
+
+    @staticmethod
+    def _clean_list(values):
+        return [str(v).strip() for v in values if str(v).strip()]
+
+    def recover(self):
+        """Release what a crashed server left reserved (called before the server listens); returns the uids."""
+        released = []
+        for uid in self.marks.left():
+            try:
+                self.gateway.absent(uid)
+                released.append(uid)
+            except Exception:  # pylint: disable=broad-exception-caught
+                LOG.exception("releasing the reservation %r left by a stopped server failed", uid)
+            self.marks.remove(uid)
+        if released:
+            LOG.warning("released %d reservation(s) whose req died with the previous server: %s", len(released),
+                        ", ".join(released))
+        return released
+
+    # -- limits ----------------------------------------------------------------
+    def _check_pending(self, caller):
+        waiting = sum(1 for p in self._pending.values() if p.caller.peer == caller.peer)
+        waiting += self._early_hellos.get(caller.peer, 0)
+        if waiting >= self.limits.pending_per_peer:
+            raise ControlError("RESOURCE_EXHAUSTED", "limit pending_per_peer (--max_pending_per_peer %d) reached: %s has "
+                               "%d calls waiting for their req or hello" % (self.limits.pending_per_peer, caller.peer,
+                                                                            waiting))
+
+    def _check_quota(self, records, caller, num_conn):
+        owned = {r.uid: len(r.ports) for r in records if getattr(r, "owner", None) == caller.identity}
+        owned.update({u: p.params[1] for u, p in self._pending.items() if p.caller.identity == caller.identity})
+        if len(owned) + 1 > self.limits.quota_sessions:
+            raise ControlError("RESOURCE_EXHAUSTED", "limit quota_sessions (--quota_sessions %d) reached: this identity "
+                               "holds %d sessions" % (self.limits.quota_sessions, len(owned)))
+        if sum(owned.values()) + num_conn > self.limits.quota_ports:
+            raise ControlError("RESOURCE_EXHAUSTED", "limit quota_ports (--quota_ports %d) reached: this identity holds "
+                               "%d ports and asks for %d more" % (self.limits.quota_ports, sum(owned.values()), num_conn))
 
     # -- req -------------------------------------------------------------------
-    def req(self, uid, role, num_conn):
+    async def req(self, uid, role, num_conn, caller=None):
         """Reserve ports for ``uid``, wait for its hello; return (listeners, prod_listeners, created)."""
+        caller = caller or Caller.anonymous()
         uid = self._uid(uid)
         try:
             spec = self._spec(uid, role, num_conn)
         except S2DSError as exc:
             raise _bad_input(exc) from None
         params = (spec.role, spec.num_conn)
-        with self._cond:
-            pending = self._pending.get(uid)
-            if pending is None:
-                record = self.gateway.store.load(uid)
-                if record is not None:
-                    if (record.role, len(record.ports)) != params:
-                        raise ControlError("ALREADY_EXISTS", "session %s already exists with role %s and num_conn %d" % (
-                            uid, record.role, len(record.ports)))
-                    prod_listeners = self._hellos.get(uid, list(record.targets) if record.role == "PROD" else [])
-                    return record.listeners, prod_listeners, False
-                pending = PendingSession(*params)
-                self._pending[uid] = pending
-                self._cond.notify_all()
-                owner = True
-            else:
-                if pending.params != params:
-                    raise ControlError("ALREADY_EXISTS", "session %s is being set up with role %s and num_conn %d" % (
-                        uid, pending.params[0], pending.params[1]))
-                owner = False
-        if owner:
-            self._reserve_and_wait(uid, spec, pending)
-        pending.done.wait(self.hello_timeout + 30)
+        pending = self._pending.get(uid)
+        if pending is not None:
+            return await self._join(uid, pending, params, caller)
+        self._check_pending(caller)
+        records = await self._blocking(self.gateway.store.all)
+        record = next((r for r in records if r.uid == uid), None)
+        pending = self._pending.get(uid)  # another req may have come while the records were read
+        if pending is not None:
+            return await self._join(uid, pending, params, caller)
+        if record is not None:
+            self._check_owner(uid, getattr(record, "owner", None), caller, "req for")
+            if (record.role, len(record.ports)) != params:
+                raise ControlError("ALREADY_EXISTS", "session %s already exists with role %s and num_conn %d" % (
+                    uid, record.role, len(record.ports)))
+            prod_listeners = self._hellos.get(uid, list(record.targets) if record.role == "PROD" else [])
+            return record.listeners, prod_listeners, False
+        self._check_pending(caller)
+        self._check_quota(records, caller, spec.num_conn)
+        pending = PendingSession(spec.role, spec.num_conn, caller)
+        self._pending[uid] = pending
+        async with self._condition():
+            self._arrival.notify_all()
+        try:
+            await self._reserve_and_wait(uid, spec, pending)
+        finally:
+            if self._pending.get(uid) is pending:
+                del self._pending[uid]
+            pending.done.set()
+        if pending.error is not None:
+            raise pending.error  # pylint: disable=raising-bad-type
+        return pending.listeners, pending.prod_listeners, True
+
+    async def _join(self, uid, pending, params, caller):
+        """A second req for a uid being set up (a client that retried): the first one's answer."""
+        if pending.params != params:
+            raise ControlError("ALREADY_EXISTS", "session %s is being set up with role %s and num_conn %d" % (
+                uid, pending.params[0], pending.params[1]))
+        self._check_owner(uid, pending.caller.identity, caller, "req for")
+        await pending.done.wait()
         if pending.error:
             raise pending.error
-        return pending.listeners, pending.prod_listeners, owner
+        return pending.listeners, pending.prod_listeners, False
 
-    def _reserve_and_wait(self, uid, spec, pending):
+    async def _reserve_and_wait(self, uid, spec, pending):
         try:
+            await self._blocking(self.marks.add, uid)
             try:
-                outcome = self.gateway.present(spec)
+                outcome = await self._blocking(self.gateway.present, spec, owner=pending.caller.identity)
             except PortsExhausted as exc:
                 pending.error = ControlError("RESOURCE_EXHAUSTED", str(exc))
+                await self._blocking(self.marks.remove, uid)
                 return
             except S2DSError as exc:
                 pending.error = _bad_input(exc)
+                await self._blocking(self.marks.remove, uid)
+                return
+            except Exception:  # pylint: disable=broad-exception-caught
+                # The req and a hello waiting beside it get the same answer; the details stay in the log.
+                LOG.exception("req %s: reserving failed", uid)
+                pending.error = ControlError("INTERNAL", "req failed inside the server; its log has the details")
                 return
             finally:
                 pending.reserved.set()
             pending.listeners = outcome.session["listeners"]
             LOG.debug("req %s: %s reserved %s, waiting for hello", uid, spec.role, ", ".join(pending.listeners))
-            if not pending.hello.wait(self.hello_timeout):
-                self._release_quietly(uid)
-                pending.error = ControlError("DEADLINE_EXCEEDED", "no hello for session %s within %gs: its ports are released"
-                                             % (uid, self.hello_timeout))
+            try:
+                await asyncio.wait_for(pending.hello.wait(), self.hello_timeout)
+            except asyncio.TimeoutError:
+                pending.error = ControlError("DEADLINE_EXCEEDED", "no hello for session %s within %gs: its ports are "
+                                             "released" % (uid, self.hello_timeout))
                 LOG.warning("req %s: no hello within %gs, reservation released", uid, self.hello_timeout)
+                await self._release_quietly(uid)
+                return
+            if pending.hello_error is not None:
+                pending.error = pending.hello_error
+                await self._release_quietly(uid)
             elif self._stopping and not pending.hello_received:
-                self._release_quietly(uid)
-                pending.error = ControlError("UNAVAILABLE", "the server is stopping: session %s released" % uid)
+                # The mark stays: the next server on this state dir releases the reservation.
+                pending.error = ControlError("UNAVAILABLE", "the server is stopping: session %s is not set up" % uid)
             elif pending.released:
                 pending.error = ControlError("ABORTED", "session %s was released before its hello arrived" % uid)
-        except Exception as exc:  # pylint: disable=broad-exception-caught
-            LOG.exception("req %s failed", uid)
-            pending.error = ControlError("INTERNAL", "session %s: %s" % (uid, exc))
-        finally:
-            with self._cond:
-                if self._pending.get(uid) is pending:
-                    del self._pending[uid]
-            pending.done.set()
+            else:
+                await self._blocking(self.marks.remove, uid)
+        except asyncio.CancelledError:
+            # The client gave up (or the server stops): nobody will learn these listeners.
+            if not pending.hello_received and not self._stopping:
+                asyncio.get_running_loop().create_task(self._release_quietly(uid))
+            raise
 
-    def _release_quietly(self, uid):
+    async def _release_quietly(self, uid):
         try:
-            self.gateway.absent(uid)
+            await self._blocking(self.gateway.absent, uid)
         except Exception:  # pylint: disable=broad-exception-caught
             LOG.exception("releasing %s failed", uid)
+        await self._blocking(self.marks.remove, uid)
 
     def shutdown(self):
-        """Wake every waiting call: the server is stopping (reservations stay on disk)."""
-        with self._cond:
-            self._stopping = True
-            pending = list(self._pending.values())
-            self._cond.notify_all()
-        for session in pending:
+        """Wake every waiting call: the server is stopping (reservations stay on disk, marked)."""
+        self._stopping = True
+        for session in list(self._pending.values()):
             session.hello.set()
 
+    def close(self):
+        """Once no call runs any more: let the gateway's threads go."""
+        self._executor.shutdown(wait=False)
+
     # -- hello -----------------------------------------------------------------
-    def hello(self, uid, prod_listeners):
+    async def hello(self, uid, prod_listeners, caller=None):
         """The application side's hello: wakes the matching req. Returns the session's listeners.
 
         A hello may overtake its req on the wire; it waits up to ``hello_grace``
-        seconds for the req to arrive before answering NOT_FOUND.
+        seconds for the req to arrive before answering NOT_FOUND. A hello that
+        is refused ends its waiting req at once, with the same error.
         """
+        caller = caller or Caller.anonymous()
         uid = self._uid(uid)
-        prod_listeners = [str(p).strip() for p in prod_listeners if str(p).strip()]
-        with self._cond:
-            if not self._cond.wait_for(lambda: self._stopping or self._known(uid), self.hello_grace) or self._stopping:
-                raise ControlError("NOT_FOUND", "no session %s: send req first" % uid)
-            pending = self._pending.get(uid)
+        prod_listeners = self._clean_list(prod_listeners)
+        pending = self._pending.get(uid)
+        record = None
         if pending is None:
-            record = self.gateway.store.load(uid)
-            if record is None:
-                raise ControlError("NOT_FOUND", "no session %s" % uid)
-            self._check_prod_listeners(record.role, prod_listeners)
-            if prod_listeners:
+            record = await self._load(uid)
+            pending = self._pending.get(uid)
+        if pending is None and record is None:
+            pending = await self._wait_for_req(uid, caller)
+        if pending is None:
+            self._check_owner(uid, getattr(record, "owner", None), caller, "hello for")
+            self._check_hello(record.role, len(record.ports), prod_listeners)
+            if prod_listeners and record.role == "PROD":
                 self._hellos[uid] = prod_listeners
             return record.listeners
+        self._check_owner(uid, pending.caller.identity, caller, "hello for")
         # The session's role comes from req: S2UC sends PROD in the hello of a CONS session.
-        self._check_prod_listeners(pending.params[0], prod_listeners)
+        try:
+            self._check_hello(pending.params[0], pending.params[1], prod_listeners)
+        except ControlError as exc:
+            if not pending.hello.is_set():
+                pending.hello_error = exc
+                pending.hello.set()
+            raise
         pending.prod_listeners = prod_listeners if pending.params[0] == "PROD" else []
         self._hellos[uid] = pending.prod_listeners
         pending.hello_received = True
         pending.hello.set()
-        pending.reserved.wait(self.hello_timeout)
+        await pending.reserved.wait()
         if pending.error:
             raise pending.error
         return pending.listeners
 
-    @staticmethod
-    def _check_prod_listeners(role, prod_listeners):
+    async def _wait_for_req(self, uid, caller):
+        """The pending req of ``uid`` once it arrives (within ``hello_grace``), else NOT_FOUND."""
+        self._check_pending(caller)
+        self._early_hellos[caller.peer] = self._early_hellos.get(caller.peer, 0) + 1
+        try:
+            async with self._condition():
+                await asyncio.wait_for(self._arrival.wait_for(lambda: self._stopping or uid in self._pending),
+                                       self.hello_grace)
+        except asyncio.TimeoutError:
+            pass
+        finally:
+            self._early_hellos[caller.peer] -= 1
+            if not self._early_hellos[caller.peer]:
+                del self._early_hellos[caller.peer]
+        pending = None if self._stopping else self._pending.get(uid)
+        if pending is None:
+            raise ControlError("NOT_FOUND", "no session %s: send req first" % uid)
+        return pending
+
+    def _check_hello(self, role, num_conn, prod_listeners):
+        self._check_list("prod_listeners", prod_listeners, num_conn)
         if role != "PROD":
             return
         for value in prod_listeners:
@@ -238,25 +488,28 @@ class ControlService:
                 raise _bad_input(exc) from None
 
     # -- update ----------------------------------------------------------------
-    def update(self, uid, remote_listeners):
+    async def update(self, uid, remote_listeners, caller=None):
         """Give the session its targets (listener i forwards to remote_listeners[i mod len]).
 
         Returns (listeners, changed).
         """
+        caller = caller or Caller.anonymous()
         uid = self._uid(uid)
-        record = self.gateway.store.load(uid)
+        record = await self._load(uid)
         if record is None:
             raise ControlError("NOT_FOUND", "no session %s" % uid)
-        targets = [str(t).strip() for t in remote_listeners if str(t).strip()]
+        self._check_owner(uid, getattr(record, "owner", None), caller, "update of")
+        targets = self._clean_list(remote_listeners)
         if not targets:
             raise ControlError("INVALID_ARGUMENT", "remote_listeners: at least one ip:port is needed")
+        self._check_list("remote_listeners", targets, len(record.ports))
         try:
             for value in targets:
                 parse_target(value, field="remote_listeners")
             spec = SessionSpec.build(uid, record.role, num_conn=len(record.ports), listener_ip=record.listener_ip,
                                      port_range=self.port_range, targets=targets, backend=record.backend,
                                      runtime=record.runtime, psk=self.psk)
-            outcome = self.gateway.present(spec)
+            outcome = await self._blocking(self.gateway.present, spec)
         except PortsExhausted as exc:
             raise ControlError("RESOURCE_EXHAUSTED", str(exc)) from None
         except S2DSError as exc:
@@ -266,19 +519,27 @@ class ControlService:
         return outcome.session["listeners"], outcome.changed
 
     # -- release ---------------------------------------------------------------
-    def release(self, uid):
+    async def release(self, uid, caller=None):
         """Tear the session down and free its ports; returns the listeners it had."""
+        caller = caller or Caller.anonymous()
         uid = self._uid(uid)
-        with self._cond:
-            pending = self._pending.get(uid)
+        pending = self._pending.get(uid)
         if pending is not None:
+            self._check_owner(uid, pending.caller.identity, caller, "release of")
             pending.released = True
-            pending.reserved.wait(self.hello_timeout)  # never race the reservation itself
+            await pending.reserved.wait()  # never race the reservation itself
             pending.hello.set()
+        else:
+            # A broken record has no owner to read: with ownership on, only an admin may release it.
+            record = await self._blocking(self.gateway.store.load_entry, uid)
+            if record is not None:
+                self._check_owner(uid, getattr(record, "owner", None), caller, "release of")
         try:
-            outcome = self.gateway.absent(uid)
+            outcome = await self._blocking(self.gateway.absent, uid)
         except S2DSError as exc:
-            raise ControlError("INTERNAL", str(exc)) from None
+            LOG.error("release %s failed: %s", uid, exc)
+            raise ControlError("INTERNAL", "release of session %s failed; the server's log has the details" % uid) from None
+        await self._blocking(self.marks.remove, uid)
         if not outcome.changed and pending is None:
             raise ControlError("NOT_FOUND", "no session %s" % uid)
         self._hellos.pop(uid, None)
@@ -287,37 +548,55 @@ class ControlService:
 
 
 class ControlServicer:
-    """The gRPC face of a ControlService (registered with add_ControlServicer_to_server)."""
+    """The gRPC (asyncio) face of a ControlService (registered with add_ControlServicer_to_server).
 
-    def __init__(self, service):
+    ``authenticate(context)`` is a coroutine that returns the call's
+    :class:`Caller` or raises ControlError (UNAUTHENTICATED).
+    """
+
+    def __init__(self, service, authenticate=None):
         self.service = service
+        self.authenticate = authenticate or self._anonymous
 
     @staticmethod
-    def _call(context, method, *args):
+    async def _anonymous(context):
+        return Caller.anonymous(peer_host(context.peer()))
+
+    async def _call(self, context, method, *args):
+        name = method.__name__
         try:
-            return method(*args)
+            caller = await self.authenticate(context)
+            return await method(*args, caller=caller)
         except ControlError as exc:
-            LOG.debug("%s: %s %s", method.__name__, exc.code, exc.message)
-            context.abort(getattr(grpc.StatusCode, exc.code), exc.message)
+            error = exc
+            LOG.debug("%s: %s %s", name, exc.code, exc.message)
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # pylint: disable=broad-exception-caught
+            # A remote client gets a status it can act on, never UNKNOWN or a server path.
+            LOG.exception("%s failed", name)
+            error = ControlError("INTERNAL", "%s failed inside the server; its log has the details" % name)
+        await context.abort(getattr(grpc.StatusCode, error.code), public_message(error.message))
         return None  # not reached: abort raises
 
     # Trailing metadata tells a client that cares (stream_request) whether anything changed;
     # the messages themselves stay exactly as the protocol has them.
-    def req(self, request, context):
-        listeners, prod_listeners, created = self._call(context, self.service.req, request.uid, request.role,
-                                                        request.num_conn)
+    async def req(self, request, context):
+        listeners, prod_listeners, created = await self._call(context, self.service.req, request.uid, request.role,
+                                                              request.num_conn)
         context.set_trailing_metadata(((SESSION_KEY, "new" if created else "existing"),))
         return scistream_pb2.Response(listeners=listeners, prod_listeners=prod_listeners)
 
-    def hello(self, request, context):
-        listeners = self._call(context, self.service.hello, request.uid, list(request.prod_listeners))
+    async def hello(self, request, context):
+        listeners = await self._call(context, self.service.hello, request.uid, list(request.prod_listeners))
         return scistream_pb2.AppResponse(message="hello received for session %s" % request.uid, listeners=listeners)
 
-    def update(self, request, context):
-        listeners, changed = self._call(context, self.service.update, request.uid, list(request.remote_listeners))
+    async def update(self, request, context):
+        listeners, changed = await self._call(context, self.service.update, request.uid,
+                                              list(request.remote_listeners))
         context.set_trailing_metadata(((CHANGED_KEY, "true" if changed else "false"),))
         return scistream_pb2.Response(listeners=listeners)
 
-    def release(self, request, context):
-        listeners = self._call(context, self.service.release, request.uid)
+    async def release(self, request, context):
+        listeners = await self._call(context, self.service.release, request.uid)
         return scistream_pb2.Response(listeners=listeners)

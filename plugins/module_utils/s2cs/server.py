@@ -2,58 +2,121 @@
 # Copyright (c) 2026, SciStream gateway contributors
 # GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
 # SPDX-License-Identifier: GPL-3.0-or-later
-"""The S2CS process: command line, TLS, token check, and the gRPC server.
+"""The S2CS process: command line, TLS, authentication, and the gRPC (asyncio) server.
 
     python -m ansible_collections.scistream.gateway.plugins.module_utils.s2cs.server \\
         --listener_ip 10.0.2.1 --port 5000 --type haproxy --port_range 5100-5200 \\
         --server_cert server.crt --server_key server.key --state_dir /var/lib/scistream
 
-Options follow the existing SciStream server's (``--listener_ip``, ``--port``,
-``--type``, ``--server_cert``, ``--server_key``, ``--verbose``), plus
-``--port_range``, ``--runtime`` and ``--state_dir``. TLS is on unless
-``--insecure`` is given (for tests). Authentication is off unless tokens
-(``--tokens_file``, one per line) or an introspection hook (``--auth_hook
-package.module:function``, called with the token, true when valid) are given.
+The command line of SciStream's own server (``s2cs`` 1.2.1) works as it is:
+its options in either spelling (``--listener-ip`` / ``--listener_ip``),
+``-t``, its type names (``HaproxySubprocess`` ...), ``--server_crt``,
+``--ssl`` / ``--nossl``, ``--version`` and Globus Auth (``--client_id``,
+``--client_secret``). ``s2cs --help`` lists them apart from this server's own.
+
+Authentication is off unless tokens (``--tokens_file``), an introspection
+hook (``--auth_hook``) or a Globus Auth client secret are given. With it on,
+each session belongs to the identity that made it.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import concurrent.futures
+import errno
+import fcntl
+import hashlib
 import hmac
 import importlib
 import logging
 import os
+import re
 import signal
 import sys
 import threading
-from concurrent import futures
+import time
+import uuid
 
 try:
     import grpc
+    from grpc import aio as grpc_aio
     from . import scistream_pb2_grpc
     HAS_GRPC = True
 except ImportError:  # reported by main()
-    grpc = scistream_pb2_grpc = None
+    grpc = grpc_aio = scistream_pb2_grpc = None
     HAS_GRPC = False
 
 from ..s2ds.errors import S2DSError
 from ..s2ds.gateway import Gateway
 from ..s2ds.runtimes.process import ProcessRuntime
-from .control import LOG, ControlService, ControlServicer
+from .control import LOG, SERVER_DIR, Caller, ControlError, ControlService, ControlServicer, Limits, peer_host
 
-# The names the existing SciStream server gives its data server types, for operators used to them.
-BACKEND_ALIASES = {
-    "haproxy": "haproxy", "haproxysubprocess": "haproxy",
-    "nginx": "nginx", "nginxsubprocess": "nginx",
-    "stunnel": "stunnel", "stunnelsubprocess": "stunnel",
+#: This server's version (the collection's); it speaks the control protocol of SciStream 1.2.1.
+VERSION = "0.1.0"
+UPSTREAM_VERSION = "1.2.1"
+
+# SciStream's data server types (its create_instance, and the classes of s2ds/other.py) -> (backend, runtime).
+# Its plain names run the proxy in a Docker container, the *Subprocess ones as a child process.
+UPSTREAM_TYPES = {
+    "haproxy": ("haproxy", "docker"),
+    "nginx": ("nginx", "docker"),
+    "stunnel": ("stunnel", "docker"),
+    "dockersock": ("haproxy", "docker"),  # upstream's Haproxy through /var/run/docker.sock: what runtime docker does
+    "haproxysubprocess": ("haproxy", "process"),
+    "stunnelsubprocess": ("stunnel", "process"),
+    "nginxsubprocess": ("nginx", "process"),  # not upstream's: the obvious name for the process runtime's nginx
 }
+# Upstream names this server knows but cannot honour, and why.
+UPSTREAM_UNSUPPORTED_TYPES = {
+    "janus": "upstream's Janus type drives one hard-coded Janus controller; this server offers the process and "
+             "docker runtimes only (the s2ds module has runtime janus)",
+    "s2ds": "upstream's original S2DS was removed from SciStream itself; use HaproxySubprocess",
+}
+# This server's own names: the backend, with --runtime (default process).
+OWN_BACKENDS = ("haproxy", "nginx", "stunnel")
+
+#: Globus Auth's client id that SciStream's server uses when none is given (auth stays off without a secret).
+UPSTREAM_DEFAULT_CLIENT_ID = "c42c0dac-0a52-408e-a04f-5d31bfe0aef8"
+
+
+def server_type(text):
+    """``--type`` as given: kept raw, resolved by resolve_type() once --runtime is known."""
+    key = str(text).strip().lower()
+    if key in UPSTREAM_UNSUPPORTED_TYPES:
+        raise argparse.ArgumentTypeError("%r cannot be honoured: %s" % (text, UPSTREAM_UNSUPPORTED_TYPES[key]))
+    if key not in UPSTREAM_TYPES and key not in OWN_BACKENDS:
+        raise argparse.ArgumentTypeError("%r: must be one of haproxy, nginx, stunnel or upstream's Haproxy, Nginx, "
+                                         "Stunnel, HaproxySubprocess, StunnelSubprocess" % text)
+    return str(text).strip()
+
+
+def resolve_type(type_name, runtime=None):
+    """(backend, runtime) of ``--type`` and ``--runtime``; an upstream name brings its own runtime."""
+    key = type_name.lower()
+    if key in OWN_BACKENDS and type_name == key:
+        return key, runtime or "process"
+    backend, upstream_runtime = UPSTREAM_TYPES[key]
+    if runtime and runtime != upstream_runtime:
+        raise SystemExit("--type %s runs its proxy with runtime %s (as SciStream's server does); --runtime %s "
+                         "contradicts it: use --type %s --runtime %s" % (type_name, upstream_runtime, runtime,
+                                                                         backend, runtime))
+    return backend, upstream_runtime
 
 
 def backend_name(text):
-    name = BACKEND_ALIASES.get(str(text).lower())
-    if name is None:
-        raise argparse.ArgumentTypeError("--type %r: must be one of haproxy, nginx, stunnel" % text)
-    return name
+    """The backend of a ``--type`` value (kept for callers of the old single-word form)."""
+    return resolve_type(server_type(text))[0]
+
+
+def parse_bool(text):
+    """Fire's spellings of a boolean (``--ssl=False``), as SciStream's command line takes them."""
+    value = str(text).strip().lower()
+    if value in ("true", "1", "yes", "on"):
+        return True
+    if value in ("false", "0", "no", "off"):
+        return False
+    raise argparse.ArgumentTypeError("%r is not a boolean (true or false)" % text)
 
 
 def load_hook(path):
@@ -70,45 +133,201 @@ def load_hook(path):
     return hook
 
 
-def read_tokens(path):
+def read_tokens(path, option="--tokens_file"):
     try:
         with open(path, encoding="utf-8") as handle:
             return [line.strip() for line in handle if line.strip() and not line.startswith("#")]
     except OSError as exc:
-        raise SystemExit("--tokens_file %r cannot be read: %s" % (path, exc.strerror)) from None
+        raise SystemExit("%s %r cannot be read: %s" % (option, path, exc.strerror)) from None
+
+
+# What an auth hook may name as an identity: it is stored in session records and shown by s2ds_info.
+_HOOK_IDENTITY = re.compile(r"[A-Za-z0-9._@+-]{1,128}")
+
+
+def globus_identity(sub):
+    """``globus:<uuid>`` for a Globus Auth ``sub`` (an identity id is a UUID), else None."""
+    if not isinstance(sub, str):
+        return None
+    try:
+        return "globus:%s" % uuid.UUID(sub)
+    except ValueError:
+        return None
+
+
+def hook_identity(answer):
+    """``hook:<text>`` when an auth hook named an identity of the identity grammar, else None."""
+    if isinstance(answer, str) and _HOOK_IDENTITY.fullmatch(answer):
+        return "hook:%s" % answer
+    return None
+
+
+def token_identity(token):
+    """A token's identity as recorded and shown (its SHA-256: the token itself is never stored)."""
+    return "token-sha256:" + hashlib.sha256(token.encode("utf-8")).hexdigest()
+
+
+class GlobusIntrospection:
+    """Globus Auth token check by introspection (globus-sdk's ConfidentialAppAuthClient).
+
+    A token is accepted when Globus says it is active, not expired, and
+    carries SciStream's scope for this client id; the identity is its
+    ``sub``. Accepted tokens are cached (by hash) until they expire, and
+    calls with one token wait for one introspection, so a session's calls
+    cost one. Refusals are not cached (a token may become valid). Globus-sdk finds Auth by its
+    own environment variables (GLOBUS_SDK_ENVIRONMENT,
+    GLOBUS_SDK_SERVICE_URL_AUTH): the tests point it at a local stand-in.
+    """
+
+    MAX_CACHED = 10000
+
+    def __init__(self, client_id, client_secret, clock=time.time):
+        import globus_sdk  # pylint: disable=import-outside-toplevel
+        self.globus_sdk = globus_sdk
+        self.client = globus_sdk.ConfidentialAppAuthClient(client_id, client_secret)
+        self.scope = "https://auth.globus.org/scopes/%s/scistream" % client_id
+        self.clock = clock
+        self._cache = {}
+        self._in_flight = {}
+        self._lock = threading.Lock()
+
+    def __call__(self, token):
+        key = hashlib.sha256(token.encode("utf-8")).digest()
+        with self._lock:
+            # One introspection per token at a time: S2UC's req and hello arrive together.
+            in_flight = self._in_flight.setdefault(key, [threading.Lock(), 0])
+            in_flight[1] += 1
+        try:
+            with in_flight[0]:
+                return self._check(key, token)
+        finally:
+            with self._lock:
+                in_flight[1] -= 1
+                if not in_flight[1]:
+                    del self._in_flight[key]
+
+    def cached(self, token):
+        """The identity of an accepted token that has not expired yet, without asking Globus; else None."""
+        key = hashlib.sha256(token.encode("utf-8")).digest()
+        with self._lock:
+            hit = self._cache.get(key)
+        return hit[0] if hit is not None and hit[1] > self.clock() else None
+
+    def _check(self, key, token):
+        now = self.clock()
+        with self._lock:
+            hit = self._cache.get(key)
+        if hit is not None and hit[1] > now:
+            return hit[0]
+        try:
+            data = self.client.oauth2_token_introspect(token)
+        except self.globus_sdk.GlobusAPIError as exc:
+            LOG.warning("Globus Auth introspection refused (HTTP %s): the call is refused", exc.http_status)
+            return None
+        except self.globus_sdk.NetworkError as exc:
+            LOG.error("Globus Auth cannot be reached (%s): the call is refused", type(exc).__name__)
+            return None
+        return self._accept(key, data, now)
+
+    def _accept(self, key, response, now):
+        """The identity of an introspection answer (untrusted JSON), or None with the reason logged."""
+        data = getattr(response, "data", response)
+        reason = None
+        if not isinstance(data, dict):
+            reason = "the answer is not a JSON object"
+        elif data.get("active") is not True:
+            reason = "not active"
+        elif isinstance(data.get("exp"), bool) or not isinstance(data.get("exp"), (int, float)) or data["exp"] <= now:
+            reason = "expired"
+        elif not isinstance(data.get("scope"), str) or self.scope not in data["scope"].split():
+            reason = "without the scope %s" % self.scope
+        elif globus_identity(data.get("sub")) is None:
+            reason = "without an identity (sub) that is a UUID"
+        if reason:
+            LOG.warning("Globus Auth token refused: %s", reason)
+            return None
+        expires = data["exp"]
+        identity = globus_identity(data["sub"])
+        with self._lock:
+            if len(self._cache) >= self.MAX_CACHED:
+                self._cache = {k: v for k, v in self._cache.items() if v[1] > now}
+            if len(self._cache) < self.MAX_CACHED:
+                self._cache[key] = (identity, float(expires))
+        return identity
 
 
 class TokenChecker:
-    """True for a token in ``tokens`` or one the ``hook`` accepts. Never logs a token."""
+    """Who a token is: accepted tokens, admin tokens, a hook, Globus Auth. Never logs a token.
 
-    def __init__(self, tokens=(), hook=None):
+    ``identify(token)`` returns (identity, admin) or None. A hook returns
+    true to accept (the identity is then the token's hash) or a string
+    (that identity). ``__call__`` is the plain yes / no.
+    """
+
+    def __init__(self, tokens=(), hook=None, admin_tokens=(), globus=None):
         self.tokens = [t.encode("utf-8") for t in tokens]
+        self.admin_tokens = [t.encode("utf-8") for t in admin_tokens]
         self.hook = hook
+        self.globus = globus
 
     @property
     def enabled(self):
-        return bool(self.tokens) or self.hook is not None
+        return bool(self.tokens or self.admin_tokens) or self.hook is not None or self.globus is not None
 
-    def __call__(self, token):
-        if not token:
-            return False
-        raw = token.encode("utf-8")
+    @staticmethod
+    def _listed(raw, known_tokens):
         # Compare with every token, so the time taken does not say which one nearly matched.
         matched = False
-        for known in self.tokens:
+        for known in known_tokens:
             matched |= hmac.compare_digest(raw, known)
-        if matched:
-            return True
+        return matched
+
+    def known(self, token):
+        """(identity, admin) when the token is settled without asking anyone (a listed or cached token)."""
+        if not token:
+            return None
+        raw = token.encode("utf-8")
+        if self._listed(raw, self.admin_tokens):
+            return token_identity(token), True
+        if self._listed(raw, self.tokens):
+            return token_identity(token), False
+        cached = self.globus.cached(token) if self.globus is not None else None
+        return (cached, False) if cached else None
+
+    @property
+    def asks(self):
+        """Whether some tokens take a call to a hook or to Globus (which may block)."""
+        return self.hook is not None or self.globus is not None
+
+    def identify(self, token):
+        found = self.known(token)
+        if found is not None or not token:
+            return found
         if self.hook is not None:
             try:
-                return bool(self.hook(token))
+                answer = self.hook(token)
             except Exception:  # pylint: disable=broad-exception-caught
                 LOG.exception("auth hook failed; the call is refused")
-        return False
+                answer = None
+            if isinstance(answer, str):
+                if hook_identity(answer) is None:
+                    LOG.warning("auth hook named an identity outside [A-Za-z0-9._@+-]{1,128}; the call is refused")
+                    return None
+                return hook_identity(answer), False
+            if answer is True:
+                return token_identity(token), False
+        if self.globus is not None:
+            identity = self.globus(token)
+            if identity:
+                return identity, False
+        return None
+
+    def __call__(self, token):
+        return self.identify(token) is not None
 
 
 def bearer_token(metadata):
-    """The token of the ``authorization`` metadata (``Bearer`` prefix optional)."""
+    """The token of the ``authorization`` metadata (``Bearer`` prefix optional, as S2UC sends none)."""
     for key, value in metadata or ():
         if key.lower() == "authorization":
             value = value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
@@ -116,22 +335,42 @@ def bearer_token(metadata):
     return ""
 
 
-def auth_interceptor(checker):
-    """A server interceptor that answers UNAUTHENTICATED unless ``checker`` accepts the call's token."""
+def authenticator(checker, executor, per_peer=16):
+    """The servicer's ``authenticate(context)``: the Caller, or UNAUTHENTICATED.
 
-    def deny(request, context):
-        context.abort(grpc.StatusCode.UNAUTHENTICATED, "missing or invalid token in the authorization metadata")
+    Listed and cached tokens are settled on the loop at once; only the
+    others wait for the hook or Globus, in ``executor``, at most
+    ``per_peer`` at a time per client address (RESOURCE_EXHAUSTED beyond),
+    so a flood of made-up tokens cannot hold up clients already known.
+    """
+    asking = {}
 
-    denied = grpc.unary_unary_rpc_method_handler(deny)
+    async def ask(peer, token):
+        if asking.get(peer, 0) >= per_peer:
+            raise ControlError("RESOURCE_EXHAUSTED", "limit pending_per_peer (--max_pending_per_peer %d) reached: %s "
+                               "has that many token checks under way" % (per_peer, peer))
+        asking[peer] = asking.get(peer, 0) + 1
+        try:
+            return await asyncio.get_running_loop().run_in_executor(executor, checker.identify, token)
+        finally:
+            asking[peer] -= 1
+            if not asking[peer]:
+                del asking[peer]
 
-    class TokenInterceptor(grpc.ServerInterceptor):
-        def intercept_service(self, continuation, handler_call_details):
-            if checker(bearer_token(handler_call_details.invocation_metadata)):
-                return continuation(handler_call_details)
-            LOG.warning("%s refused: missing or invalid token", handler_call_details.method)
-            return denied
+    async def authenticate(context):
+        peer = peer_host(context.peer())
+        if not checker.enabled:
+            return Caller.anonymous(peer)
+        token = bearer_token(context.invocation_metadata())
+        found = checker.known(token)
+        if found is None and token and checker.asks:
+            found = await ask(peer, token)
+        if found is None:
+            LOG.warning("call from %s refused: missing or invalid token", peer)
+            raise ControlError("UNAUTHENTICATED", "missing or invalid token in the authorization metadata")
+        return Caller(identity=found[0], peer=peer, admin=found[1])
 
-    return TokenInterceptor()
+    return authenticate
 
 
 def build_gateway(state_dir, process_supervisor="auto", image=None):
@@ -147,6 +386,49 @@ def build_gateway(state_dir, process_supervisor="auto", image=None):
     return Gateway(state_dir, {"process": lambda session: ProcessRuntime(process_supervisor), "docker": docker_runtime})
 
 
+class StateDirLock:
+    """The server's hold on its state dir: one live S2CS per state dir.
+
+    Two servers on one state dir would share uids (a PROD and a CONS
+    session of one stream on one host collide) and release each other's
+    reservations, so the second refuses to start. The lock is an flock on
+    ``<state>/s2cs/server.lock``, kept open for the life of the process:
+    the kernel drops it when the process dies, however it dies.
+    """
+
+    def __init__(self, state_dir):
+        self.path = os.path.join(os.path.abspath(state_dir), SERVER_DIR, "server.lock")
+        self.handle = None
+
+    def acquire(self):
+        try:
+            os.makedirs(os.path.dirname(self.path), mode=0o700, exist_ok=True)
+            handle = open(self.path, "a+", encoding="ascii")  # pylint: disable=consider-using-with
+        except OSError as exc:
+            raise SystemExit("--state_dir: %s cannot be opened: %s" % (self.path, exc.strerror)) from None
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            if exc.errno not in (errno.EAGAIN, errno.EACCES):
+                raise
+            handle.seek(0)
+            holder = handle.read().strip() or "unknown"
+            handle.close()
+            raise SystemExit("--state_dir %s is held by another running S2CS (pid %s): give each instance a state "
+                             "dir of its own" % (os.path.dirname(os.path.dirname(self.path)), holder)) from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write("%d\n" % os.getpid())
+        handle.flush()
+        self.handle = handle
+        return self
+
+    def release(self):
+        if self.handle is not None:
+            self.handle.close()
+            self.handle = None
+
+
 class _Parser(argparse.ArgumentParser):
     """Reads ``@FILE``: one option per line; blank lines and ``#`` comments are skipped."""
 
@@ -155,33 +437,114 @@ class _Parser(argparse.ArgumentParser):
         return [] if not line or line.startswith("#") else [line]
 
 
+def _spellings(*names):
+    """``--a_b`` and ``--a-b`` (SciStream's command line, read by Fire, takes both)."""
+    result = []
+    for name in names:
+        for spelling in (name, name.replace("_", "-")):
+            if spelling not in result:
+                result.append(spelling)
+    return result
+
+
 def parser():
     p = _Parser(prog="s2cs", fromfile_prefix_chars="@",
                 description="SciStream control server (S2CS) on the collection's S2DS core. "
-                            "@FILE reads options from FILE, one per line.")
-    p.add_argument("--listener_ip", default="0.0.0.0", help="address the sessions' listeners bind to (default %(default)s)")
-    p.add_argument("--control_ip", help="address the control server binds to (default: --listener_ip)")
-    p.add_argument("--port", type=int, default=5000, help="control server port (default %(default)s)")
-    p.add_argument("--type", dest="backend", type=backend_name, default="haproxy",
-                   help="data server: haproxy, nginx or stunnel (default %(default)s)")
-    p.add_argument("--runtime", default="process", choices=["process", "docker"], help="how proxies run")
-    p.add_argument("--image", help="proxy image for --runtime docker (default: the backend's)")
-    p.add_argument("--port_range", default="5100-5200", help="listener ports, start-end (default %(default)s)")
-    p.add_argument("--state_dir", default="/var/lib/scistream", help="session state (default %(default)s)")
-    p.add_argument("--process_supervisor", default="auto", choices=["auto", "systemd", "daemon"])
-    p.add_argument("--server_cert", default="server.crt", help="TLS certificate (PEM)")
-    p.add_argument("--server_key", default="server.key", help="TLS private key (PEM)")
-    p.add_argument("--insecure", action="store_true", help="plaintext control channel: for tests only")
-    p.add_argument("--tokens_file", help="accepted bearer tokens, one per line; auth is off without tokens or hook")
-    p.add_argument("--auth_hook", help="token introspection: package.module:function(token) -> bool")
-    p.add_argument("--psk_file", help="stunnel pre-shared key (default: derived from each session's uid)")
-    p.add_argument("--hello_timeout", type=float, default=10.0, help="seconds a req waits for its hello")
-    p.add_argument("--max_workers", type=int, default=64, help="concurrent calls (a req holds one until its hello)")
-    p.add_argument("--pid_file", help="write the server's pid here once it listens")
-    p.add_argument("--daemon", action="store_true", help="detach; exit 0 once the server listens (use with --pid_file)")
-    p.add_argument("--log_file", help="log here instead of stderr")
-    p.add_argument("--verbose", action="store_true", help="log every call")
+                            "@FILE reads options from FILE, one per line. Options take _ or - alike.")
+    up = p.add_argument_group("SciStream's s2cs options (as upstream %s takes them)" % UPSTREAM_VERSION)
+    up.add_argument(*_spellings("--listener_ip") + ["-l"], dest="listener_ip", default="0.0.0.0",
+                    help="address the sessions' listeners bind to and advertise; the control server binds it too "
+                         "unless --control_ip (default %(default)s)")
+    up.add_argument("--port", type=int, default=5000, help="control server port (default %(default)s)")
+    up.add_argument(*_spellings("--port_range"), dest="port_range", default="5100-5200",
+                    help="listener ports, start-end (default %(default)s)")
+    up.add_argument("--type", "-t", dest="type", type=server_type, default="haproxy",
+                    help="data server: haproxy, nginx, stunnel (with --runtime), or upstream's Haproxy, Nginx, Stunnel "
+                         "(runtime docker), HaproxySubprocess, StunnelSubprocess (runtime process) "
+                         "(default %(default)s)")
+    up.add_argument("--verbose", "--v", "-v", dest="verbose", nargs="?", const=True, default=False, type=parse_bool,
+                    metavar="BOOL", help="log every call (--verbose, or Fire's --verbose=True)")
+    up.add_argument(*_spellings("--server_crt", "--server_cert"), dest="server_cert", default="server.crt",
+                    help="TLS certificate, PEM (default %(default)s)")
+    up.add_argument(*_spellings("--server_key"), dest="server_key", default="server.key",
+                    help="TLS private key, PEM (default %(default)s)")
+    up.add_argument("--ssl", dest="ssl", nargs="?", const=True, default=True, type=parse_bool, metavar="BOOL",
+                    help="TLS on the control channel (default); --ssl=False or --nossl: plaintext, for tests only")
+    up.add_argument("--nossl", dest="ssl", action="store_false", help=argparse.SUPPRESS)
+    up.add_argument(*_spellings("--client_id"), dest="client_id", default=UPSTREAM_DEFAULT_CLIENT_ID,
+                    help="Globus Auth client id: tokens need the scope https://auth.globus.org/scopes/<id>/scistream "
+                         "(default: SciStream's)")
+    up.add_argument(*_spellings("--client_secret"), dest="client_secret", default="",
+                    help="Globus Auth client secret: turns Globus Auth on (visible in ps: prefer --client_secret_file)")
+    version = "s2cs, version: %s (scistream.gateway; speaks SciStream %s's control protocol)" % (
+        VERSION, UPSTREAM_VERSION)
+    up.add_argument("--version", action="version", version=version)
+
+    own = p.add_argument_group("this server's options")
+    own.add_argument(*_spellings("--control_ip"), dest="control_ip",
+                     help="address the control server binds to (default: --listener_ip)")
+    own.add_argument("--runtime", choices=["process", "docker"],
+                     help="how proxies run (default: the --type's, else process)")
+    own.add_argument("--image", help="proxy image for runtime docker (default: the backend's)")
+    own.add_argument(*_spellings("--state_dir"), dest="state_dir", default="/var/lib/scistream",
+                     help="session state; one running server per state dir (default %(default)s)")
+    own.add_argument(*_spellings("--process_supervisor"), dest="process_supervisor", default="auto",
+                     choices=["auto", "systemd", "daemon"])
+    own.add_argument("--insecure", dest="ssl", action="store_false", help="plaintext control channel: for tests only")
+    own.add_argument(*_spellings("--client_secret_file"), dest="client_secret_file",
+                     help="file holding the Globus Auth client secret (mode 0600)")
+    own.add_argument(*_spellings("--tokens_file"), dest="tokens_file",
+                     help="accepted bearer tokens, one per line")
+    own.add_argument(*_spellings("--admin_tokens_file"), dest="admin_tokens_file",
+                     help="tokens that may update and release any session, one per line")
+    own.add_argument(*_spellings("--auth_hook"), dest="auth_hook",
+                     help="token introspection: package.module:function(token) -> bool or identity string")
+    own.add_argument(*_spellings("--psk_file"), dest="psk_file",
+                     help="stunnel pre-shared key (default: derived from each session's uid)")
+    own.add_argument(*_spellings("--hello_timeout"), dest="hello_timeout", type=float, default=180.0,
+                     help="seconds a req waits for its hello (default %(default)s, as SciStream's server: a manual "
+                          "prod-req and a hello minutes later still meet)")
+    own.add_argument(*_spellings("--pid_file"), dest="pid_file", help="write the server's pid here once it listens")
+    own.add_argument("--daemon", action="store_true", help="detach; exit 0 once the server listens (use with --pid_file)")
+    own.add_argument(*_spellings("--log_file"), dest="log_file", help="log here instead of stderr")
+
+    lim = p.add_argument_group("limits (each refusal is RESOURCE_EXHAUSTED naming its limit)")
+    defaults = Limits()
+    lim.add_argument(*_spellings("--max_pending_per_peer"), dest="max_pending_per_peer", type=int,
+                     default=defaults.pending_per_peer,
+                     help="reqs waiting for their hello (and hellos for their req, and token checks by the hook "
+                          "or Globus) per client address (default %(default)s)")
+    lim.add_argument(*_spellings("--quota_sessions"), dest="quota_sessions", type=int, default=defaults.quota_sessions,
+                     help="sessions per identity (per client address when auth is off) (default %(default)s)")
+    lim.add_argument(*_spellings("--quota_ports"), dest="quota_ports", type=int, default=defaults.quota_ports,
+                     help="listener ports per identity (default %(default)s)")
+    lim.add_argument(*_spellings("--max_listeners"), dest="max_listeners", type=int, default=defaults.max_listeners,
+                     help="prod_listeners and remote_listeners may be as long as the session's num_conn, or this "
+                          "(default %(default)s)")
+    lim.add_argument(*_spellings("--max_message_bytes"), dest="max_message_bytes", type=int,
+                     default=defaults.max_message_bytes, help="largest request message (default %(default)s)")
+    lim.add_argument(*_spellings("--max_workers"), dest="max_workers", type=int, default=4,
+                     help="threads for the gateway's blocking work (proxies, files); waiting calls hold none "
+                          "(default %(default)s)")
     return p
+
+
+def parse_args(argv=None):
+    """The options, with --type resolved to backend and runtime, and the limits checked."""
+    p = parser()
+    args = p.parse_args(argv)
+    try:
+        args.backend, args.runtime = resolve_type(args.type, args.runtime)
+    except SystemExit as exc:
+        p.error(str(exc.code))
+    for name in ("max_pending_per_peer", "quota_sessions", "quota_ports", "max_listeners", "max_message_bytes",
+                 "max_workers"):
+        if getattr(args, name) < 1:
+            p.error("--%s %r: must be at least 1" % (name, getattr(args, name)))
+    if args.client_secret_file and args.client_secret:
+        p.error("--client_secret and --client_secret_file: give one")
+    args.insecure = not args.ssl
+    return args
 
 
 def read_secret(path):
@@ -192,24 +555,65 @@ def read_secret(path):
         raise SystemExit("%s cannot be read: %s" % (path, exc.strerror)) from None
 
 
-def serve(args, ready=None):
-    """Run the server until SIGTERM / SIGINT; ``ready`` (an Event) is set once it listens."""
+def limits_of(args):
+    return Limits(pending_per_peer=args.max_pending_per_peer, quota_sessions=args.quota_sessions,
+                  quota_ports=args.quota_ports, max_listeners=args.max_listeners,
+                  max_message_bytes=args.max_message_bytes)
+
+
+def build_checker(args):
+    tokens = read_tokens(args.tokens_file) if args.tokens_file else []
+    admin_tokens = read_tokens(args.admin_tokens_file, "--admin_tokens_file") if args.admin_tokens_file else []
+    secret = read_secret(args.client_secret_file) if args.client_secret_file else args.client_secret
+    globus = None
+    if secret:
+        try:
+            globus = GlobusIntrospection(args.client_id, secret)
+        except ImportError:
+            raise SystemExit("--client_secret: Globus Auth needs globus-sdk in the server's environment "
+                             "(pip install globus-sdk)") from None
+    checker = TokenChecker(tokens, load_hook(args.auth_hook) if args.auth_hook else None, admin_tokens, globus)
+    return checker, len(tokens), len(admin_tokens)
+
+
+def describe_auth(args, checker, counts):
+    if not checker.enabled:
+        LOG.warning("authentication is OFF: every client is accepted and the authorization metadata is ignored "
+                    "(clients may show INVALID_TOKEN: that is their placeholder, not an error)")
+        return
+    parts = ["%d token(s)" % counts[0], "%d admin token(s)" % counts[1]]
+    if args.auth_hook:
+        parts.append("hook %s" % args.auth_hook)
+    if checker.globus is not None:
+        parts.append("Globus Auth (scope %s)" % checker.globus.scope)
+    LOG.info("authentication on: %s; each session belongs to the identity that made it", ", ".join(parts))
+
+
+async def serve_async(args, ready=None, interceptors=()):
+    """Run the server until SIGTERM / SIGINT; ``ready`` (has .set()) is told once it listens.
+
+    ``interceptors`` are grpc.aio server interceptors (e.g. metrics).
+    """
+    lock = StateDirLock(args.state_dir).acquire()
     gateway = build_gateway(args.state_dir, args.process_supervisor, args.image)
+    checker, *counts = build_checker(args)
     try:
         service = ControlService(gateway, listener_ip=args.listener_ip, port_range=args.port_range,
                                  backend=args.backend, runtime=args.runtime, hello_timeout=args.hello_timeout,
-                                 psk=read_secret(args.psk_file) if args.psk_file else None)
+                                 psk=read_secret(args.psk_file) if args.psk_file else None, limits=limits_of(args),
+                                 enforce_owner=checker.enabled, workers=args.max_workers)
     except S2DSError as exc:
         raise SystemExit("bad setting: %s" % exc) from None
-    tokens = read_tokens(args.tokens_file) if args.tokens_file else []
-    checker = TokenChecker(tokens, load_hook(args.auth_hook) if args.auth_hook else None)
-    interceptors = [auth_interceptor(checker)] if checker.enabled else []
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=args.max_workers), interceptors=interceptors)
-    scistream_pb2_grpc.add_ControlServicer_to_server(ControlServicer(service), server)
+    service.recover()
+    auth_pool = concurrent.futures.ThreadPoolExecutor(max_workers=4, thread_name_prefix="s2cs-auth")
+    server = grpc_aio.server(interceptors=list(interceptors),
+                             options=[("grpc.max_receive_message_length", args.max_message_bytes)])
+    authenticate = authenticator(checker, auth_pool, per_peer=args.max_pending_per_peer)
+    scistream_pb2_grpc.add_ControlServicer_to_server(ControlServicer(service, authenticate), server)
     host = args.control_ip or args.listener_ip
     address = "[%s]:%d" % (host, args.port) if ":" in host else "%s:%d" % (host, args.port)
     if args.insecure:
-        LOG.warning("control channel is NOT encrypted (--insecure): for tests only")
+        LOG.warning("control channel is NOT encrypted (--ssl=False / --insecure): for tests only")
         bound = server.add_insecure_port(address)
     else:
         credentials = grpc.ssl_server_credentials([(read_secret(args.server_key).encode() + b"\n",
@@ -217,24 +621,30 @@ def serve(args, ready=None):
         bound = server.add_secure_port(address, credentials)
     if not bound:
         raise SystemExit("cannot listen on %s" % address)
-    if checker.enabled:
-        LOG.info("authentication on: %d token(s)%s", len(tokens), " and hook %s" % args.auth_hook if args.auth_hook else "")
-    else:
-        LOG.warning("authentication is OFF: every client is accepted and the authorization metadata is ignored "
-                    "(clients may show INVALID_TOKEN: that is their placeholder, not an error)")
-    server.start()
-    LOG.info("S2CS listening on %s: backend %s, runtime %s, listeners %s ports %s, state %s", address, args.backend,
-             args.runtime, args.listener_ip, args.port_range, args.state_dir)
-    stop = threading.Event()
+    describe_auth(args, checker, counts)
+    await server.start()
+    LOG.info("S2CS listening on %s: backend %s, runtime %s, listeners %s ports %s, state %s, hello timeout %gs",
+             address, args.backend, args.runtime, args.listener_ip, args.port_range, args.state_dir,
+             args.hello_timeout)
+    stop = asyncio.Event()
     if threading.current_thread() is threading.main_thread():
         for sig in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(sig, lambda *a: stop.set())
+            asyncio.get_running_loop().add_signal_handler(sig, stop.set)
     if ready is not None:
         ready.set()
-    stop.wait()
-    LOG.info("stopping (sessions stay; a restarted server takes them over)")
-    service.shutdown()
-    server.stop(grace=2).wait()
+    try:
+        await stop.wait()
+    finally:
+        LOG.info("stopping (sessions stay; a restarted server takes them over)")
+        service.shutdown()
+        await server.stop(grace=2)
+        service.close()
+        auth_pool.shutdown(wait=False)
+        lock.release()
+
+
+def serve(args, ready=None, interceptors=()):
+    asyncio.run(serve_async(args, ready, interceptors))
 
 
 def daemonize(log_file):
@@ -287,7 +697,7 @@ class _Started:
 
 
 def main(argv=None):
-    args = parser().parse_args(argv)
+    args = parse_args(argv)
     report = daemonize(args.log_file) if args.daemon else None
     # A daemon's stderr already goes to --log_file.
     where = {"filename": args.log_file} if args.log_file and not args.daemon else {"stream": sys.stderr}

@@ -90,11 +90,12 @@ class Gateway:
         return outcomes
 
     # -- present -------------------------------------------------------------
-    def present(self, spec, check_mode=False):
+    def present(self, spec, check_mode=False, owner=None):
+        """Make ``spec`` so. ``owner`` is recorded for a new session (an existing one keeps its own)."""
         with self.store.locked(create=not check_mode):
-            return self._present(spec, check_mode)
+            return self._present(spec, check_mode, owner)
 
-    def _present(self, spec, check_mode):
+    def _present(self, spec, check_mode, owner=None):
         backend = get_backend(spec.backend)
         existing = self.store.load(spec.uid)
         if existing is not None:
@@ -112,7 +113,7 @@ class Gateway:
         wanted = SessionRecord(uid=spec.uid, role=spec.role, backend=spec.backend, runtime=spec.runtime,
                                listener_ip=spec.listener_ip, ports=ports, targets=[str(t) for t in spec.targets],
                                runtime_state=dict(existing.runtime_state) if existing else {},
-                               encryption=spec.encryption)
+                               encryption=spec.encryption, owner=existing.owner if existing else owner)
         wanted.runtime_state.update(runtime.remembered(wanted))
         files = {}
         if spec.targets:

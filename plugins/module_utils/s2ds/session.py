@@ -371,6 +371,8 @@ class SessionRecord:
     config_sha256: str = None
     runtime_state: dict = dataclasses.field(default_factory=dict)
     encryption: str = "none"
+    #: Who made the session (a control server's caller: a token's hash, a Globus identity), or None.
+    owner: str = None
 
     @property
     def listeners(self):
@@ -395,6 +397,7 @@ class SessionRecord:
             "ports": list(self.ports),
             "targets": list(self.targets),
             "encryption": self.encryption,
+            "owner": self.owner,
         }
 
 
