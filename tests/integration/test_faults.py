@@ -25,6 +25,7 @@ from conftest import ROOT, Sink, run_playbook, streamcheck
 from ansible_collections.scistream.gateway.plugins.module_utils.s2ds.backends import get_backend
 from ansible_collections.scistream.gateway.plugins.module_utils.s2ds.gateway import Gateway
 from ansible_collections.scistream.gateway.plugins.module_utils.s2ds.runtimes.base import (listening_ports,
+                                                                                          parent_pid,
                                                                                           process_alive,
                                                                                           process_cmdline,
                                                                                           wait_until)
@@ -49,12 +50,12 @@ def masters_of(config_path):
     for name in os.listdir("/proc"):
         if name.isdigit() and process_alive(int(name)) and config_path in process_cmdline(int(name)).split():
             named.add(int(name))
-    return sorted(pid for pid in named if _ppid(pid) not in named)
+    return sorted(pid for pid in named if parent_pid(pid) not in named)
 
 
-def _ppid(pid):
-    with open("/proc/%d/stat" % pid, encoding="ascii") as handle:
-        return int(handle.read().rsplit(")", 1)[1].split()[1])
+def children_of(pid):
+    return [int(name) for name in os.listdir("/proc") if name.isdigit() and process_alive(int(name))
+            and parent_pid(int(name)) == pid]
 
 
 def read_pid(gateway, uid):
@@ -122,6 +123,7 @@ def test_a_running_proxy_is_adopted_not_started_twice(tmp_path, backend):
     first = masters_of(config)
     assert len(first) == 1
 
+    old_workers = children_of(first[0])
     # The run dir vanishes under the running session (pid file, config, log: all gone).
     shutil.rmtree(gateway.store.run_dir(uid))
     outcome = gateway.present(spec(SINK_PORT))
@@ -130,6 +132,8 @@ def test_a_running_proxy_is_adopted_not_started_twice(tmp_path, backend):
     assert len(masters) == 1, "started twice: %s" % masters
     if backend == "haproxy":
         assert masters == first  # adopted and reloaded, not replaced
+        # A reload hands the listeners to a new worker in the background.
+        assert wait_until(lambda: not any(process_alive(pid) for pid in old_workers), 10)
         assert carries(port)
     assert gateway.present(spec(SINK_PORT)).changed is False
 
@@ -145,7 +149,7 @@ BAD_RECORDS = {
     "unknown-runtime": {"runtime": "bogus"},
     "wrong-uid": {"uid": "00000000-0000-4000-8000-000000000000"},
     "injected-target": {"targets": ["127.0.0.1:42190\n    program evil"]},
-    "bad-listener": {"listener_ip": "fe80::1%lo\nx"},
+    "bad-listener": {"listener_ip": "127.0.0.1\nlisten 0.0.0.0:1"},
     "bad-role": {"role": "ROOT"},
     "runtime-state-not-dict": {"runtime_state": ["x"]},
 }
@@ -162,8 +166,10 @@ def test_records_failing_the_schema_are_broken_records(tmp_path):
     for reason, change in BAD_RECORDS.items():
         uid = str(uuid.uuid4())
         bad[uid] = reason
+        record = dict(template, uid=uid, ports=[42050])
+        record.update(change)
         with open(gateway.store.record_path(uid), "w", encoding="utf-8") as handle:
-            json.dump(dict(template, uid=uid, ports=[42050], **change), handle)
+            json.dump(record, handle)
 
     # s2ds_info lists every broken record, the good session healthy beside them.
     rc, info = run_playbook(os.path.join(ROOT, "tests", "integration", "playbooks", "sessions.yml"),

@@ -155,6 +155,34 @@ def process_cmdline(pid):
         return ""
 
 
+def process_words(pid):
+    """The words of a process's command line (split at NULs and spaces: NGINX rewrites its own into one string)."""
+    return process_cmdline(pid).split()
+
+
+def process_start_time(pid):
+    """When the process started, in clock ticks since boot (/proc/PID/stat field 22), or None.
+
+    A pid is reused once its process is gone; (pid, start time) is not, so it
+    names one process for the life of the host.
+    """
+    fields = _stat_fields(pid)
+    try:
+        return int(fields[19])  # fields start at field 3 (state)
+    except (IndexError, ValueError):
+        return None
+
+
+def parent_pid(pid):
+    fields = _stat_fields(pid)
+    return int(fields[1]) if len(fields) > 1 else None
+
+
+def live_processes():
+    """Pids of every live process in this pid namespace."""
+    return [int(name) for name in os.listdir("/proc") if name.isdigit() and process_alive(int(name))]
+
+
 def wait_for_listeners(runtime, backend, store, record, timeout=10.0):
     """Block until every TCP listener of ``record`` listens, or fail with the proxy's log."""
     wanted = set(record.ports)

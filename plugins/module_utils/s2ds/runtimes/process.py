@@ -27,8 +27,8 @@ import subprocess
 
 from ..errors import S2DSError
 from ..store import read_text, write_file_atomic
-from .base import (Runtime, listening_ports, process_alive, process_cmdline, process_name, processes_in_group,
-                   read_log_tail, wait_until)
+from .base import (Runtime, listening_ports, live_processes, parent_pid, process_alive, process_name,
+                   process_start_time, process_words, processes_in_group, read_log_tail, wait_until)
 
 SYSTEMD_UNIT_DIR = "/etc/systemd/system"
 SYSTEMD_WANTS_DIR = os.path.join(SYSTEMD_UNIT_DIR, "multi-user.target.wants")
@@ -56,6 +56,28 @@ def _read_pid(path):
         return int(text.split()[0]) if text else None
     except ValueError:
         return None
+
+
+#: The programs the process runtime runs (their process names contain these).
+_PROGRAMS = ("haproxy", "nginx", "stunnel")
+
+
+def _is_pid(value):
+    return isinstance(value, int) and not isinstance(value, bool) and value > 0
+
+
+def _names_config(pid, program, config):
+    """True when ``pid`` is a live ``program`` process whose command line names ``config``."""
+    return bool(pid) and process_alive(pid) and program in process_name(pid) and config in process_words(pid)
+
+
+def _masters(program, names_it):
+    """Live ``program`` processes whose command-line words satisfy ``names_it``, less those whose parent does too.
+
+    HAProxy's workers carry their master's command line; only the master is returned.
+    """
+    named = {pid for pid in live_processes() if program in process_name(pid) and names_it(process_words(pid))}
+    return sorted(pid for pid in named if parent_pid(pid) not in named)
 
 
 class ProcessRuntime(Runtime):
@@ -99,37 +121,83 @@ class ProcessRuntime(Runtime):
         return read_log_tail(self.paths(store, record)["log_file"])
 
     # -- daemon supervisor -------------------------------------------------
+    # A pid file is written by the proxy (a process that may be compromised) and
+    # outlives it; it is a hint, never proof. A pid is this session's proxy only
+    # when the process's command line names this session's config and, where
+    # one was recorded at start, its start time is the recorded one.
     def _pid(self, store, record):
         return _read_pid(self.paths(store, record)["pid_file"])
 
-    def _daemon_pid_alive(self, backend, store, record):
-        pid = self._pid(store, record)
-        config = os.path.join(store.run_dir(record.uid), backend.config_name)
-        if pid and process_alive(pid) and config in process_cmdline(pid):
-            return pid
-        return None
+    @staticmethod
+    def _config_path(backend, store, record):
+        return os.path.join(store.run_dir(record.uid), backend.config_name)
+
+    def proxy_pid(self, backend, store, record, scan=True):
+        """The pid of this session's running proxy (its master process), or None.
+
+        First the pid recorded at start, if its start time and command line
+        still match; then (``scan``) the pid file, checked the same way, and
+        last every process on the host whose command line names the config:
+        a proxy whose run dir was removed under it is still found, and adopted.
+        """
+        config = self._config_path(backend, store, record)
+        recorded, started = record.runtime_state.get("pid"), record.runtime_state.get("pid_start")
+        if _is_pid(recorded) and _is_pid(started) and process_start_time(recorded) == started \
+                and _names_config(recorded, backend.name, config):
+            return recorded
+        if not scan:
+            return None
+        hint = self._pid(store, record)
+        if hint and _names_config(hint, backend.name, config) and not _names_config(parent_pid(hint), backend.name, config):
+            return hint
+        masters = _masters(backend.name, lambda words: config in words)
+        return masters[0] if masters else None
+
+    @staticmethod
+    def _remember(record, pid):
+        """Keep (pid, start time) in the record: together they name one process for the life of the host."""
+        record.runtime_state.update(pid=pid, pid_start=process_start_time(pid))
 
     @staticmethod
     def _terminate(pid, stop_signal):
         """Send ``stop_signal``, and SIGKILL when the process is still there after 10 s."""
-        os.kill(pid, stop_signal)
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, stop_signal)
         if not wait_until(lambda: not process_alive(pid), 10):
-            os.kill(pid, signal.SIGKILL)
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
             wait_until(lambda: not process_alive(pid), 5)
 
     @staticmethod
-    def _kill_leftovers(program, group):
+    def _kill_leftovers(program, group, since):
         """Kill the proxy's processes left in the process group its master led.
 
         The daemons call setsid(), so their workers share the master's pid as
         process group; a worker orphaned by a killed master keeps the ports.
-        Only processes of ``program`` (the backend's) are touched.
+        ``group`` is always a master verified as this session's (by command
+        line and start time), never a number read from a pid file: Linux does
+        not reuse a pid while a process group of that id lives, so the group's
+        members are that master's. Only processes of ``program`` started no
+        earlier than the master (``since``) are touched.
         """
-        leftovers = [pid for pid in processes_in_group(group) if program in process_name(pid)]
+        leftovers = [pid for pid in processes_in_group(group)
+                     if program in process_name(pid) and (process_start_time(pid) or 0) >= since]
         for pid in leftovers:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
         wait_until(lambda: not any(process_alive(pid) for pid in leftovers), 5)
+
+    def _stop_daemon(self, program, pid, stop_signal):
+        """Stop the verified master ``pid`` and whatever its group leaves behind."""
+        since = process_start_time(pid) or 0
+        self._terminate(pid, stop_signal)
+        self._kill_leftovers(program, pid, since)
+
+    def _stop_recorded_orphans(self, backend, record):
+        """Workers of the recorded master, when that master died (killed, crashed) and left them holding ports."""
+        recorded, started = record.runtime_state.get("pid"), record.runtime_state.get("pid_start")
+        if _is_pid(recorded) and _is_pid(started) and process_start_time(recorded) in (None, started):
+            self._kill_leftovers(backend.name, recorded, started)
 
     # -- systemd supervisor ------------------------------------------------
     @staticmethod
@@ -171,14 +239,14 @@ class ProcessRuntime(Runtime):
                 self._remove_unit(os.path.basename(unit))
                 stopped.append("unit " + os.path.basename(unit))
             return stopped
-        run_dir = store.run_dir(uid)
-        pid = _read_pid(os.path.join(run_dir, "proxy.pid"))
-        # Only a process started with a config from this session's run dir.
-        if pid and process_alive(pid) and (run_dir + "/") in process_cmdline(pid):
-            name = process_name(pid)
-            self._terminate(pid, signal.SIGTERM)
-            self._kill_leftovers(name, pid)
-            stopped.append("%s (pid %d)" % (name, pid))
+        # Only processes started with a config from this session's run dir; the pid
+        # file is not trusted (it may name any process).
+        run_dir = store.run_dir(uid) + "/"
+        for program in _PROGRAMS:
+            for pid in _masters(program, lambda words: any(word.startswith(run_dir) for word in words)):
+                name = process_name(pid)
+                self._stop_daemon(program, pid, signal.SIGTERM)
+                stopped.append("%s (pid %d)" % (name, pid))
         return stopped
 
     # -- lifecycle ---------------------------------------------------------
@@ -189,7 +257,7 @@ class ProcessRuntime(Runtime):
             name = self.unit_name(backend, record)
             return (os.path.lexists(os.path.join(SYSTEMD_WANTS_DIR, name))
                     and self._systemctl("is-active", "--quiet", name).returncode == 0)
-        return self._daemon_pid_alive(backend, store, record) is not None
+        return self.proxy_pid(backend, store, record) is not None
 
     def start(self, backend, store, record):
         paths = self.paths(store, record)
@@ -201,17 +269,22 @@ class ProcessRuntime(Runtime):
             self._systemctl("enable", self.unit_name(backend, record))
             self._systemctl("restart", self.unit_name(backend, record))
             return
-        # Workers of a master that died may still hold the ports; a stale
-        # pid file would make a daemon refuse to start.
-        stale = self._pid(store, record)
-        if stale:
-            self._kill_leftovers(backend.name, stale)
+        # Never two proxies for one session: one still running (found by its
+        # command line) is stopped first, and so are workers of a master that
+        # died, which still hold the ports. A stale pid file would make a daemon refuse to start.
+        running = self.proxy_pid(backend, store, record)
+        if running is not None:
+            self._stop_daemon(backend.name, running, backend.stop_signal)
+        self._stop_recorded_orphans(backend, record)
         store.remove_run_file(record.uid, "proxy.pid")
         result = _run(backend.daemon_argv(config, paths["pid_file"], paths["log_file"]))
-        if result.returncode != 0 or not wait_until(lambda: self._daemon_pid_alive(backend, store, record), 10):
+        started = result.returncode == 0 and wait_until(
+            lambda: self._pid(store, record) and _names_config(self._pid(store, record), backend.name, config), 10)
+        if not started:
             output = result.stdout.decode("utf-8", "replace").strip() or self.log_tail(store, record).strip()
             raise S2DSError("%s for session %s did not start: %s" % (backend.name, record.uid, output[-2000:]),
                             field="uid", value=record.uid)
+        self._remember(record, self._pid(store, record))
 
     def reload(self, backend, store, record):
         if backend.reload_signal is None:
@@ -219,10 +292,11 @@ class ProcessRuntime(Runtime):
         elif self.supervisor == "systemd":
             self._systemctl("reload", self.unit_name(backend, record))
         else:
-            pid = self._daemon_pid_alive(backend, store, record)
+            pid = self.proxy_pid(backend, store, record)
             if pid is None:
                 self.start(backend, store, record)
             else:
+                self._remember(record, pid)  # adopted, when it was found by its command line
                 os.kill(pid, backend.reload_signal)
 
     def stop(self, backend, store, record):
@@ -232,11 +306,9 @@ class ProcessRuntime(Runtime):
             if os.path.exists(unit):
                 self._remove_unit(name)
             return
-        pid = self._daemon_pid_alive(backend, store, record)
+        pid = self.proxy_pid(backend, store, record)
         if pid is not None:
-            self._terminate(pid, backend.stop_signal)
-        stale = pid or self._pid(store, record)
-        if stale:
-            self._kill_leftovers(backend.name, stale)
+            self._stop_daemon(backend.name, pid, backend.stop_signal)
+        self._stop_recorded_orphans(backend, record)
         # Workers close their sockets a moment after the master exits.
         wait_until(lambda: not set(record.ports) & listening_ports("tcp"), 5)
