@@ -64,6 +64,7 @@ SESSION_REQUIRED_IF = [("state", "present", ("role",))]
 GATEWAY_OPTIONS = dict(
     state_dir=dict(type="path", default=DEFAULT_STATE_DIR),
     process_supervisor=dict(type="str", default="auto", choices=["auto", "systemd", "daemon"]),
+    proxy_user=dict(type="str", default="auto"),
 )
 
 # How to reach a Docker Engine (names as in community.docker).
@@ -139,7 +140,8 @@ def build_gateway(module, images=None):
         from ansible_collections.scistream.gateway.plugins.module_utils.s2ds.runtimes.docker import DockerRuntime
         image = image_of(session)
         if image not in docker_runtimes:  # one Engine connection per image, not per session
-            docker_runtimes[image] = DockerRuntime(image=image, **docker_engine_options(params))
+            docker_runtimes[image] = DockerRuntime(image=image, proxy_user=params["proxy_user"],
+                                                   **docker_engine_options(params))
         return docker_runtimes[image]
 
     def janus_runtime(session):
@@ -159,7 +161,7 @@ def build_gateway(module, images=None):
         return KernelRuntime()
 
     runtimes = {
-        "process": lambda session: ProcessRuntime(params["process_supervisor"]),
+        "process": lambda session: ProcessRuntime(params["process_supervisor"], params["proxy_user"]),
         "docker": docker_runtime,
         "janus": janus_runtime,
         "kernel": kernel_runtime,

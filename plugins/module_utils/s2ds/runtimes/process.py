@@ -27,11 +27,61 @@ import subprocess
 
 from ..errors import S2DSError
 from ..store import read_text, write_file_atomic
-from .base import (Runtime, listening_ports, live_processes, parent_pid, process_alive, process_name,
-                   process_start_time, process_words, processes_in_group, read_log_tail, wait_until)
+from .base import (PROXY_OWN_DIR, Runtime, drop_privileges_argv, listening_ports, live_processes, needs_low_port,
+                   parent_pid, process_alive, process_name, process_start_time, process_words, processes_in_group,
+                   read_log_tail, resolve_proxy_account, share_run_dir, wait_until)
 
 SYSTEMD_UNIT_DIR = "/etc/systemd/system"
 SYSTEMD_WANTS_DIR = os.path.join(SYSTEMD_UNIT_DIR, "multi-user.target.wants")
+
+
+def hardening_lines(run_dir, own_dir, low_port, as_root=False):
+    """The [Service] lines that confine a session's proxy (``systemd-analyze security`` scores them).
+
+    The proxy reads its run dir and writes only its own subdirectory; the rest
+    of the file system is read-only (ProtectSystem=strict), /home and /tmp are
+    hidden unless the state dir lives there. It keeps no capability but
+    CAP_NET_BIND_SERVICE, and that one only for a listener below port 1024.
+    A proxy left root (``proxy_user: root``) keeps CAP_SETUID and CAP_SETGID
+    as well: NGINX's master then switches its workers to ``nobody``.
+    """
+    caps = "CAP_NET_BIND_SERVICE" if low_port else ""
+    bounding = " ".join(filter(None, ["CAP_SETUID CAP_SETGID" if as_root else "", caps]))
+    under = lambda *tops: any((run_dir + "/").startswith(top + "/") for top in tops)  # noqa: E731
+    lines = [
+        "NoNewPrivileges=yes",
+        "CapabilityBoundingSet=" + bounding,
+        "AmbientCapabilities=" + caps,
+        "ProtectSystem=strict",
+        "ReadWritePaths=" + own_dir,
+        "ProtectHome=" + ("read-only" if under("/home", "/root", "/run/user") else "yes"),
+        "PrivateTmp=" + ("no" if under("/tmp", "/var/tmp") else "yes"),
+        "PrivateDevices=yes",
+        "ProtectKernelTunables=yes",
+        "ProtectKernelModules=yes",
+        "ProtectKernelLogs=yes",
+        "ProtectControlGroups=yes",
+        "ProtectClock=yes",
+        "ProtectHostname=yes",
+        "ProtectProc=invisible",
+        "ProcSubset=pid",
+        "RestrictAddressFamilies=AF_INET AF_INET6 AF_UNIX",
+        "RestrictNamespaces=yes",
+        "RestrictRealtime=yes",
+        "RestrictSUIDSGID=yes",
+        "LockPersonality=yes",
+        "MemoryDenyWriteExecute=yes",
+        "RemoveIPC=yes",
+        "SystemCallArchitectures=native",
+        "SystemCallFilter=@system-service",
+    ] + ([] if as_root else ["SystemCallFilter=~@privileged"]) + [
+        "SystemCallErrorNumber=EPERM",
+        "UMask=0077",
+        "DevicePolicy=closed",
+        "KeyringMode=private",
+        "PrivateIPC=yes",
+    ]
+    return "".join(line + "\n" for line in lines)
 
 
 def systemd_is_pid1():
@@ -83,13 +133,15 @@ def _masters(program, names_it):
 class ProcessRuntime(Runtime):
     name = "process"
 
-    def __init__(self, supervisor="auto"):
+    def __init__(self, supervisor="auto", proxy_user="auto"):
         if supervisor == "auto":
             supervisor = "systemd" if systemd_is_pid1() else "daemon"
         if supervisor not in ("systemd", "daemon"):
             raise S2DSError("process_supervisor %r: must be auto, systemd or daemon" % supervisor,
                             field="process_supervisor", value=supervisor)
         self.supervisor = supervisor
+        #: Who the proxies run as (None: root); see base.resolve_proxy_account.
+        self.account = resolve_proxy_account(proxy_user)
         # A daemon parses its config before it forks and exits non-zero on an error;
         # a systemd unit would only fail later, in the background.
         self.start_checks_config = supervisor == "daemon"
@@ -98,10 +150,12 @@ class ProcessRuntime(Runtime):
     def paths(self, store, record):
         run_dir = store.run_dir(record.uid)
         foreground = self.supervisor == "systemd"
+        # The proxy writes only in its own subdirectory; the config and keys beside it are root's.
+        own_dir = os.path.join(run_dir, PROXY_OWN_DIR)
         return {
             "run_dir": run_dir,
-            "pid_file": os.path.join(run_dir, "proxy.pid"),
-            "log_file": os.path.join(run_dir, "proxy.log"),
+            "pid_file": os.path.join(own_dir, "proxy.pid"),
+            "log_file": os.path.join(own_dir, "proxy.log"),
             "psk_file": os.path.join(run_dir, "psk.txt"),
             "foreground": foreground,
         }
@@ -214,10 +268,17 @@ class ProcessRuntime(Runtime):
         return (
             "# SciStream S2DS session %s (%s), written by scistream.gateway: do not edit.\n"
             "[Unit]\nDescription=SciStream %s %s session %s\nAfter=network-online.target\n\n"
-            "[Service]\nType=simple\nExecStart=%s\n%sRestart=on-failure\nRestartSec=1\n"
-            "KillSignal=SIGTERM\nTimeoutStopSec=10\n\n[Install]\nWantedBy=multi-user.target\n"
-        ) % (record.uid, record.role, backend.name, record.role, record.uid,
-             shlex.join(backend.foreground_argv(config, paths["log_file"])), reload_line)
+            "[Service]\nType=simple\n%sExecStart=%s\n%sRestart=on-failure\nRestartSec=1\n"
+            "KillSignal=SIGTERM\nTimeoutStopSec=10\n%s\n[Install]\nWantedBy=multi-user.target\n"
+        ) % (record.uid, record.role, backend.name, record.role, record.uid, self._unit_identity(),
+             shlex.join(backend.foreground_argv(config, paths["log_file"])), reload_line,
+             hardening_lines(paths["run_dir"], os.path.dirname(paths["pid_file"]), needs_low_port(record),
+                             as_root=self.account is None))
+
+    def _unit_identity(self):
+        if self.account is None:
+            return ""
+        return "User=%s\nGroup=%d\n" % (self.account.name, self.account.gid)
 
     def _systemctl(self, *args):
         result = _run(["systemctl"] + list(args))
@@ -262,6 +323,7 @@ class ProcessRuntime(Runtime):
     def start(self, backend, store, record):
         paths = self.paths(store, record)
         config = os.path.join(paths["run_dir"], backend.config_name)
+        share_run_dir(store, record.uid, self.account)
         if self.supervisor == "systemd":
             unit = os.path.join(SYSTEMD_UNIT_DIR, self.unit_name(backend, record))
             write_file_atomic(unit, self.unit_text(backend, store, record), mode=0o644)
@@ -276,8 +338,10 @@ class ProcessRuntime(Runtime):
         if running is not None:
             self._stop_daemon(backend.name, running, backend.stop_signal)
         self._stop_recorded_orphans(backend, record)
-        store.remove_run_file(record.uid, "proxy.pid")
-        result = _run(backend.daemon_argv(config, paths["pid_file"], paths["log_file"]))
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(paths["pid_file"])
+        result = _run(drop_privileges_argv(self.account, needs_low_port(record))
+                      + backend.daemon_argv(config, paths["pid_file"], paths["log_file"]))
         started = result.returncode == 0 and wait_until(
             lambda: self._pid(store, record) and _names_config(self._pid(store, record), backend.name, config), 10)
         if not started:
@@ -287,10 +351,15 @@ class ProcessRuntime(Runtime):
         self._remember(record, self._pid(store, record))
 
     def reload(self, backend, store, record):
+        share_run_dir(store, record.uid, self.account)  # the rewritten files are root's 0600 until shared
         if backend.reload_signal is None:
             self.restart(backend, store, record)
         elif self.supervisor == "systemd":
-            self._systemctl("reload", self.unit_name(backend, record))
+            unit = os.path.join(SYSTEMD_UNIT_DIR, self.unit_name(backend, record))
+            if read_text(unit) != self.unit_text(backend, store, record):
+                self.start(backend, store, record)  # its user, capabilities or paths changed: a new unit
+            else:
+                self._systemctl("reload", self.unit_name(backend, record))
         else:
             pid = self.proxy_pid(backend, store, record)
             if pid is None:
