@@ -140,7 +140,7 @@ def build_gateway(module, images=None):
         from ansible_collections.scistream.gateway.plugins.module_utils.s2ds.runtimes.docker import DockerRuntime
         image = image_of(session)
         if image not in docker_runtimes:  # one Engine connection per image, not per session
-            docker_runtimes[image] = DockerRuntime(image=image, proxy_user=params["proxy_user"],
+            docker_runtimes[image] = DockerRuntime(image=image, proxy_user=params.get("proxy_user"),
                                                    **docker_engine_options(params))
         return docker_runtimes[image]
 
@@ -161,7 +161,7 @@ def build_gateway(module, images=None):
         return KernelRuntime()
 
     runtimes = {
-        "process": lambda session: ProcessRuntime(params["process_supervisor"], params["proxy_user"]),
+        "process": lambda session: ProcessRuntime(params["process_supervisor"], params.get("proxy_user")),
         "docker": docker_runtime,
         "janus": janus_runtime,
         "kernel": kernel_runtime,
