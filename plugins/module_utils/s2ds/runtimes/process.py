@@ -165,7 +165,10 @@ class ProcessRuntime(Runtime):
         argv = backend.check_argv(os.path.join(paths["run_dir"], config_name), "/dev/null")
         if argv is None:
             return
-        result = _run(argv)
+        # As the proxy user: the check then also proves the proxy can read its files, and
+        # whatever the checker creates (NGINX opens its error log) belongs to that user.
+        share_run_dir(store, record.uid, self.account)
+        result = _run(drop_privileges_argv(self.account, needs_low_port(record)) + argv)
         if result.returncode != 0:
             raise S2DSError("%s rejected the rendered config: %s" % (
                 backend.name, result.stdout.decode("utf-8", "replace").strip()[-2000:]),
