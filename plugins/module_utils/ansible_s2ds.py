@@ -54,6 +54,7 @@ SESSION_OPTIONS = dict(
     image=dict(type="str"),
     psk=dict(type="str", no_log=True),
     psk_cipher=dict(type="str", default="PSK-AES128-GCM-SHA256"),
+    psk_compat=dict(type="str", choices=["scistream-1.2"]),
     template=dict(type="path"),
     **TLS_OPTIONS
 )
