@@ -25,12 +25,8 @@ from conftest import ROOT, Sink, run_playbook, streamcheck
 from ansible_collections.scistream.gateway.plugins.module_utils.s2ds.backends import get_backend
 from ansible_collections.scistream.gateway.plugins.module_utils.s2ds.errors import S2DSError
 from ansible_collections.scistream.gateway.plugins.module_utils.s2ds.gateway import Gateway
-from ansible_collections.scistream.gateway.plugins.module_utils.s2ds.runtimes.base import (listening_ports,
-                                                                                          parent_pid,
-                                                                                          process_alive,
-                                                                                          process_cmdline,
-                                                                                          resolve_proxy_account,
-                                                                                          wait_until)
+from ansible_collections.scistream.gateway.plugins.module_utils.s2ds.runtimes.base import (
+    listening_ports, parent_pid, process_alive, process_cmdline, resolve_proxy_account, wait_until)
 from ansible_collections.scistream.gateway.plugins.module_utils.s2ds.runtimes.docker import DockerRuntime
 from ansible_collections.scistream.gateway.plugins.module_utils.s2ds.runtimes.process import ProcessRuntime
 from ansible_collections.scistream.gateway.plugins.module_utils.s2ds.session import SessionSpec

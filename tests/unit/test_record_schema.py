@@ -66,5 +66,5 @@ def test_any_field_value_loads_only_as_it_was_written_or_is_broken(tmp_path_fact
     entry = store.load_entry(UID)
     if not isinstance(entry, BrokenRecord):
         assert getattr(entry, field) == value
-        assert isinstance(entry.ports, list) and all(type(p) is int for p in entry.ports)
+        assert isinstance(entry.ports, list) and all(isinstance(p, int) and not isinstance(p, bool) for p in entry.ports)
         assert entry.backend in ("haproxy", "nginx", "stunnel", "nftables")

@@ -106,7 +106,7 @@ def check_record(record):
     if parse_ip("listener_ip", record.listener_ip) != record.listener_ip:
         raise ValueError("listener_ip %r is not in its canonical form" % record.listener_ip)
     if not isinstance(record.ports, list) or not all(
-            type(port) is int and 1 <= port <= 65535 for port in record.ports) or len(set(record.ports)) != len(record.ports):
+            _is_port(port) for port in record.ports) or len(set(record.ports)) != len(record.ports):
         raise ValueError("ports %r are not distinct whole numbers between 1 and 65535" % (record.ports,))
     if not isinstance(record.targets, list) or not all(isinstance(target, str) for target in record.targets):
         raise ValueError("targets %r are not a list of host:port texts" % (record.targets,))
@@ -118,6 +118,11 @@ def check_record(record):
         raise ValueError("config_sha256 %r is not a SHA-256 hex digest" % (digest,))
     if not isinstance(record.runtime_state, dict):
         raise ValueError("runtime_state %r is not a mapping" % (record.runtime_state,))
+
+
+def _is_port(value):
+    """A whole number 1-65535 as JSON gives it (``true`` is no port, though Python calls bool an int)."""
+    return isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= 65535
 
 
 class BrokenRecord:

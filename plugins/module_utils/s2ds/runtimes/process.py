@@ -47,7 +47,9 @@ def hardening_lines(run_dir, own_dir, low_port, as_root=False):
     """
     caps = "CAP_NET_BIND_SERVICE" if low_port else ""
     bounding = " ".join(filter(None, ["CAP_SETUID CAP_SETGID" if as_root else "", caps]))
-    under = lambda *tops: any((run_dir + "/").startswith(top + "/") for top in tops)  # noqa: E731
+
+    def under(*tops):
+        return any((run_dir + "/").startswith(top + "/") for top in tops)
     lines = [
         "NoNewPrivileges=yes",
         "CapabilityBoundingSet=" + bounding,
