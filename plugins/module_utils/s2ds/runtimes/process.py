@@ -195,9 +195,10 @@ class ProcessRuntime(Runtime):
         """The pid of this session's running proxy (its master process), or None.
 
         First the pid recorded at start, if its start time and command line
-        still match; then (``scan``) the pid file, checked the same way, and
-        last every process on the host whose command line names the config:
-        a proxy whose run dir was removed under it is still found, and adopted.
+        still match; then (``scan``) the pid file's, if its command line names
+        the config and it is the master (its parent does not), and last every
+        process on the host whose command line names the config: a proxy whose
+        run dir was removed under it is still found, and adopted.
         """
         config = self._config_path(backend, store, record)
         recorded, started = record.runtime_state.get("pid"), record.runtime_state.get("pid_start")
