@@ -197,6 +197,7 @@ def test_s2cs_unit_is_hardened(gateway):
             scistream_s2cs_module="scistream_s2cs", scistream_s2cs_config_dir="/etc/scistream/s2cs/instances",
             scistream_s2cs_log_dir="/var/log/scistream", scistream_s2cs_resolved=[{"name": "main", "state_dir": "/var/lib/scistream"}])
     assert "ReadWritePaths=-/var/lib/scistream -/etc/systemd/system -/var/log/scistream" in text
+    assert "ExecStartPre=+/bin/mkdir -p -m 0700 /var/lib/scistream\n" in text
     put_file(container, "/etc/systemd/system/scistream-s2cs@.service", text.encode())
     assert run(container, "systemctl daemon-reload")[0] == 0
     assert exposure(container, "scistream-s2cs@main.service", "scistream-s2cs@ (control server)") < 7.0
