@@ -234,7 +234,7 @@ def bench_memory(per_kind=5):
                     if runtime_name == "process":
                         # The master names the run dir; its workers share its process group.
                         pids = set(pids_matching(gateway.store.run_dir(spec.uid) + "/"))
-                        with open(os.path.join(gateway.store.run_dir(spec.uid), "proxy.pid"), encoding="ascii") as handle:
+                        with open(os.path.join(gateway.store.run_dir(spec.uid), "proxy", "proxy.pid"), encoding="ascii") as handle:
                             pids |= set(processes_in_group(int(handle.read().split()[0])))
                         pids = sorted(pids)
                         shim = []

@@ -54,6 +54,7 @@ SESSION_OPTIONS = dict(
     image=dict(type="str"),
     psk=dict(type="str", no_log=True),
     psk_cipher=dict(type="str", default="PSK-AES128-GCM-SHA256"),
+    psk_compat=dict(type="str", choices=["scistream-1.2"]),
     template=dict(type="path"),
     **TLS_OPTIONS
 )
@@ -64,6 +65,7 @@ SESSION_REQUIRED_IF = [("state", "present", ("role",))]
 GATEWAY_OPTIONS = dict(
     state_dir=dict(type="path", default=DEFAULT_STATE_DIR),
     process_supervisor=dict(type="str", default="auto", choices=["auto", "systemd", "daemon"]),
+    proxy_user=dict(type="str", default="auto"),
 )
 
 # How to reach a Docker Engine (names as in community.docker).
@@ -139,7 +141,8 @@ def build_gateway(module, images=None):
         from ansible_collections.scistream.gateway.plugins.module_utils.s2ds.runtimes.docker import DockerRuntime
         image = image_of(session)
         if image not in docker_runtimes:  # one Engine connection per image, not per session
-            docker_runtimes[image] = DockerRuntime(image=image, **docker_engine_options(params))
+            docker_runtimes[image] = DockerRuntime(image=image, proxy_user=params.get("proxy_user"),
+                                                   **docker_engine_options(params))
         return docker_runtimes[image]
 
     def janus_runtime(session):
@@ -159,7 +162,7 @@ def build_gateway(module, images=None):
         return KernelRuntime()
 
     runtimes = {
-        "process": lambda session: ProcessRuntime(params["process_supervisor"]),
+        "process": lambda session: ProcessRuntime(params["process_supervisor"], params.get("proxy_user")),
         "docker": docker_runtime,
         "janus": janus_runtime,
         "kernel": kernel_runtime,

@@ -158,6 +158,16 @@ options:
         authenticates the peer but leaves the stream in clear, and is used only when asked for here.
     type: str
     default: PSK-AES128-GCM-SHA256
+  psk_compat:
+    description:
+      - For V(stunnel), speak exactly what another SciStream implementation's stunnel sessions speak, so a stream
+        between this gateway and one running it carries data. V(scistream-1.2) is upstream SciStream 1.2
+        (C(StunnelSubprocess) and the C(Stunnel) container) - PSK identity C(client1), the key the uid without its
+        dashes, TLS 1.2, cipher C(eNULL).
+      - That mode authenticates the partner but does B(not) encrypt the stream, and its key is only as secret as the
+        uid; the module warns so. It takes no O(psk), and replaces O(psk_cipher).
+    type: str
+    choices: [scistream-1.2]
   template:
     description:
       - Path on the managed host of a Jinja2 template that replaces the built-in one for O(backend).

@@ -60,7 +60,7 @@ def kill_prod_proxy(cvars):
         container.kill()
         assert wait_until(lambda: docker_client().containers.get(container.id).status != "running", 10)
         return
-    pidfile = os.path.join(cvars["prod_state_dir"], "run", cvars["uid"], "proxy.pid")
+    pidfile = os.path.join(cvars["prod_state_dir"], "run", cvars["uid"], "proxy", "proxy.pid")
     pid = int(open(pidfile).read().split()[0])
     os.kill(pid, signal.SIGKILL)
     assert wait_until(lambda: not process_alive(pid), 5)

@@ -3,9 +3,9 @@
 """A gateway reboot: sessions under systemd come back by themselves.
 
 The gateway is a container whose PID 1 is systemd (tests/images/systemd-gateway).
-Its sessions' units are enabled; `docker restart` reboots it; with no Ansible
-run in between, bytes go through every session again; release disables and
-removes the units.
+Its sessions' units are enabled and hardened (the proxies run as the scistream
+user); `docker restart` reboots it; with no Ansible run in between, 200 MB go
+through every backend again; release disables and removes the units.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import uuid
 import pytest
 
 from conftest import ROOT, docker_client, run_playbook
-from test_systemd import boot_wait, push_inside, run, systemd_gateway
+from test_systemd import boot_wait, push_inside, run, systemd_gateway, unprivileged
 from ansible_collections.scistream.gateway.plugins.module_utils.s2ds.runtimes.base import listening_ports, wait_until
 
 pytestmark = pytest.mark.docker
@@ -51,8 +51,11 @@ def test_sessions_come_back_after_reboot(gateway):
     for listener, sink_port in zip(listeners, (33700, 33701, 33702)):
         probe = "python3 -c 'import socket; socket.create_connection((\"%s\", %s), 1)'" % tuple(listener.rsplit(":", 1))
         assert wait_until(lambda p=probe: run(container, p)[0] == 0, 15, 0.3)
-        sent, got = push_inside(container, listener, sink_port, "4M")
-        assert sent["sha256"] == got["sha256"] and sent["bytes"] == got["bytes"]
+        # 200 MB through each backend's hardened unit (the proxy as the scistream user).
+        sent, got = push_inside(container, listener, sink_port, "200M")
+        assert sent["sha256"] == got["sha256"] and sent["bytes"] == got["bytes"] == 200 * 1024 * 1024
+    for unit in units:
+        assert unprivileged(container, unit) == 0
 
     # The re-run after the reboot changes nothing; release disables and removes every unit.
     rc, again = run_playbook(PLAYBOOK, variables, inventory=inventory)

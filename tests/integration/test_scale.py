@@ -158,7 +158,7 @@ def test_daemon_sessions_after_a_reboot_are_reported_not_running(tmp_path):
             "port_range": "33970-33979", "targets": ["127.0.0.1:33980"]}
     rc, first = run_playbook(SESSIONS, {"state_dir": state_dir, "sessions": [item]})
     assert rc == 0 and first.result("Info")["sessions"][0]["running"]
-    with open(os.path.join(state_dir, "run", item["uid"], "proxy.pid"), encoding="ascii") as handle:
+    with open(os.path.join(state_dir, "run", item["uid"], "proxy", "proxy.pid"), encoding="ascii") as handle:
         master = int(handle.read().split()[0])
     os.killpg(master, signal.SIGKILL)  # what a reboot does to a daemon and its workers
     assert wait_until(lambda: 33970 not in listening_ports("tcp"), 10)

@@ -47,6 +47,31 @@ TUNING = {
 TLS_PROTOCOL_NAMES = {"1.2": "TLSv1.2", "1.3": "TLSv1.3"}
 
 
+@dataclasses.dataclass(frozen=True)
+class PskCompat:
+    """What another SciStream implementation's stunnel sessions speak, for ``psk_compat``.
+
+    Facts, not code, from upstream's templates: the PSK identity, how the key
+    is derived from the uid, and the cipher (the TLS version is 1.2 in both).
+    """
+
+    identity: str
+    key_from_uid: object
+    cipher: str
+    warning: str
+
+
+#: SciStream 1.2 (scistream-proto: src/s2ds/stunnel.conf.j2, src/s2ds/subproc.py): PSKsecrets line
+#: ``client1:<uid without dashes>``, ``sslVersionMax = TLSv1.2``, ``ciphers = eNULL``, ``securityLevel = 0``.
+PSK_COMPAT = {
+    "scistream-1.2": PskCompat(
+        identity="client1", key_from_uid=lambda uid: uid.replace("-", ""), cipher="eNULL",
+        warning="psk_compat scistream-1.2 for session %s: the stream is authenticated but NOT encrypted (a null "
+                "cipher, as SciStream 1.2 uses), and its key is the uid itself; use it only to reach a gateway "
+                "that runs upstream SciStream, over a network you trust"),
+}
+
+
 def _haproxy_address(host, port):
     # HAProxy reads "ipv6@addr:port" unambiguously; plain "host:port" otherwise.
     return "ipv6@%s:%d" % (host, port) if ":" in host else "%s:%d" % (host, port)
@@ -104,6 +129,8 @@ class Backend:
     #: Characters of the proxy's config syntax that no rendered value may hold (whitespace and
     #: control characters never may): the renderer's backstop, whatever path a value came by.
     unsafe_characters: str = ""
+    #: The ``psk_compat`` modes (keys of PSK_COMPAT) this backend can speak.
+    psk_compat: tuple = ()
 
     def protocols_for(self, encryption):
         """What each listener carries: TLS runs over TCP, so an encrypted session carries no UDP (no DTLS)."""
@@ -117,7 +144,7 @@ class Backend:
         """The files beside the config that hold keys or certificates: ``{name: text}``."""
         files = {}
         if self.uses_psk:
-            files[PSK_FILE] = psk_file_content(spec.uid, spec.effective_psk)
+            files[PSK_FILE] = psk_file_content(spec.uid, spec.effective_psk, spec.psk_identity)
         if spec.tls is not None:
             for part, name in self.tls_files:
                 files[name] = files.get(name, "") + getattr(spec.tls, part)
@@ -170,7 +197,7 @@ BACKENDS = {
                      tls_files=(("cert", "tls.crt"), ("key", "tls.key"), ("ca", "tls-ca.crt"))),
     "stunnel": Backend("stunnel", "stunnel.conf", stunnel.TEMPLATE, ("tcp",), _stunnel_address,
                        "scistream/stunnel:local",
-                       uses_psk=True, unsafe_characters=STUNNEL_UNSAFE,
+                       uses_psk=True, unsafe_characters=STUNNEL_UNSAFE, psk_compat=("scistream-1.2",),
                        encryption_note="stunnel always encrypts between the gateways, with its pre-shared key (psk)"),
     "nftables": Backend("nftables", "nftables.json", None, ("tcp", "udp"), None, None,
                         runtimes=("kernel",), render=lambda record: json.dumps(nftables.ruleset(record), indent=1) + "\n",
@@ -213,7 +240,7 @@ def _environment(backend_name=None, unsafe=""):
                               keep_trailing_newline=True, autoescape=False, finalize=finalize)
 
 
-def render_config(backend, record, paths, psk_cipher, template_text=None, tuning=None, tls=None):
+def render_config(backend, record, paths, psk_cipher, template_text=None, tuning=None, tls=None, psk_identity=None):
     """The proxy config of ``record`` for ``backend``, as text.
 
     ``paths`` says where the proxy sees its files (they differ between a host
@@ -244,7 +271,7 @@ def render_config(backend, record, paths, psk_cipher, template_text=None, tuning
     context.update(tuning or {})
     context.update(paths)
     context.update(uid=record.uid, role=record.role, backend=backend.name, listeners=listeners,
-                   psk_identity="scistream-" + record.uid, psk_cipher=psk_cipher,
+                   psk_identity=psk_identity or "scistream-" + record.uid, psk_cipher=psk_cipher,
                    encryption="tls" if tls is not None else "none",
                    tls_version=TLS_PROTOCOL_NAMES[tls.version] if tls is not None else None,
                    tls_files=backend.tls_paths(paths["run_dir"]) if tls is not None else {})
@@ -286,6 +313,6 @@ def _target_address(backend, target_text):
     return backend.address(host.strip("[]"), int(port))
 
 
-def psk_file_content(uid, psk):
-    """stunnel's PSKsecrets line: ``identity:key``."""
-    return "scistream-%s:%s\n" % (uid, psk)
+def psk_file_content(uid, psk, identity=None):
+    """stunnel's PSKsecrets line: ``identity:key`` (the identity ``scistream-<uid>`` unless given)."""
+    return "%s:%s\n" % (identity or "scistream-" + uid, psk)

@@ -15,7 +15,7 @@ from __future__ import annotations
 import dataclasses
 import os
 
-from .backends import get_backend, render_config
+from .backends import PSK_COMPAT, get_backend, render_config
 from .errors import S2DSError, invalid
 from .ports import reserve_ports
 from .session import SessionRecord, SessionSpec
@@ -118,7 +118,8 @@ class Gateway:
         files = {}
         if spec.targets:
             files[backend.config_name] = render_config(backend, wanted, runtime.paths(self.store, wanted),
-                                                       spec.psk_cipher, spec.template_text, tls=spec.tls)
+                                                       spec.psk_cipher, spec.template_text, tls=spec.tls,
+                                                       psk_identity=spec.psk_identity)
             files.update(backend.key_files(spec))
         wanted.config_sha256 = sha256_text("".join(files[k] for k in sorted(files))) if files else None
 
@@ -150,7 +151,9 @@ class Gateway:
                     "before_header": "%s (%s)" % (backend.config_name, spec.uid),
                     "after_header": "%s (%s)" % (backend.config_name, spec.uid)}
         warnings = []
-        if backend.uses_psk and spec.psk_is_derived and spec.targets:
+        if spec.psk_compat is not None and spec.targets:
+            warnings.append(PSK_COMPAT[spec.psk_compat].warning % spec.uid)
+        elif backend.uses_psk and spec.psk_is_derived and spec.targets:
             warnings.append("psk for session %s is derived from its uid and is only as secret as the uid; "
                             "give both gateways a psk of their own" % spec.uid)
         if not check_mode and actions:

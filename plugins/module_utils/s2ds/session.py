@@ -18,7 +18,7 @@ import hashlib
 import ipaddress
 import re
 
-from .backends import BACKENDS as _BACKEND_TABLE, get_backend
+from .backends import BACKENDS as _BACKEND_TABLE, PSK_COMPAT, get_backend
 from .errors import invalid
 # session_key is re-exported: the core's one uid -> name mapping, beside the grammar that makes uids.
 from .names import is_canonical_uuid, session_key  # pylint: disable=unused-import
@@ -308,12 +308,13 @@ class SessionSpec:
     template_text: str = dataclasses.field(default=None, repr=False, compare=False)
     encryption: str = "none"
     tls: TLSMaterial = dataclasses.field(default=None, repr=False)
+    psk_compat: str = None
 
     @classmethod
     def build(cls, uid, role, num_conn=5, listener_ip="0.0.0.0", port_range=DEFAULT_PORT_RANGE,
               targets=(), backend="haproxy", runtime=None, psk=None,
               psk_cipher=DEFAULT_PSK_CIPHER, template=None, encryption="none", tls_cert=None, tls_key=None,
-              tls_ca=None, tls_version=DEFAULT_TLS_VERSION):
+              tls_ca=None, tls_version=DEFAULT_TLS_VERSION, psk_compat=None):
         """Validate raw inputs (strings, as a user typed them) into a spec."""
         uid = parse_uid(uid)
         role = parse_choice("role", role, ROLES)
@@ -334,6 +335,8 @@ class SessionSpec:
                 raise invalid("psk", "(hidden)", "must be at least 16 characters without ':' or line breaks")
         if not psk_cipher or not _PSK_CIPHER_RE.fullmatch(str(psk_cipher)) or "PSK" not in str(psk_cipher).upper():
             raise invalid("psk_cipher", psk_cipher, "must be an OpenSSL PSK cipher name such as %s" % DEFAULT_PSK_CIPHER)
+        if psk_compat is not None:
+            psk_cipher = _parse_psk_compat(psk_compat, backend, psk)
         tls = read_tls_material(encryption, {"tls_cert": tls_cert, "tls_key": tls_key, "tls_ca": tls_ca},
                                 tls_version, backend)
         template_text = None
@@ -346,7 +349,7 @@ class SessionSpec:
         return cls(uid=uid, role=role, num_conn=num_conn, listener_ip=listener_ip,
                    port_range=parse_port_range(port_range), targets=targets, backend=backend,
                    runtime=runtime, psk=psk, psk_cipher=str(psk_cipher), template=template,
-                   template_text=template_text, encryption="tls" if tls else "none", tls=tls)
+                   template_text=template_text, encryption="tls" if tls else "none", tls=tls, psk_compat=psk_compat)
 
     @property
     def psk_is_derived(self):
@@ -354,7 +357,26 @@ class SessionSpec:
 
     @property
     def effective_psk(self):
+        if self.psk_compat is not None:
+            return PSK_COMPAT[self.psk_compat].key_from_uid(self.uid)
         return self.psk if self.psk is not None else derived_psk(self.uid)
+
+    @property
+    def psk_identity(self):
+        """The PSK identity stunnel sends and looks up: ``scistream-<uid>``, or the compat mode's."""
+        return PSK_COMPAT[self.psk_compat].identity if self.psk_compat is not None else "scistream-" + self.uid
+
+
+def _parse_psk_compat(value, backend, psk):
+    """A ``psk_compat`` mode the backend speaks, with no psk of its own; returns the mode's cipher."""
+    modes = get_backend(backend).psk_compat
+    if not modes:
+        raise invalid("psk_compat", value, "backend %s has no pre-shared key; psk_compat is for backend stunnel" % backend)
+    parse_choice("psk_compat", value, modes)
+    if psk is not None:
+        raise invalid("psk", "(hidden)", "psk_compat %s derives the key from the uid, as upstream does; leave psk "
+                      "unset" % value)
+    return PSK_COMPAT[value].cipher
 
 
 @dataclasses.dataclass

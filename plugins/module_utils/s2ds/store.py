@@ -28,8 +28,10 @@ import os
 import shutil
 import tempfile
 
+from .backends import BACKENDS
 from .errors import S2DSError
-from .session import SessionRecord, session_key
+from .session import (ENCRYPTIONS, ROLES, RUNTIMES, SessionRecord, parse_choice, parse_ip, parse_target, parse_uid,
+                      session_key)
 
 
 def sha256_text(text):
@@ -83,6 +85,47 @@ def read_text(path):
             return handle.read()
     except FileNotFoundError:
         return None
+
+
+_SHA256_HEX = frozenset("0123456789abcdef")
+
+
+def check_record(record):
+    """Raise S2DSError or ValueError unless every field of ``record`` is one a gateway could have written.
+
+    A record is read back from disk, where anything may have been put; each
+    value goes through session.py's own parse functions (the one grammar),
+    and must come out unchanged, before any of it reaches a config, a unit,
+    a command line or a kill. The other sessions are read on regardless.
+    """
+    if parse_uid(record.uid) != record.uid:
+        raise ValueError("uid %r is not in its canonical form" % record.uid)
+    parse_choice("role", record.role, ROLES)
+    parse_choice("backend", record.backend, tuple(BACKENDS))
+    parse_choice("runtime", record.runtime, RUNTIMES)
+    if record.runtime not in BACKENDS[record.backend].runtimes:
+        raise ValueError("runtime %r cannot run backend %r" % (record.runtime, record.backend))
+    parse_choice("encryption", record.encryption, ENCRYPTIONS)
+    if parse_ip("listener_ip", record.listener_ip) != record.listener_ip:
+        raise ValueError("listener_ip %r is not in its canonical form" % record.listener_ip)
+    if not isinstance(record.ports, list) or not all(
+            _is_port(port) for port in record.ports) or len(set(record.ports)) != len(record.ports):
+        raise ValueError("ports %r are not distinct whole numbers between 1 and 65535" % (record.ports,))
+    if not isinstance(record.targets, list) or not all(isinstance(target, str) for target in record.targets):
+        raise ValueError("targets %r are not a list of host:port texts" % (record.targets,))
+    for target in record.targets:
+        if str(parse_target(target)) != target:
+            raise ValueError("target %r is not in its canonical form" % target)
+    digest = record.config_sha256
+    if digest is not None and not (isinstance(digest, str) and len(digest) == 64 and set(digest) <= _SHA256_HEX):
+        raise ValueError("config_sha256 %r is not a SHA-256 hex digest" % (digest,))
+    if not isinstance(record.runtime_state, dict):
+        raise ValueError("runtime_state %r is not a mapping" % (record.runtime_state,))
+
+
+def _is_port(value):
+    """A whole number 1-65535 as JSON gives it (``true`` is no port, though Python calls bool an int)."""
+    return isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= 65535
 
 
 class BrokenRecord:
@@ -160,13 +203,14 @@ class SessionStore:
             return None
         try:
             data = json.loads(text)
+            if not isinstance(data, dict):
+                raise ValueError("not a JSON object")
             record = SessionRecord.from_dict(data)
-            if key and isinstance(record.uid, str) and session_key(record.uid) == key:
-                uid = record.uid
-            if record.uid != uid or not isinstance(record.ports, list):
-                raise ValueError("uid or ports do not match a session record")
+            check_record(record)
+            if self.record_path(record.uid) != path or (not key and record.uid != uid):
+                raise ValueError("uid %r does not match the file name" % record.uid)
             return record
-        except (ValueError, TypeError, AttributeError) as exc:
+        except (ValueError, TypeError, AttributeError, S2DSError) as exc:
             return BrokenRecord(uid, path, str(exc))
 
     def _scan(self):

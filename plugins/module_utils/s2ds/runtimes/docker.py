@@ -27,7 +27,7 @@ import os
 from ..backends import get_backend
 from ..errors import S2DSError
 from ..names import session_key
-from .base import Runtime, wait_until
+from .base import Runtime, needs_low_port, resolve_proxy_account, share_run_dir, wait_until
 
 try:
     import docker
@@ -39,8 +39,9 @@ except ImportError:  # reported by callers through HAS_DOCKER
 CONFIG_MOUNT = "/etc/scistream"
 LABEL_PREFIX = "org.scistream."
 SPEC_LABEL = LABEL_PREFIX + "spec-sha256"
-# Capabilities each proxy needs once Docker's defaults are dropped. NGINX's
-# master switches its workers to an unprivileged user.
+# Capabilities each proxy needs, run as root, once Docker's defaults are dropped.
+# NGINX's master switches its workers to an unprivileged user. Run as the proxy
+# account (the default where it exists) they need none.
 CAPABILITIES = {
     "haproxy": [],
     "nginx": ["SETUID", "SETGID"],
@@ -108,7 +109,7 @@ class ProxyContainer:
     """One proxy container whose config directory is mounted read-only at /etc/scistream."""
 
     def __init__(self, engine, name, backend, image, config_dir, config_name=None, labels=None,
-                 network_mode="host", low_ports=False):
+                 network_mode="host", low_ports=False, account=None):
         self.engine = engine
         self.name = name
         self.backend = backend
@@ -118,6 +119,9 @@ class ProxyContainer:
         self.labels = dict(labels or {})
         self.network_mode = network_mode
         self.low_ports = low_ports
+        #: Run as this ProxyAccount (numeric uid:gid, so any image will do); None or a
+        #: port below 1024 (Docker gives a non-root user no ambient capability) runs root.
+        self.account = account if not low_ports else None
 
     @property
     def config_path(self):
@@ -126,12 +130,16 @@ class ProxyContainer:
     def create_options(self):
         """Everything the container is created with (what the spec label hashes)."""
         argv = self.backend.foreground_argv(self.config_path, "/dev/stderr")
-        caps = list(CAPABILITIES[self.backend.name]) + (["NET_BIND_SERVICE"] if self.low_ports else [])
+        if self.account is not None:
+            user, caps = "%d:%d" % (self.account.uid, self.account.gid), []
+        else:
+            user = "0:0"
+            caps = list(CAPABILITIES[self.backend.name]) + (["NET_BIND_SERVICE"] if self.low_ports else [])
         return {
             "image": self.image,
             "entrypoint": argv[:1],
             "command": argv[1:],
-            "user": "0:0",
+            "user": user,
             "network_mode": self.network_mode,
             "volumes": {self.config_dir: {"bind": CONFIG_MOUNT, "mode": "ro"}},
             "cap_drop": ["ALL"],
@@ -263,8 +271,10 @@ class DockerRuntime(Runtime):
 
     name = "docker"
 
-    def __init__(self, image=None, **engine_options):
+    def __init__(self, image=None, proxy_user="auto", **engine_options):
         self.image = image
+        #: Who the proxies run as in their containers (None: root); see base.resolve_proxy_account.
+        self.account = resolve_proxy_account(proxy_user)
         self.engine_options = engine_options
         self._engine = None
         self.local_network = not (engine_options.get("docker_host") or "unix://").startswith(("tcp://", "ssh://"))
@@ -287,7 +297,7 @@ class DockerRuntime(Runtime):
                   LABEL_PREFIX + "backend": backend.name}
         return ProxyContainer(self.engine, self.container_name(backend, record), backend,
                               self.image_for(record), store.run_dir(record.uid),
-                              labels=labels, low_ports=min(record.ports) < 1024)
+                              labels=labels, low_ports=needs_low_port(record), account=self.account)
 
     def paths(self, store, record):
         return {
@@ -305,9 +315,11 @@ class DockerRuntime(Runtime):
         return self.container(backend, store, record).state() == "running"
 
     def start(self, backend, store, record):
+        share_run_dir(store, record.uid, self.account)
         self.container(backend, store, record).start()
 
     def reload(self, backend, store, record):
+        share_run_dir(store, record.uid, self.account)  # the rewritten files are root's 0600 until shared
         container = self.container(backend, store, record)
         if backend.reload_signal is None:
             container.restart()
@@ -315,6 +327,7 @@ class DockerRuntime(Runtime):
             container.signal(backend.reload_signal)
 
     def restart(self, backend, store, record):
+        share_run_dir(store, record.uid, self.account)
         self.container(backend, store, record).restart()
 
     def stop(self, backend, store, record):
