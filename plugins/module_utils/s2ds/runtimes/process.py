@@ -82,6 +82,7 @@ class ProcessRuntime(Runtime):
             "log_file": os.path.join(run_dir, "proxy.log"),
             "psk_file": os.path.join(run_dir, "psk.txt"),
             "foreground": foreground,
+            "stats_socket": os.path.join(run_dir, "haproxy.sock"),
         }
 
     def check_config(self, backend, store, record, config_name):
