@@ -184,9 +184,11 @@ class Listing:
         }
 
 
-def drop_elements(listing, uid):
+def drop_elements(listing, uid, ports=()):
+    """Delete the session's map elements, and any left on ``ports`` by a session that is gone."""
+    stale = {(direction, port) for (direction, port) in listing.elements if port in ports}
     return [{"delete": {"element": dict(_TABLE_REF, name=port_map(direction), elem=[port])}}
-            for direction, port in listing.owned_elements(uid)]
+            for direction, port in sorted(set(listing.owned_elements(uid)) | stale)]
 
 
 _CACHE = threading.local()
@@ -273,7 +275,7 @@ class SessionCounter:
         self._require(record.uid)
         listing = self.listing()
         commands, dummy = base_commands()
-        commands = commands + _dispatch_rules(listing) + drop_elements(listing, record.uid)
+        commands = commands + _dispatch_rules(listing) + drop_elements(listing, record.uid, record.ports)
         self._run(commands + session_commands(record.uid, record.ports), "counting the listeners", record.uid)
 
     def remove(self, uid):
