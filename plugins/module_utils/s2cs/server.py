@@ -39,6 +39,7 @@ except ImportError:  # reported by main()
 from ..s2ds.errors import S2DSError
 from ..s2ds.gateway import Gateway
 from ..s2ds.runtimes.process import ProcessRuntime
+from . import metrics
 from .control import LOG, ControlService, ControlServicer
 
 # The names the existing SciStream server gives its data server types, for operators used to them.
@@ -181,6 +182,8 @@ def parser():
     p.add_argument("--daemon", action="store_true", help="detach; exit 0 once the server listens (use with --pid_file)")
     p.add_argument("--log_file", help="log here instead of stderr")
     p.add_argument("--verbose", action="store_true", help="log every call")
+    p.add_argument("--metrics_port", type=int, help="serve Prometheus metrics of the calls on this port (off by default)")
+    p.add_argument("--metrics_address", default="127.0.0.1", help="address of --metrics_port (default %(default)s)")
     return p
 
 
@@ -204,6 +207,7 @@ def serve(args, ready=None):
     tokens = read_tokens(args.tokens_file) if args.tokens_file else []
     checker = TokenChecker(tokens, load_hook(args.auth_hook) if args.auth_hook else None)
     interceptors = [auth_interceptor(checker)] if checker.enabled else []
+    interceptors = metrics.install(args, gateway) + interceptors  # first: it sees refused calls too
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=args.max_workers), interceptors=interceptors)
     scistream_pb2_grpc.add_ControlServicer_to_server(ControlServicer(service), server)
     host = args.control_ip or args.listener_ip
