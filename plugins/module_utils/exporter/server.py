@@ -24,6 +24,8 @@ import http.server
 import logging
 import os
 import signal
+import socket
+import ssl
 import sys
 import threading
 
@@ -117,16 +119,30 @@ class ExporterServer(http.server.ThreadingHTTPServer):
     request_queue_size = 16
 
     def __init__(self, address, handler, tls_context=None):
-        import socket  # pylint: disable=import-outside-toplevel
         self.address_family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
+        self.tls_context = tls_context
         super().__init__(address, handler)
-        if tls_context is not None:
-            self.socket = tls_context.wrap_socket(self.socket, server_side=True)
 
     def get_request(self):
+        """Accept; the TLS handshake happens later, in the request's own thread (a client that stalls
+        in it holds that thread for the timeout, never the accept loop)."""
         sock, address = super().get_request()
-        sock.settimeout(10)  # a client that stalls (or a TLS handshake that does) cannot hold a thread forever
+        sock.settimeout(10)
+        if self.tls_context is not None:
+            sock = self.tls_context.wrap_socket(sock, server_side=True, do_handshake_on_connect=False)
         return sock, address
+
+    def finish_request(self, request, client_address):
+        if isinstance(request, ssl.SSLSocket):
+            try:
+                request.do_handshake()
+            except (OSError, ssl.SSLError) as exc:
+                LOG.debug("TLS handshake with %s failed: %s", client_address[0], exc)
+                return
+        super().finish_request(request, client_address)
+
+    def handle_error(self, request, client_address):
+        LOG.debug("request from %s failed", client_address[0], exc_info=True)
 
 
 def parser():
