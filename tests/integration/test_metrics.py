@@ -31,11 +31,13 @@ import datetime
 import hashlib
 import json
 import os
+import shutil
 import signal
 import socket
 import ssl
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import urllib.error
@@ -187,9 +189,10 @@ def bcrypt_hash(password):
 
 
 @pytest.fixture(scope="module")
-def stack(tmp_path_factory):
+def stack():
     """Prometheus, the two gateways' exporters, a TLS + basic auth exporter, and a control server with metrics."""
-    base = str(tmp_path_factory.mktemp("metrics"))
+    # A short base: HAProxy's stats socket path must fit a Unix socket address (proxy_reports.MAX_SOCKET_PATH).
+    base = tempfile.mkdtemp(prefix="metrics-")
     dirs = {name: os.path.join(base, name) for name in ("gateway-a", "gateway-b", "s2cs", "prometheus")}
     for path in dirs.values():
         os.makedirs(path)
@@ -249,6 +252,7 @@ def stack(tmp_path_factory):
     finally:
         for proc in procs.values():
             proc.stop()
+        shutil.rmtree(base, ignore_errors=True)
 
 
 def keep_dashboard_series(prometheus, start, end, path):

@@ -10,12 +10,12 @@ network stack, so one nftables table of the collection's own counts them
 all alike, while a stream runs, without asking the proxy anything::
 
     table inet scistream-count
-      map in-ports   { inet_service : verdict }   port -> jump in-<uid>
-      map out-ports  { inet_service : verdict }   port -> jump out-<uid>
+      map in-ports   { inet_service : verdict }   port -> jump in-<role>-<uid>
+      map out-ports  { inet_service : verdict }   port -> jump out-<role>-<uid>
       chain in   filter hook input  -150:  meta l4proto {tcp, udp} th dport vmap @in-ports
       chain out  filter hook output -150:  meta l4proto {tcp, udp} th sport vmap @out-ports
-      chain in-<uid>:   per port P: bytes (th dport P), syn (connection attempts), rst (resets received)
-      chain out-<uid>:  per port P: bytes (th sport P), synack (connections accepted), rst (resets sent)
+      chain in-<role>-<uid>:   per port P: bytes (th dport P), syn (connection attempts), rst (resets received)
+      chain out-<role>-<uid>:  per port P: bytes (th sport P), synack (connections accepted), rst (resets sent)
 
 A packet to a listener is delivered locally exactly once (the input hook),
 a packet from it leaves exactly once (the output hook), loopback included,
@@ -61,8 +61,18 @@ class CountersUnavailable(S2DSError):
     """The kernel counters cannot be read here (no binding, no permission); per session, not fatal."""
 
 
-def session_chain(direction, uid):
-    return "%s-%s" % (direction, uid)
+ROLES = ("PROD", "CONS")
+
+
+def session_chain(direction, key):
+    """The chain of one session: ``key`` is ``(role, uid)`` (a PROD and a CONS gateway on one host may
+    share a uid)."""
+    role, uid = key
+    return "%s-%s-%s" % (direction, role.lower(), uid)
+
+
+def session_key(record):
+    return (record.role, record.uid)
 
 
 def port_map(direction):
@@ -89,14 +99,14 @@ def base_commands():
     return commands, l4
 
 
-def session_commands(uid, ports):
-    """Commands that (re)build the two chains of session ``uid`` and point its ports at them.
+def session_commands(key, ports):
+    """Commands that (re)build the two chains of session ``key`` (role, uid) and point its ports at them.
 
     The caller deletes the session's old map elements first (:func:`drop_elements`).
     """
     commands = []
     for direction, dummy, field in DIRECTIONS:
-        chain = session_chain(direction, uid)
+        chain = session_chain(direction, key)
         commands.append({"add": {"chain": dict(_TABLE_REF, name=chain)}})
         commands.append({"flush": {"chain": dict(_TABLE_REF, name=chain)}})
         for port in ports:
@@ -148,10 +158,10 @@ class Listing:
                     self.counters.setdefault(rule["chain"], {})[(kind, int(port))] = (
                         counter.get("packets", 0), counter.get("bytes", 0))
 
-    def counts(self, uid, ports):
+    def counts(self, key, ports):
         """True when every port of the session is counted by its chains (what :func:`install` sets up)."""
         for direction, dummy, dummy2 in DIRECTIONS:
-            chain = session_chain(direction, uid)
+            chain = session_chain(direction, key)
             kinds = {"bytes"} | {kind for kind, dummy3, dummy4 in FLAG_COUNTERS[direction]}
             if set(self.counters.get(chain, {})) != {(kind, port) for kind in kinds for port in ports}:
                 return False
@@ -159,19 +169,19 @@ class Listing:
                 return False
         return True
 
-    def owned_elements(self, uid):
-        """The map elements that point at session ``uid``'s chains: [(direction, port)]."""
+    def owned_elements(self, key):
+        """The map elements that point at session ``key``'s chains: [(direction, port)]."""
         return [(direction, port) for (direction, port), target in sorted(self.elements.items())
-                if target == session_chain(direction, uid)]
+                if target == session_chain(direction, key)]
 
-    def chains_of(self, uid):
+    def chains_of(self, key):
         names = {entry["chain"]["name"] for entry in self.entries if "chain" in entry}
-        return [session_chain(d, uid) for d, dummy, dummy2 in DIRECTIONS if session_chain(d, uid) in names]
+        return [session_chain(d, key) for d, dummy, dummy2 in DIRECTIONS if session_chain(d, key) in names]
 
-    def listener_counts(self, uid, port):
+    def listener_counts(self, key, port):
         """``{bytes_in, bytes_out, packets_in, packets_out, connections, resets_in, resets_out}`` of one port."""
-        inbound = self.counters.get(session_chain("in", uid), {})
-        outbound = self.counters.get(session_chain("out", uid), {})
+        inbound = self.counters.get(session_chain("in", key), {})
+        outbound = self.counters.get(session_chain("out", key), {})
         if ("bytes", port) not in inbound or ("bytes", port) not in outbound:
             return None
         return {
@@ -184,11 +194,11 @@ class Listing:
         }
 
 
-def drop_elements(listing, uid, ports=()):
+def drop_elements(listing, key, ports=()):
     """Delete the session's map elements, and any left on ``ports`` by a session that is gone."""
     stale = {(direction, port) for (direction, port) in listing.elements if port in ports}
     return [{"delete": {"element": dict(_TABLE_REF, name=port_map(direction), elem=[port])}}
-            for direction, port in sorted(set(listing.owned_elements(uid)) | stale)]
+            for direction, port in sorted(set(listing.owned_elements(key)) | stale)]
 
 
 _CACHE = threading.local()
@@ -268,25 +278,29 @@ class SessionCounter:
 
     def counts(self, record):
         """True when the session's listener ports are counted as they are now."""
-        return self.available and self.listing().counts(record.uid, record.ports)
+        return self.available and self.listing().counts(session_key(record), record.ports)
 
     def install(self, record):
         """Count the session's ports, in one transaction; counters start at zero."""
         self._require(record.uid)
         listing = self.listing()
         commands, dummy = base_commands()
-        commands = commands + _dispatch_rules(listing) + drop_elements(listing, record.uid, record.ports)
-        self._run(commands + session_commands(record.uid, record.ports), "counting the listeners", record.uid)
+        key = session_key(record)
+        commands = commands + _dispatch_rules(listing) + drop_elements(listing, key, record.ports)
+        self._run(commands + session_commands(key, record.ports), "counting the listeners", record.uid)
 
-    def remove(self, uid):
-        """Stop counting session ``uid``: its map elements and chains go; nothing else is touched."""
+    def remove(self, uid, role=None):
+        """Stop counting session ``uid`` (of ``role``; both roles for a broken record, whose role is
+        unknown): its map elements and chains go; nothing else is touched."""
         if not self.available:
             return
         listing = self.listing()
-        commands = drop_elements(listing, uid)
-        for chain in listing.chains_of(uid):
-            ref = dict(_TABLE_REF, name=chain)
-            commands += [{"flush": {"chain": ref}}, {"delete": {"chain": ref}}]
+        commands = []
+        for key in [(role, uid)] if role else [(r, uid) for r in ROLES]:
+            commands += drop_elements(listing, key)
+            for chain in listing.chains_of(key):
+                ref = dict(_TABLE_REF, name=chain)
+                commands += [{"flush": {"chain": ref}}, {"delete": {"chain": ref}}]
         if commands:
             self._run(commands, "removing the counters", uid)
 
@@ -296,7 +310,7 @@ class SessionCounter:
         listing = self.listing()
         result = []
         for port, listener in zip(record.ports, record.listeners):
-            counts = listing.listener_counts(record.uid, port)
+            counts = listing.listener_counts(session_key(record), port)
             if counts is None:
                 raise CountersUnavailable("counters of session %s: port %d is not counted (the next present run "
                                           "sets it up)" % (record.uid, port), field="uid", value=record.uid)

@@ -206,16 +206,16 @@ class Gateway:
         try:
             runtime.stop(backend, self.store, record)
         finally:
-            self._stop_counting(record.uid)
+            self._stop_counting(record.uid, record.role)
             self.store.delete(record.uid)
 
     def _counts(self, runtime):
         """True where this gateway keeps kernel counters for the runtime's sessions (listeners on this host)."""
         return self.counter is not None and self.counter.available and runtime.local_network
 
-    def _stop_counting(self, uid):
+    def _stop_counting(self, uid, role=None):
         if self.counter is not None and self.counter.available:
-            self.counter.remove(uid)
+            self.counter.remove(uid, role)
 
     # -- absent ----------------------------------------------------------------
     def absent(self, uid, check_mode=False, runtime="process"):

@@ -36,6 +36,15 @@ import threading
 
 REASONS = ("target", "tls_handshake", "reset", "request", "response")
 STATS_SOCKET = "haproxy.sock"
+#: A Unix socket path holds at most 107 bytes, and HAProxy binds ``PATH.<pid>.tmp`` first.
+MAX_SOCKET_PATH = 94
+
+
+def stats_socket_path(run_dir):
+    """Where HAProxy keeps its stats socket in ``run_dir``; None when that path is too long for a socket
+    (then the session has no HAProxy error counts, only the kernel's)."""
+    path = os.path.join(run_dir, STATS_SOCKET)
+    return path if len(path.encode("utf-8")) <= MAX_SOCKET_PATH else None
 
 _NGINX_PATTERNS = (
     ("target", re.compile(r"connect\(\) (to \S+ )?failed|upstream timed out|no live upstreams")),
@@ -161,7 +170,8 @@ def stunnel_classifier(ports):
 
 def haproxy_report(run_dir, log_file, ports):
     """HAProxy: its stats socket, when it has one (host processes)."""
-    if not os.path.exists(os.path.join(run_dir, STATS_SOCKET)):
+    path = stats_socket_path(run_dir)
+    if path is None or not os.path.exists(path):
         return None
     return haproxy_errors(run_dir, len(ports))
 

@@ -26,6 +26,7 @@ import signal
 import subprocess
 
 from ..errors import S2DSError
+from ..proxy_reports import stats_socket_path
 from ..store import read_text, write_file_atomic
 from .base import (Runtime, listening_ports, process_alive, process_cmdline, process_name, processes_in_group,
                    read_log_tail, wait_until)
@@ -82,7 +83,7 @@ class ProcessRuntime(Runtime):
             "log_file": os.path.join(run_dir, "proxy.log"),
             "psk_file": os.path.join(run_dir, "psk.txt"),
             "foreground": foreground,
-            "stats_socket": os.path.join(run_dir, "haproxy.sock"),
+            "stats_socket": stats_socket_path(run_dir),
         }
 
     def check_config(self, backend, store, record, config_name):
