@@ -146,8 +146,9 @@ class ExporterServer(http.server.ThreadingHTTPServer):
 
 
 def parser():
-    p = argparse.ArgumentParser(prog="scistream-exporter",
-                                description="Prometheus exporter for the sessions of a SciStream gateway.")
+    p = argparse.ArgumentParser(prog="scistream-exporter", fromfile_prefix_chars="@",
+                                description="Prometheus exporter for the sessions of a SciStream gateway. "
+                                            "@FILE reads options from FILE, one per line.")
     p.add_argument("--state_dir", default="/var/lib/scistream", help="the gateway's state dir (default %(default)s)")
     p.add_argument("--web.listen-address", dest="address", default=DEFAULT_ADDRESS,
                    help="host:port to listen on (default %(default)s, loopback)")
