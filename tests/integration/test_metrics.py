@@ -47,7 +47,7 @@ import uuid
 
 import pytest
 
-from conftest import BUILD, ROOT, Sink, docker_available, docker_client, run_playbook, streamcheck
+from conftest import BUILD, ROOT, Sink, docker_client, run_playbook, streamcheck
 from ansible_collections.scistream.gateway.plugins.module_utils.s2ds.runtimes.base import process_alive, wait_until
 
 SYSTEM_PYTHON = "/usr/bin/python3"

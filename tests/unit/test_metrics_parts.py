@@ -26,7 +26,7 @@ UID = "4f6c1b7e-2a3d-4c5e-9f00-1234567890ab"
 OTHER = "0b7a3c52-9d1e-4f6a-8b2c-3d4e5f607182"
 
 
-def record(uid=UID, role="PROD", ports=(5100, 5101)):
+def make_record(uid=UID, role="PROD", ports=(5100, 5101)):
     return SessionRecord(uid=uid, role=role, backend="haproxy", runtime="process", listener_ip="127.0.0.1",
                          ports=list(ports), targets=["127.0.0.1:5074"])
 
@@ -34,17 +34,15 @@ def record(uid=UID, role="PROD", ports=(5100, 5101)):
 # -- counting: the ruleset as data, and reading it back ------------------------------------
 def kernel_listing(key, ports, base=1000):
     """What libnftables lists after session_commands(key, ports), with counter values."""
-    entries = [{"map": {"name": "in-ports", "elem": [[p, {"jump": {"target": counting.session_chain("in", key)}}]
-                                                    for p in ports]}},
-               {"map": {"name": "out-ports", "elem": [[p, {"jump": {"target": counting.session_chain("out", key)}}]
-                                                     for p in ports]}}]
+    entries = [{"map": {"name": "%s-ports" % direction, "elem": [
+        [p, {"jump": {"target": counting.session_chain(direction, key)}}] for p in ports]}} for direction in ("in", "out")]
     for command in counting.session_commands(key, ports):
         rule = command.get("add", {}).get("rule")
         if rule:
             kind, dummy, port = rule["comment"].partition(" ")
             value = base + int(port) if kind == "bytes" else 100
-            entries.append({"rule": dict(rule, expr=rule["expr"][:-1] + [{"counter": {"packets": value // 100,
-                                                                                       "bytes": value}}])})
+            counter = {"counter": {"packets": value // 100, "bytes": value}}
+            entries.append({"rule": dict(rule, expr=rule["expr"][:-1] + [counter])})
         chain = command.get("add", {}).get("chain")
         if chain:
             entries.append({"chain": chain})
@@ -111,22 +109,22 @@ class LocalRuntime(Runtime):
     def __init__(self):
         self.running = set()
 
-    def paths(self, store, rec):
-        run = store.run_dir(rec.uid)
+    def paths(self, store, record):
+        run = store.run_dir(record.uid)
         return {"run_dir": run, "pid_file": run + "/pid", "log_file": run + "/log", "psk_file": run + "/psk",
                 "foreground": False}
 
-    def check_config(self, backend, store, rec, config_name):
+    def check_config(self, backend, store, record, config_name):
         return None
 
-    def is_running(self, backend, store, rec):
-        return rec.uid in self.running
+    def is_running(self, backend, store, record):
+        return record.uid in self.running
 
-    def start(self, backend, store, rec):
-        self.running.add(rec.uid)
+    def start(self, backend, store, record):
+        self.running.add(record.uid)
 
-    def stop(self, backend, store, rec):
-        self.running.discard(rec.uid)
+    def stop(self, backend, store, record):
+        self.running.discard(record.uid)
 
 
 @pytest.fixture
@@ -354,5 +352,5 @@ def test_counter_without_binding_says_why():
         pytest.skip("this Python has the nftables binding")
     assert not counter.available and "nftables" in counter.reason + "root"
     with pytest.raises(counting.CountersUnavailable) as err:
-        counter.read(record())
+        counter.read(make_record())
     assert UID in str(err.value)

@@ -13,7 +13,11 @@ from __future__ import annotations
 
 import time
 
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+try:
+    from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+    HAS_PROMETHEUS_CLIENT = True
+except ImportError:  # the exporter's main() says what to install
+    HAS_PROMETHEUS_CLIENT = False
 
 from ..s2ds.proxy_reports import REASONS
 

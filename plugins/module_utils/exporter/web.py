@@ -149,5 +149,3 @@ def tls_context(tls, path):
     if auth != "NoClientCert" and not tls.get("client_ca_file"):
         raise WebConfigError("web config %r: client_auth_type %s needs client_ca_file" % (path, auth))
     return context
-
-

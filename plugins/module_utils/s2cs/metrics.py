@@ -151,6 +151,6 @@ def install(args, gateway):
     try:
         start_http_server(args.metrics_port, addr=args.metrics_address, registry=metrics.registry)
     except OSError as exc:
-        raise SystemExit("--metrics_port %d: cannot listen on %s: %s" % (args.metrics_port, args.metrics_address,
-                                                                          exc.strerror)) from None
+        raise SystemExit("--metrics_port %d: cannot listen on %s: %s" % (
+            args.metrics_port, args.metrics_address, exc.strerror)) from None
     return [interceptor(metrics)]

@@ -46,6 +46,7 @@ def stats_socket_path(run_dir):
     path = os.path.join(run_dir, STATS_SOCKET)
     return path if len(path.encode("utf-8")) <= MAX_SOCKET_PATH else None
 
+
 _NGINX_PATTERNS = (
     ("target", re.compile(r"connect\(\) (to \S+ )?failed|upstream timed out|no live upstreams")),
     ("tls_handshake", re.compile(r"SSL_do_handshake\(\) failed|peer closed connection in SSL handshake")),
