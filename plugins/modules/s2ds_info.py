@@ -15,9 +15,14 @@ description:
   - Reads the session records under O(state_dir) and checks each session's proxy.
   - A session is healthy when its proxy runs and every listener is listening; a session with no
     targets yet (ports reserved, no proxy) is reported healthy and not running.
-  - A session of backend C(nftables) runs, and is healthy, while its rules are in the kernel exactly as last applied;
-    its RV(sessions[].traffic) counts bytes and packets per listener from the rules' counters. Run the module with
-    the distribution's Python for it (C(ansible_python_interpreter=/usr/bin/python3)).
+  - A session of backend C(nftables) runs, and is healthy, while its rules are in the kernel exactly as last applied.
+  - RV(sessions[].traffic) gives every session's counts per listener, the same way for every backend and runtime whose
+    listeners are on this host (bytes and packets in and out, connections, resets) from kernel counters (an nftables
+    table C(inet scistream-count) of the collection's own, kept by the S2DS modules; the C(nftables) backend's own
+    rules for its sessions), plus what the proxy reports of failed connections. They need the nftables Python
+    binding and root, so run the modules with the distribution's Python (C(ansible_python_interpreter=/usr/bin/python3)).
+    Where the counters cannot be read, that session gets RV(sessions[].traffic_error) instead and the others are
+    reported as usual; a session of backend C(nftables) under a Python without the binding gets RV(sessions[].error).
   - A session whose record cannot be read is listed with RV(sessions[].broken) and RV(sessions[].error), not healthy;
     the others are checked as usual.
   - With the C(daemon) process supervisor (no systemd) nothing restarts a proxy after the host reboots until the next
@@ -108,12 +113,33 @@ sessions:
       type: bool
     traffic:
       description:
-        - Backend nftables only, while its rules are in place. Per listener, in order, what went through it since its
-          rules were last applied, both directions, TCP and UDP.
+        - Per listener, in order, what the kernel counted on its port since counting began (the session's start, or
+          the run that set its counters up again), and the connections open now.
+        - C(bytes_in) / C(packets_in) is what clients sent to the listener, C(bytes_out) / C(packets_out) what went
+          back, counted as whole IP packets, headers included. C(connections) counts accepted TCP connections (SYN-ACKs sent),
+          C(connection_attempts) the SYNs received, C(resets_in) / C(resets_out) TCP resets received and sent.
+        - C(errors) is the proxy's own count of failed connections by reason (C(target), C(tls_handshake), C(reset),
+          C(request), C(response)), from HAProxy's stats socket or the NGINX and stunnel logs in the run dir; null where
+          the proxy keeps no such report on this host (containers, whose logs go to Docker).
+        - Backend C(nftables) gives C(bytes), C(packets), their C(_in) / C(_out) parts (the connections' original and
+          reply direction), TCP and UDP.
       type: list
       elements: dict
-      returned: for sessions of backend nftables
-      sample: [{listener: 10.0.2.2:5100, port: 5100, bytes: 209912345, packets: 140123}]
+      returned: for sessions with targets whose counters could be read
+      sample:
+        - {listener: 10.0.2.2:5100, port: 5100, bytes_in: 209912345, bytes_out: 1203456, packets_in: 140123,
+           packets_out: 70012, connections: 1, connection_attempts: 1, resets_in: 0, resets_out: 0, active_connections: 1,
+           errors: {target: 0, tls_handshake: 0, reset: 0, request: 0, response: 0}}
+    traffic_error:
+      description: Why this session's counters cannot be read (no nftables binding in this Python, not root, or not
+        counted yet); the session's other fields are unaffected.
+      type: str
+      returned: when its counters cannot be read
+    not_listening:
+      description: The session's ports with no listening socket now (local runtimes).
+      type: list
+      elements: int
+      returned: for sessions whose listeners are on this host
     broken:
       description: True for a session whose record cannot be read; only RV(sessions[].uid), RV(sessions[].record_path)
         and RV(sessions[].error) are known then. Release it with O(scistream.gateway.s2ds#module:state=absent).

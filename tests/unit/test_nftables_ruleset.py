@@ -38,7 +38,10 @@ def test_ruleset_translates_each_listener_to_its_target_in_the_collections_table
         {"family": "ip", "addr": "10.0.3.10", "port": 5074}]  # targets[i mod n]
     assert all({"match": {"op": "==", "left": {"payload": {"protocol": "ip", "field": "daddr"}}, "right": "10.0.2.2"}}
                in r["expr"] for r in dnat)
-    assert len(rules_of(commands, "snat-" + UID)) == len(rules_of(commands, "count-" + UID)) == 6  # tcp and udp
+    assert len(rules_of(commands, "snat-" + UID)) == 6  # tcp and udp
+    count = rules_of(commands, "count-" + UID)
+    assert len(count) == 12  # tcp and udp, each direction of the connection
+    assert sorted(r["expr"][-2]["match"]["right"] for r in count) == ["original"] * 6 + ["reply"] * 6
     jumps = [r for c in commands for r in [c.get("add", {}).get("rule")] if r and r.get("comment") == UID]
     assert sorted(r["chain"] for r in jumps) == sorted(base[0] for base in nftables.BASE_CHAINS)
     # The session's chains are flushed before its rules are added: loading the file twice changes nothing.
@@ -85,7 +88,9 @@ def test_kernel_view_ignores_handles_and_counter_values_and_traffic_sums_protoco
             {"match": {"op": "==", "left": {"meta": {"key": "l4proto"}}, "right": "tcp"}},
             {"match": {"op": "==", "left": {"ct": {"key": "proto-dst", "dir": "original"}}, "right": 5100}},
             {"counter": {"packets": 10, "bytes": bytes_tcp}}]}
-        udp = dict(rule, handle=handle + 1, expr=rule["expr"][:2] + [{"counter": {"packets": 1, "bytes": 100}}])
+        udp = dict(rule, handle=handle + 1, expr=rule["expr"][:2] + [
+            {"match": {"op": "==", "left": {"ct": {"key": "direction"}}, "right": "reply"}},
+            {"counter": {"packets": 1, "bytes": 100}}])
         other = dict(rule, chain="count-" + "0" * 8 + UID[8:], handle=handle + 2)
         return [{"chain": {"family": "inet", "table": "scistream", "name": "count-" + UID, "handle": 3}},
                 {"rule": rule}, {"rule": udp}, {"rule": other}]
@@ -96,5 +101,7 @@ def test_kernel_view_ignores_handles_and_counter_values_and_traffic_sums_protoco
     runtime._table = lambda: listing(1000, 7)
     rec = record(ports=[5100, 5101])
     assert runtime.traffic(None, None, rec) == [
-        {"listener": "10.0.2.2:5100", "port": 5100, "bytes": 1100, "packets": 11},
-        {"listener": "10.0.2.2:5101", "port": 5101, "bytes": 0, "packets": 0}]
+        {"listener": "10.0.2.2:5100", "port": 5100, "bytes": 1100, "packets": 11, "bytes_in": 1000,
+         "bytes_out": 100, "packets_in": 10, "packets_out": 1},
+        {"listener": "10.0.2.2:5101", "port": 5101, "bytes": 0, "packets": 0, "bytes_in": 0, "bytes_out": 0,
+         "packets_in": 0, "packets_out": 0}]

@@ -50,6 +50,7 @@ except ImportError:  # reported by main()
 from ..s2ds.errors import S2DSError
 from ..s2ds.gateway import Gateway
 from ..s2ds.runtimes.process import ProcessRuntime
+from . import metrics
 from .control import LOG, SERVER_DIR, Caller, ControlError, ControlService, ControlServicer, Limits, peer_host
 
 #: This server's version (the collection's); it speaks the control protocol of SciStream 1.2.1.
@@ -507,6 +508,10 @@ def parser():
     own.add_argument(*_spellings("--pid_file"), dest="pid_file", help="write the server's pid here once it listens")
     own.add_argument("--daemon", action="store_true", help="detach; exit 0 once the server listens (use with --pid_file)")
     own.add_argument(*_spellings("--log_file"), dest="log_file", help="log here instead of stderr")
+    own.add_argument(*_spellings("--metrics_port"), dest="metrics_port", type=int,
+                     help="serve Prometheus metrics of the calls on this port (off by default)")
+    own.add_argument(*_spellings("--metrics_address"), dest="metrics_address", default="127.0.0.1",
+                     help="address of --metrics_port (default %(default)s)")
 
     lim = p.add_argument_group("limits (each refusal is RESOURCE_EXHAUSTED naming its limit)")
     defaults = Limits()
@@ -606,7 +611,7 @@ async def serve_async(args, ready=None, interceptors=()):
         raise SystemExit("bad setting: %s" % exc) from None
     service.recover()
     auth_pool = concurrent.futures.ThreadPoolExecutor(max_workers=4, thread_name_prefix="s2cs-auth")
-    server = grpc_aio.server(interceptors=list(interceptors),
+    server = grpc_aio.server(interceptors=metrics.install(args, gateway) + list(interceptors),
                              options=[("grpc.max_receive_message_length", args.max_message_bytes)])
     authenticate = authenticator(checker, auth_pool, per_peer=args.max_pending_per_peer)
     scistream_pb2_grpc.add_ControlServicer_to_server(ControlServicer(service, authenticate), server)

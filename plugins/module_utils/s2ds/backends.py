@@ -23,6 +23,7 @@ try:
 except ImportError:  # reported by callers through HAS_JINJA2
     jinja2 = None
 
+from . import proxy_reports
 from .errors import S2DSError, quoted
 from .templates import haproxy, nginx, nftables, stunnel
 
@@ -131,6 +132,9 @@ class Backend:
     unsafe_characters: str = ""
     #: The ``psk_compat`` modes (keys of PSK_COMPAT) this backend can speak.
     psk_compat: tuple = ()
+    #: ``f(run_dir, log_file, ports)`` -> per listener, the proxy's own counts of failed connections
+    #: (:mod:`.proxy_reports`), or None where it keeps no report on this host.
+    report_errors: object = None
 
     def protocols_for(self, encryption):
         """What each listener carries: TLS runs over TCP, so an encrypted session carries no UDP (no DTLS)."""
@@ -191,13 +195,16 @@ BACKENDS = {
     # HAProxy takes certificate and key in one PEM file.
     "haproxy": Backend("haproxy", "haproxy.cfg", haproxy.TEMPLATE, ("tcp",), _haproxy_address, "haproxy:lts",
                        reload_signal=signal.SIGUSR2, unsafe_characters=HAPROXY_UNSAFE, encryptions=("none", "tls"),
+                       report_errors=proxy_reports.haproxy_report,
                        tls_files=(("cert", "tls.pem"), ("key", "tls.pem"), ("ca", "tls-ca.crt"))),
     "nginx": Backend("nginx", "nginx.conf", nginx.TEMPLATE, ("tcp", "udp"), _nginx_address, "nginx:stable",
                      reload_signal=signal.SIGHUP, unsafe_characters=NGINX_UNSAFE, encryptions=("none", "tls"),
+                     report_errors=proxy_reports.nginx_report,
                      tls_files=(("cert", "tls.crt"), ("key", "tls.key"), ("ca", "tls-ca.crt"))),
     "stunnel": Backend("stunnel", "stunnel.conf", stunnel.TEMPLATE, ("tcp",), _stunnel_address,
                        "scistream/stunnel:local",
                        uses_psk=True, unsafe_characters=STUNNEL_UNSAFE, psk_compat=("scistream-1.2",),
+                       report_errors=proxy_reports.stunnel_report,
                        encryption_note="stunnel always encrypts between the gateways, with its pre-shared key (psk)"),
     "nftables": Backend("nftables", "nftables.json", None, ("tcp", "udp"), None, None,
                         runtimes=("kernel",), render=lambda record: json.dumps(nftables.ruleset(record), indent=1) + "\n",
@@ -270,6 +277,8 @@ def render_config(backend, record, paths, psk_cipher, template_text=None, tuning
     context = dict(TUNING)
     context.update(tuning or {})
     context.update(paths)
+    # Where HAProxy keeps its stats socket (for the error counts); only where the runtime gives one.
+    context.setdefault("stats_socket", None)
     context.update(uid=record.uid, role=record.role, backend=backend.name, listeners=listeners,
                    psk_identity=psk_identity or "scistream-" + record.uid, psk_cipher=psk_cipher,
                    encryption="tls" if tls is not None else "none",

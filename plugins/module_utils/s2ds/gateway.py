@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import os
 
+from . import counting
 from .backends import PSK_COMPAT, get_backend, render_config
 from .errors import S2DSError, invalid
 from .ports import reserve_ports
@@ -53,11 +54,16 @@ class Gateway:
 
     ``runtimes`` maps a runtime name to a factory ``f(spec) -> Runtime``; the
     caller decides which runtimes exist (and with which options).
+    ``counter`` keeps the kernel counters of the sessions' listeners
+    (:mod:`.counting`): by default the process's own, which is inactive
+    where it cannot work (no nftables binding, not root); None turns
+    counting off.
     """
 
-    def __init__(self, state_dir, runtimes):
+    def __init__(self, state_dir, runtimes, counter="default"):
         self.store = SessionStore(state_dir)
         self.runtimes = runtimes
+        self.counter = counting.shared_counter() if counter == "default" else counter
 
     def runtime_for(self, spec_or_record):
         name = spec_or_record.runtime
@@ -144,6 +150,9 @@ class Gateway:
         elif changed_files or (existing.config_sha256 != wanted.config_sha256):
             actions.append("reload" if backend.reloadable else "restart")
 
+        if files and self._counts(runtime) and not self.counter.counts(wanted):
+            actions.append("count")
+
         diff = {}
         new_config = files.get(backend.config_name, "")
         if old_config != new_config:
@@ -189,6 +198,8 @@ class Gateway:
                 runtime.restart(backend, self.store, wanted)
             if files and runtime.local_network and set(actions) & {"start", "reload", "restart"}:
                 wait_for_listeners(runtime, backend, self.store, wanted)
+            if "count" in actions:
+                self.counter.install(wanted)
             self.store.save(wanted)
         except Exception:
             if existing is None:
@@ -199,7 +210,16 @@ class Gateway:
         try:
             runtime.stop(backend, self.store, record)
         finally:
+            self._stop_counting(record.uid, record.role)
             self.store.delete(record.uid)
+
+    def _counts(self, runtime):
+        """True where this gateway keeps kernel counters for the runtime's sessions (listeners on this host)."""
+        return self.counter is not None and self.counter.available and runtime.local_network
+
+    def _stop_counting(self, uid, role=None):
+        if self.counter is not None and self.counter.available:
+            self.counter.remove(uid, role)
 
     # -- absent ----------------------------------------------------------------
     def absent(self, uid, check_mode=False, runtime="process"):
@@ -229,6 +249,7 @@ class Gateway:
             removed = runtime.release_orphan(self.store, broken.uid)
             if removed:
                 warnings.append("stopped %s" % ", ".join(removed))
+            self._stop_counting(broken.uid)
             self.store.delete(broken.uid)
         return Outcome(changed=True, actions=["stop", "release"], warnings=warnings,
                        session={"uid": broken.uid, "broken": True, "record_path": broken.path})
@@ -242,7 +263,12 @@ class Gateway:
 
     # -- info --------------------------------------------------------------------
     def sessions(self, uid=None):
-        """Every session (or the one ``uid``) with ``healthy``: proxy running and every listener listening."""
+        """Every session (or the one ``uid``) with ``healthy``: proxy running and every listener listening,
+        and its ``traffic`` (or ``traffic_error``, for that session alone, when its counters cannot be read)."""
+        with counting.one_listing():
+            return self._sessions(uid)
+
+    def _sessions(self, uid):
         records = self.store.entries() if uid is None else [r for r in [self.store.load_entry(uid)] if r]
         listening_now = None  # read once, and only if a local session needs it
         result = []
@@ -260,15 +286,25 @@ class Gateway:
                 try:
                     runtime = self.runtime_for(record)
                     info["running"] = runtime.is_running(backend, self.store, record)
-                    traffic = runtime.traffic(backend, self.store, record) if info["running"] else None
-                    if traffic is not None:
-                        info["traffic"] = traffic
+                    self._add_traffic(info, runtime, backend, record)
                     listening = True
                     if runtime.local_network:
                         listening_now = listening_ports("tcp") if listening_now is None else listening_now
                         listening = set(record.ports) <= listening_now
+                        info["not_listening"] = sorted(set(record.ports) - listening_now)
                 except S2DSError as exc:
                     info["running"], listening, info["error"] = False, False, str(exc)
                 info["healthy"] = bool(info["running"] and listening)
             result.append(info)
         return result
+
+    def _add_traffic(self, info, runtime, backend, record):
+        """``traffic`` of a session (counters outlive a dead proxy); one whose counters cannot be read gets
+        ``traffic_error``."""
+        try:
+            traffic = runtime.traffic(backend, self.store, record)
+        except counting.CountersUnavailable as exc:
+            info["traffic_error"] = str(exc)
+            return
+        if traffic is not None:
+            info["traffic"] = traffic

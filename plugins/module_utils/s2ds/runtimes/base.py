@@ -12,6 +12,7 @@ import pwd
 import stat
 import time
 
+from .. import counting, proxy_reports
 from ..backends import get_backend
 from ..errors import S2DSError
 
@@ -69,8 +70,23 @@ class Runtime:
         raise NotImplementedError
 
     def traffic(self, backend, store, record):
-        """Bytes and packets per listener where the runtime counts them (the kernel does), else None."""
-        return None
+        """Per listener: what the kernel counted on its port, the connections open now, and the proxy's own
+        error counts (``errors``, None where it keeps no report here).
+
+        The same for every proxy whose listeners are in this host's network
+        stack (:mod:`..counting`); None for runtimes whose proxies listen
+        elsewhere. Raises counting.CountersUnavailable when the session's
+        counters cannot be read (the caller reports it for this session only).
+        """
+        if not self.local_network:
+            return None
+        listeners = counting.shared_counter().read(record)
+        active = counting.per_listing("established", established_connections)
+        errors = proxy_reports.connection_errors(backend, self.paths(store, record), store, record)
+        for index, entry in enumerate(listeners):
+            entry["active_connections"] = active.get(entry["port"], 0)
+            entry["errors"] = errors[index] if errors else None
+        return listeners
 
     def log_tail(self, store, record):
         """The last lines the proxy logged, for error messages."""
@@ -228,6 +244,23 @@ def listening_ports(protocol="tcp"):
         except FileNotFoundError:
             continue
     return ports
+
+
+def established_connections():
+    """{local port: number of ESTABLISHED TCP connections} in this network namespace."""
+    counts = {}
+    for name in ("tcp", "tcp6"):
+        try:
+            with open("/proc/net/" + name, encoding="ascii") as handle:
+                next(handle)
+                for line in handle:
+                    fields = line.split()
+                    if fields[3] == "01":  # TCP_ESTABLISHED
+                        port = int(fields[1].rsplit(":", 1)[1], 16)
+                        counts[port] = counts.get(port, 0) + 1
+        except FileNotFoundError:
+            continue
+    return counts
 
 
 def process_alive(pid):

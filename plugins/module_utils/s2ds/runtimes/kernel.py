@@ -151,8 +151,10 @@ class KernelRuntime(Runtime):
         return ["the nftables rules of session %s" % uid]
 
     def traffic(self, backend, store, record):
-        """Bytes and packets per listener (both directions, TCP and UDP), from the session's counters."""
-        counts = {port: {"listener": listener, "port": port, "bytes": 0, "packets": 0}
+        """Per listener, from the session's counters: bytes and packets in (client to listener, the
+        connections' original direction) and out (their replies), TCP and UDP, and the totals."""
+        counts = {port: {"listener": listener, "port": port, "bytes": 0, "packets": 0, "bytes_in": 0,
+                         "bytes_out": 0, "packets_in": 0, "packets_out": 0}
                   for port, listener in zip(record.ports, record.listeners)}
         count_chain = rules.session_chain("count", record.uid)
         for entry in self._table():
@@ -162,8 +164,10 @@ class KernelRuntime(Runtime):
             port = _ct_original_port(rule["expr"])
             counter = next((x["counter"] for x in rule["expr"] if isinstance(x.get("counter"), dict)), None)
             if port in counts and counter:
-                counts[port]["bytes"] += counter.get("bytes", 0)
-                counts[port]["packets"] += counter.get("packets", 0)
+                side = "out" if _ct_direction(rule["expr"]) == "reply" else "in"
+                for unit in ("bytes", "packets"):
+                    counts[port][unit] += counter.get(unit, 0)
+                    counts[port]["%s_%s" % (unit, side)] += counter.get(unit, 0)
         return [counts[port] for port in record.ports]
 
 
@@ -184,5 +188,14 @@ def _ct_original_port(expr):
         match = item.get("match") if isinstance(item, dict) else None
         left = (match or {}).get("left", {})
         if isinstance(left, dict) and left.get("ct", {}).get("key") == "proto-dst":
+            return match["right"]
+    return None
+
+
+def _ct_direction(expr):
+    for item in expr:
+        match = item.get("match") if isinstance(item, dict) else None
+        left = (match or {}).get("left", {})
+        if isinstance(left, dict) and left.get("ct", {}).get("key") == "direction":
             return match["right"]
     return None

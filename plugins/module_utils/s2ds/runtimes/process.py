@@ -27,6 +27,7 @@ import subprocess
 
 from ..errors import S2DSError
 from ..names import session_key
+from ..proxy_reports import stats_socket_path
 from ..store import read_text, write_file_atomic
 from .base import (PROXY_OWN_DIR, Runtime, drop_privileges_argv, listening_ports, live_processes, needs_low_port,
                    parent_pid, process_alive, process_name, process_start_time, process_words, processes_in_group,
@@ -161,6 +162,7 @@ class ProcessRuntime(Runtime):
             "log_file": os.path.join(own_dir, "proxy.log"),
             "psk_file": os.path.join(run_dir, "psk.txt"),
             "foreground": foreground,
+            "stats_socket": stats_socket_path(own_dir),  # the proxy (unprivileged) creates it
         }
 
     def check_config(self, backend, store, record, config_name):

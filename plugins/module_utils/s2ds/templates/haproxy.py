@@ -18,6 +18,10 @@ global
     # Large buffers and kernel splicing carry bulk streams with fewer copies.
     tune.bufsize {{ haproxy_bufsize }}
     tune.maxrewrite 1024
+{% if stats_socket %}
+    # Per-session runtime API, read-only: the error counts of s2ds_info and the exporter.
+    stats socket {{ stats_socket }} mode 600 level user
+{% endif %}
 {% if haproxy_nbthread %}
     nbthread {{ haproxy_nbthread }}
 {% endif %}

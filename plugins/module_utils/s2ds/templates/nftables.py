@@ -19,8 +19,9 @@ jump rule per session, tagged with the session's key (``session_key(uid)``: the 
     count-out    filter hook output         0   -> count-<uid>
 
 Per listener ``i``: DNAT of ``listener_ip:port`` (TCP and UDP) to
-``targets[i mod n]``, masquerade toward the target, and one counter that sees
-every packet of the listener's connections in both directions exactly once.
+``targets[i mod n]``, masquerade toward the target, and two counters (the connection's original
+and reply direction) that see every packet of the listener's connections
+exactly once.
 NAT chains see only the first packet of a connection; the counting chains see
 all of them.
 """
@@ -126,10 +127,13 @@ def ruleset(record):
                 _match({"payload": {"protocol": "th", "field": "dport"}}, target_port),
                 {"masquerade": None},
             ]))
-            commands.append(_rule(session_chain("count", uid), this + [
-                _match({"ct": {"key": "status"}}, "dnat", op="in"),
-                {"counter": None},
-            ]))
+            for direction in ("original", "reply"):
+                # Original: what the client sent to the listener ("in"); reply: what went back ("out").
+                commands.append(_rule(session_chain("count", uid), this + [
+                    _match({"ct": {"key": "status"}}, "dnat", op="in"),
+                    _match({"ct": {"key": "direction"}}, direction),
+                    {"counter": None},
+                ]))
     for base, prefix in JUMPS:
         expr = []
         if base == "count-in":

@@ -1,0 +1,328 @@
+# -*- coding: utf-8 -*-
+# Copyright (c) 2026, SciStream gateway contributors
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""Kernel counters on every session's listener ports, the same for every proxy and runtime.
+
+The proxies (HAProxy, NGINX, stunnel; host processes or host-network
+containers) all receive on the session's listener ports in this host's
+network stack, so one nftables table of the collection's own counts them
+all alike, while a stream runs, without asking the proxy anything::
+
+    table inet scistream-count
+      map in-ports   { inet_service : verdict }   port -> jump in-<role>-<uid>
+      map out-ports  { inet_service : verdict }   port -> jump out-<role>-<uid>
+      chain in   filter hook input  -150:  meta l4proto {tcp, udp} th dport vmap @in-ports
+      chain out  filter hook output -150:  meta l4proto {tcp, udp} th sport vmap @out-ports
+      chain in-<role>-<uid>:   per port P: bytes (th dport P), syn (connection attempts), rst (resets received)
+      chain out-<role>-<uid>:  per port P: bytes (th sport P), synack (connections accepted), rst (resets sent)
+
+A packet to a listener is delivered locally exactly once (the input hook),
+a packet from it leaves exactly once (the output hook), loopback included,
+so ``in`` is what clients sent to the listener and ``out`` what it sent
+back. The maps make the cost per packet one lookup, whatever the number of
+sessions. Counters are byte counts of whole IP packets (headers included).
+
+The table is separate from the nftables backend's ``inet scistream``: that
+one forwards, this one only counts, and neither touches the other.
+Everything goes through libnftables' JSON interface (Debian
+``python3-nftables``); without it counting is off and reads say why.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import threading
+
+from .errors import S2DSError
+
+try:
+    import nftables
+    HAS_NFTABLES = True
+except ImportError:  # reported through CountersUnavailable
+    nftables = None
+    HAS_NFTABLES = False
+
+FAMILY = "inet"
+TABLE = "scistream-count"
+_TABLE_REF = {"family": FAMILY, "table": TABLE}
+#: (direction, hook, port field, map) of the two base chains.
+DIRECTIONS = (("in", "input", "dport"), ("out", "output", "sport"))
+PRIORITY = -150
+#: The connection-level counters of each direction, by rule comment kind: (tcp flags mask, value).
+FLAG_COUNTERS = {
+    "in": (("syn", ["syn", "ack"], "syn"), ("rst", "rst", "rst")),
+    "out": (("synack", ["syn", "ack"], ["syn", "ack"]), ("rst", "rst", "rst")),
+}
+
+
+class CountersUnavailable(S2DSError):
+    """The kernel counters cannot be read here (no binding, no permission); per session, not fatal."""
+
+
+ROLES = ("PROD", "CONS")
+
+
+def session_chain(direction, key):
+    """The chain of one session: ``key`` is ``(role, uid)`` (a PROD and a CONS gateway on one host may
+    share a uid)."""
+    role, uid = key
+    return "%s-%s-%s" % (direction, role.lower(), uid)
+
+
+def session_key(record):
+    return (record.role, record.uid)
+
+
+def port_map(direction):
+    return "%s-ports" % direction
+
+
+def _match(left, right):
+    return {"match": {"op": "==", "left": left, "right": right}}
+
+
+def _port_rule(chain, expr, comment):
+    return {"add": {"rule": dict(_TABLE_REF, chain=chain, expr=expr + [{"counter": None}], comment=comment)}}
+
+
+def base_commands():
+    """The table, its two maps and base chains (``add`` leaves existing ones as they are)."""
+    commands = [{"add": {"table": {"family": FAMILY, "name": TABLE}}}]
+    l4 = _match({"meta": {"key": "l4proto"}}, {"set": ["tcp", "udp"]})
+    for direction, hook, field in DIRECTIONS:
+        commands.append({"add": {"map": dict(_TABLE_REF, name=port_map(direction), type="inet_service",
+                                             map="verdict")}})
+        commands.append({"add": {"chain": dict(_TABLE_REF, name=direction, type="filter", hook=hook,
+                                               prio=PRIORITY, policy="accept")}})
+    return commands, l4
+
+
+def session_commands(key, ports):
+    """Commands that (re)build the two chains of session ``key`` (role, uid) and point its ports at them.
+
+    The caller deletes the session's old map elements first (:func:`drop_elements`).
+    """
+    commands = []
+    for direction, dummy, field in DIRECTIONS:
+        chain = session_chain(direction, key)
+        commands.append({"add": {"chain": dict(_TABLE_REF, name=chain)}})
+        commands.append({"flush": {"chain": dict(_TABLE_REF, name=chain)}})
+        for port in ports:
+            commands.append(_port_rule(chain, [_match({"payload": {"protocol": "th", "field": field}}, port)],
+                                       "bytes %d" % port))
+            for kind, mask, value in FLAG_COUNTERS[direction]:
+                flags = {"&": [{"payload": {"protocol": "tcp", "field": "flags"}}, {"|": mask} if isinstance(mask, list)
+                               else mask]}
+                commands.append(_port_rule(chain, [
+                    _match({"payload": {"protocol": "tcp", "field": field}}, port),
+                    _match(flags, {"|": value} if isinstance(value, list) else value)], "%s %d" % (kind, port)))
+        commands.append({"add": {"element": dict(_TABLE_REF, name=port_map(direction), elem=[
+            [port, {"jump": {"target": chain}}] for port in ports])}})
+    return commands
+
+
+def _dispatch_rules(listing):
+    """The base chains' vmap rules, when missing from ``listing``."""
+    present = {entry["rule"]["chain"] for entry in listing.entries if "rule" in entry
+               and entry["rule"]["chain"] in ("in", "out")}
+    dummy, l4 = base_commands()
+    rules = []
+    for direction, dummy, field in DIRECTIONS:
+        if direction not in present:
+            rules.append({"add": {"rule": dict(_TABLE_REF, chain=direction, expr=[l4, {"vmap": {
+                "key": {"payload": {"protocol": "th", "field": field}}, "data": "@" + port_map(direction)}}])}})
+    return rules
+
+
+class Listing:
+    """One read of the counting table: its chains, rules and map elements."""
+
+    def __init__(self, entries):
+        self.entries = entries
+        self.elements = {}  # (direction, port) -> target chain
+        self.counters = {}  # chain -> {(kind, port): (packets, bytes)}
+        for entry in entries:
+            if "map" in entry:
+                direction = entry["map"]["name"].split("-", 1)[0]
+                for key, verdict in entry["map"].get("elem", []):
+                    target = (verdict.get("jump") or {}).get("target") if isinstance(verdict, dict) else None
+                    if isinstance(key, int) and target:
+                        self.elements[(direction, key)] = target
+            elif "rule" in entry:
+                rule = entry["rule"]
+                kind, dummy, port = str(rule.get("comment", "")).partition(" ")
+                counter = next((x["counter"] for x in rule.get("expr", []) if isinstance(x.get("counter"), dict)), None)
+                if counter is not None and port.isdigit():
+                    self.counters.setdefault(rule["chain"], {})[(kind, int(port))] = (
+                        counter.get("packets", 0), counter.get("bytes", 0))
+
+    def counts(self, key, ports):
+        """True when every port of the session is counted by its chains (what :func:`install` sets up)."""
+        for direction, dummy, dummy2 in DIRECTIONS:
+            chain = session_chain(direction, key)
+            kinds = {"bytes"} | {kind for kind, dummy3, dummy4 in FLAG_COUNTERS[direction]}
+            if set(self.counters.get(chain, {})) != {(kind, port) for kind in kinds for port in ports}:
+                return False
+            if any(self.elements.get((direction, port)) != chain for port in ports):
+                return False
+        return True
+
+    def owned_elements(self, key):
+        """The map elements that point at session ``key``'s chains: [(direction, port)]."""
+        return [(direction, port) for (direction, port), target in sorted(self.elements.items())
+                if target == session_chain(direction, key)]
+
+    def chains_of(self, key):
+        names = {entry["chain"]["name"] for entry in self.entries if "chain" in entry}
+        return [session_chain(d, key) for d, dummy, dummy2 in DIRECTIONS if session_chain(d, key) in names]
+
+    def listener_counts(self, key, port):
+        """``{bytes_in, bytes_out, packets_in, packets_out, connections, resets_in, resets_out}`` of one port."""
+        inbound = self.counters.get(session_chain("in", key), {})
+        outbound = self.counters.get(session_chain("out", key), {})
+        if ("bytes", port) not in inbound or ("bytes", port) not in outbound:
+            return None
+        return {
+            "bytes_in": inbound[("bytes", port)][1], "bytes_out": outbound[("bytes", port)][1],
+            "packets_in": inbound[("bytes", port)][0], "packets_out": outbound[("bytes", port)][0],
+            "connection_attempts": inbound.get(("syn", port), (0, 0))[0],
+            "connections": outbound.get(("synack", port), (0, 0))[0],
+            "resets_in": inbound.get(("rst", port), (0, 0))[0],
+            "resets_out": outbound.get(("rst", port), (0, 0))[0],
+        }
+
+
+def drop_elements(listing, key, ports=()):
+    """Delete the session's map elements, and any left on ``ports`` by a session that is gone."""
+    stale = {(direction, port) for (direction, port) in listing.elements if port in ports}
+    return [{"delete": {"element": dict(_TABLE_REF, name=port_map(direction), elem=[port])}}
+            for direction, port in sorted(set(listing.owned_elements(key)) | stale)]
+
+
+_CACHE = threading.local()
+
+
+@contextlib.contextmanager
+def one_listing():
+    """Within this block every read of the counters uses one listing of the table (one kernel round trip).
+
+    ``Gateway.sessions`` opens it, so listing 200 sessions reads the table once.
+    """
+    _CACHE.listing = None
+    _CACHE.values = {}
+    _CACHE.active = True
+    try:
+        yield
+    finally:
+        _CACHE.active = False
+        _CACHE.listing = None
+        _CACHE.values = {}
+
+
+def per_listing(key, read):
+    """``read()``, once per :func:`one_listing` block (every call outside one)."""
+    if not getattr(_CACHE, "active", False):
+        return read()
+    if key not in _CACHE.values:
+        _CACHE.values[key] = read()
+    return _CACHE.values[key]
+
+
+class SessionCounter:
+    """Sets up and removes the counting of sessions, and reads their counters.
+
+    ``available`` is False (with ``reason``) where the counters cannot be
+    kept: no libnftables binding in this Python, or not root. The Gateway
+    then leaves counting alone and every read raises CountersUnavailable.
+    """
+
+    def __init__(self):
+        self.reason = None
+        if not HAS_NFTABLES:
+            self.reason = ("the kernel counters need the nftables Python binding (Debian: python3-nftables, under "
+                           "the distribution's Python, /usr/bin/python3)")
+        elif os.geteuid() != 0:
+            self.reason = "the kernel counters need root (CAP_NET_ADMIN)"
+        self.nft = None
+        if self.reason is None:
+            self.nft = nftables.Nftables()
+            self.nft.set_handle_output(True)
+
+    @property
+    def available(self):
+        return self.reason is None
+
+    def _require(self, uid):
+        if not self.available:
+            raise CountersUnavailable("counters of session %s: %s" % (uid, self.reason), field="uid", value=uid)
+
+    def _run(self, commands, what, uid):
+        rc, dummy, error = self.nft.json_cmd({"nftables": commands})
+        if rc != 0:
+            raise CountersUnavailable("counters of session %s: %s failed: %s" % (uid, what, (error or "").strip()[-1000:]),
+                                      field="uid", value=uid)
+
+    def listing(self):
+        """The counting table as it is now (cached inside :func:`one_listing`)."""
+        if getattr(_CACHE, "active", False) and _CACHE.listing is not None:
+            return _CACHE.listing
+        rc, output, dummy = self.nft.json_cmd({"nftables": [{"list": {"table": {"family": FAMILY, "name": TABLE}}}]})
+        entries = [] if rc != 0 or not isinstance(output, dict) else [
+            e for e in output.get("nftables", []) if "metainfo" not in e]
+        listing = Listing(entries)
+        if getattr(_CACHE, "active", False):
+            _CACHE.listing = listing
+        return listing
+
+    def counts(self, record):
+        """True when the session's listener ports are counted as they are now."""
+        return self.available and self.listing().counts(session_key(record), record.ports)
+
+    def install(self, record):
+        """Count the session's ports, in one transaction; counters start at zero."""
+        self._require(record.uid)
+        listing = self.listing()
+        commands, dummy = base_commands()
+        key = session_key(record)
+        commands = commands + _dispatch_rules(listing) + drop_elements(listing, key, record.ports)
+        self._run(commands + session_commands(key, record.ports), "counting the listeners", record.uid)
+
+    def remove(self, uid, role=None):
+        """Stop counting session ``uid`` (of ``role``; both roles for a broken record, whose role is
+        unknown): its map elements and chains go; nothing else is touched."""
+        if not self.available:
+            return
+        listing = self.listing()
+        commands = []
+        for key in [(role, uid)] if role else [(r, uid) for r in ROLES]:
+            commands += drop_elements(listing, key)
+            for chain in listing.chains_of(key):
+                ref = dict(_TABLE_REF, name=chain)
+                commands += [{"flush": {"chain": ref}}, {"delete": {"chain": ref}}]
+        if commands:
+            self._run(commands, "removing the counters", uid)
+
+    def read(self, record):
+        """Per listener, in order: the kernel's counts, or CountersUnavailable when the session is not counted."""
+        self._require(record.uid)
+        listing = self.listing()
+        result = []
+        for port, listener in zip(record.ports, record.listeners):
+            counts = listing.listener_counts(session_key(record), port)
+            if counts is None:
+                raise CountersUnavailable("counters of session %s: port %d is not counted (the next present run "
+                                          "sets it up)" % (record.uid, port), field="uid", value=record.uid)
+            result.append(dict(listener=listener, port=port, **counts))
+        return result
+
+
+_SHARED = {}
+
+
+def shared_counter():
+    """One SessionCounter per process (one libnftables context)."""
+    if "counter" not in _SHARED:
+        _SHARED["counter"] = SessionCounter()
+    return _SHARED["counter"]

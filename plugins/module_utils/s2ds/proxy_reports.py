@@ -1,0 +1,206 @@
+# -*- coding: utf-8 -*-
+# Copyright (c) 2026, SciStream gateway contributors
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""What each proxy reports of its own about failed connections, per listener.
+
+Bytes and connections come from the kernel (:mod:`.counting`), the same
+for every proxy; errors only the proxy knows:
+
+* HAProxy: its stats socket in the session's run dir (``show stat``, the
+  documented CSV of the runtime API): per frontend ``ereq`` (request errors,
+  failed TLS handshakes among them), per backend ``econ`` (the target
+  refused or timed out) and ``eresp``.
+* NGINX: its error log: ``connect() failed`` (the target), ``SSL_do_handshake()
+  failed`` (TLS toward the PROD gateway), ``reset by peer``; each line names
+  the listener as ``server: ADDRESS:PORT``.
+* stunnel: its log: ``s_connect`` failures (the target), ``SSL_accept`` /
+  ``SSL_connect`` failures (the handshake), ``reset by peer``; a connection
+  is tied to its listener by the ``Service [listener_N] accepted`` line.
+
+A log is read from the last offset seen by this process (the exporter runs
+long and reads only what is new); a one-shot reader (s2ds_info) reads the
+whole file, which holds notices and errors only. Counts are per listener
+index, by reason: ``target``, ``tls_handshake``, ``reset``, ``request``,
+``response``. Only files in the session's run dir on this host are read,
+so containers (whose logs go to Docker) report kernel counts only.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import re
+import socket
+import threading
+
+REASONS = ("target", "tls_handshake", "reset", "request", "response")
+STATS_SOCKET = "haproxy.sock"
+#: A Unix socket path holds at most 107 bytes, and HAProxy binds ``PATH.<pid>.tmp`` first.
+MAX_SOCKET_PATH = 94
+
+
+def stats_socket_path(run_dir):
+    """Where HAProxy keeps its stats socket in ``run_dir``; None when that path is too long for a socket
+    (then the session has no HAProxy error counts, only the kernel's)."""
+    path = os.path.join(run_dir, STATS_SOCKET)
+    return path if len(path.encode("utf-8")) <= MAX_SOCKET_PATH else None
+
+
+_NGINX_PATTERNS = (
+    ("target", re.compile(r"connect\(\) (to \S+ )?failed|upstream timed out|no live upstreams")),
+    ("tls_handshake", re.compile(r"SSL_do_handshake\(\) failed|peer closed connection in SSL handshake")),
+    ("reset", re.compile(r"reset by peer")),
+)
+_NGINX_SERVER = re.compile(r"server: \[?[0-9a-fA-F.:]*\]?:(\d+)")
+_STUNNEL_PATTERNS = (
+    ("target", re.compile(r"s_connect: (connect \S+: |s_poll_wait)|No more addresses to connect")),
+    ("tls_handshake", re.compile(r"SSL_accept|SSL_connect|handshake failure|SSL routines")),
+    ("reset", re.compile(r"reset by peer")),
+)
+_STUNNEL_SERVICE = re.compile(r"LOG\d\[(\d+)\]: Service \[listener_(\d+)\] accepted")
+_STUNNEL_CONNECTION = re.compile(r"LOG\d\[(\d+)\]: ")
+
+
+def empty_counts(size):
+    return [dict.fromkeys(REASONS, 0) for dummy in range(size)]
+
+
+# -- HAProxy -------------------------------------------------------------------
+def haproxy_stats(path, timeout=1.0):
+    """``show stat`` from the stats socket at ``path``: rows as dicts."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(timeout)
+        sock.connect(path)
+        sock.sendall(b"show stat\n")
+        chunks = []
+        while True:
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            chunks.append(chunk)
+    text = b"".join(chunks).decode("utf-8", "replace").lstrip("# ")
+    return list(csv.DictReader(text.splitlines()))
+
+
+def _number(value):
+    return int(value) if value and value.isdigit() else 0
+
+
+def haproxy_errors(run_dir, size):
+    """Per listener index: ereq of frontend listener_i, econ and eresp of backend target_i."""
+    counts = empty_counts(size)
+    for row in haproxy_stats(os.path.join(run_dir, STATS_SOCKET)):
+        name, kind = row.get("pxname", ""), row.get("svname", "")
+        prefix, dummy, index = name.partition("_")
+        if not index.isdigit() or int(index) >= size:
+            continue
+        entry = counts[int(index)]
+        if prefix == "listener" and kind == "FRONTEND":
+            entry["request"] += _number(row.get("ereq"))
+        elif prefix == "target" and kind == "BACKEND":
+            entry["target"] += _number(row.get("econ"))
+            entry["response"] += _number(row.get("eresp"))
+    return counts
+
+
+# -- logs ------------------------------------------------------------------------
+class LogCounter:
+    """Counts matching lines of one growing log, from where it last stopped (per process)."""
+
+    _known = {}
+    _lock = threading.Lock()
+
+    def __init__(self, path, classify):
+        self.path = path
+        self.classify = classify  # (line, state) -> (index, reason) or None
+
+    def counts(self, size):
+        try:
+            stat = os.stat(self.path)
+        except OSError:
+            return empty_counts(size)
+        with self._lock:
+            inode, offset, counts, state = self._known.get(self.path, (None, 0, None, {}))
+            if inode != stat.st_ino or offset > stat.st_size or counts is None or len(counts) != size:
+                offset, counts, state = 0, empty_counts(size), {}
+            with open(self.path, "rb") as handle:
+                handle.seek(offset)
+                data = handle.read()
+            complete = data.rfind(b"\n") + 1  # a line still being written is read next time
+            for line in data[:complete].decode("utf-8", "replace").splitlines():
+                hit = self.classify(line, state)
+                if hit is not None and 0 <= hit[0] < size:
+                    counts[hit[0]][hit[1]] += 1
+            self._known[self.path] = (stat.st_ino, offset + complete, counts, state)
+            return [dict(c) for c in counts]
+
+
+def _first_reason(patterns, line):
+    return next((reason for reason, pattern in patterns if pattern.search(line)), None)
+
+
+def nginx_classifier(ports):
+    index_of = {port: i for i, port in enumerate(ports)}
+
+    def classify(line, state):
+        reason = _first_reason(_NGINX_PATTERNS, line)
+        server = _NGINX_SERVER.search(line)
+        if reason is None or server is None:
+            return None
+        index = index_of.get(int(server.group(1)))
+        return None if index is None else (index, reason)
+
+    return classify
+
+
+def stunnel_classifier(ports):
+    def classify(line, state):
+        service = _STUNNEL_SERVICE.search(line)
+        if service:
+            state[service.group(1)] = int(service.group(2))
+            return None
+        reason = _first_reason(_STUNNEL_PATTERNS, line)
+        connection = _STUNNEL_CONNECTION.search(line)
+        if reason is None or connection is None or connection.group(1) not in state:
+            return None
+        return state[connection.group(1)], reason
+
+    return classify
+
+
+def haproxy_report(run_dir, log_file, ports):
+    """HAProxy: its stats socket, when it has one (host processes)."""
+    path = stats_socket_path(run_dir)
+    if path is None or not os.path.exists(path):
+        return None
+    return haproxy_errors(run_dir, len(ports))
+
+
+def nginx_report(run_dir, log_file, ports):
+    return _log_report(log_file, run_dir, nginx_classifier(ports), len(ports))
+
+
+def stunnel_report(run_dir, log_file, ports):
+    return _log_report(log_file, run_dir, stunnel_classifier(ports), len(ports))
+
+
+def _log_report(log_file, run_dir, classifier, size):
+    if not log_file or os.path.dirname(log_file) != run_dir:
+        return None
+    return LogCounter(log_file, classifier).counts(size)
+
+
+def connection_errors(backend, paths, store, record):
+    """Per listener index, the proxy's own error counts; None where this host cannot read them.
+
+    ``backend.report_errors`` knows where its proxy reports; only files the
+    proxy keeps in the session's run dir on this host are read.
+    """
+    run_dir = store.run_dir(record.uid)
+    if backend.report_errors is None or paths.get("run_dir") != run_dir:
+        return None  # e.g. a container: the proxy sees its files elsewhere and logs to Docker
+    try:
+        return backend.report_errors(run_dir, paths.get("log_file"), list(record.ports))
+    except (OSError, ValueError):
+        return None  # a proxy that is down answers nothing; its session is reported down anyway
