@@ -387,7 +387,7 @@ def test_control_server_metrics(stack):
             client.release(str(uuid.uuid4()))
         assert err.value.code == "NOT_FOUND"
         with pytest.raises(ControlCallError) as err:
-            client.request("not-a-uid", "PROD", 1)
+            client.request("not a uid", "PROD", 1)
         assert err.value.code == "INVALID_ARGUMENT"
     dummy, text = http_get("http://127.0.0.1:%d/metrics" % S2CS_METRICS)
     assert 'scistream_s2cs_calls_total{code="NOT_FOUND",method="release"} 1.0' in text
