@@ -245,8 +245,8 @@ class JanusClient:
         if status == 404 and what == "create":
             field = _CREATE_404_FIELDS.get(_first_word_match(detail), "janus_profile")
             return S2DSError("Janus controller at %s does not know (or does not grant user %r) the node, profile "
-                             "or image asked for (404: %s)" % (self.base, self.user, detail),
-                             field=field, value=detail)
+                             "or image asked for (404: %s); a Janus admin grants them with POST /auth/bulk "
+                             "(see docs/janus.md)" % (self.base, self.user, detail), field=field, value=detail)
         return S2DSError("Janus controller at %s: %s failed (%d: %s)" % (self.base, what, status, detail),
                          field="janus_url", value=self.base)
 
