@@ -125,7 +125,8 @@ class JanusSession:
             raise bad("name is not a string")
         if not isinstance(state, str):
             raise bad("state is not a string")
-        services = data.get("services") or {}
+        services = data.get("services")
+        services = {} if services is None else services  # a new session may have none yet
         if not isinstance(services, dict):
             raise bad("services is not an object")
         parsed = []
@@ -140,7 +141,8 @@ class JanusSession:
 def _parse_service(node, record, bad):
     if not isinstance(record, dict):
         raise bad("a service is not an object")
-    errors = record.get("errors") or []
+    errors = record.get("errors")
+    errors = [] if errors is None else errors
     if not isinstance(errors, list):
         raise bad("errors is not a list")
     kwargs = record.get("kwargs") if isinstance(record.get("kwargs"), dict) else {}
