@@ -240,3 +240,14 @@ def test_the_door_is_never_a_real_directory(tmp_path):
     with pytest.raises(S2DSError) as caught:
         runtime.start(get_backend("haproxy"), store, record)
     assert caught.value.field == "state_dir"
+
+
+def test_the_doc_shows_the_profile_file_as_it_is():
+    """docs/janus.md shows docs/janus/profiles/scistream.yml (which the integration tests load) without drift."""
+    import yaml  # pylint: disable=import-outside-toplevel
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    with open(os.path.join(root, "docs", "janus.md"), encoding="utf-8") as handle:
+        doc = handle.read()
+    shown = doc.split("## The profile", 1)[1].split("```yaml\n", 1)[1].split("```", 1)[0]
+    with open(os.path.join(root, "docs", "janus", "profiles", "scistream.yml"), encoding="utf-8") as handle:
+        assert yaml.safe_load(shown) == yaml.safe_load(handle)
