@@ -120,7 +120,7 @@ options:
         established connections; stunnel's container is restarted.
       - V(janus) asks an ESnet Janus controller (O(janus_url)) to run the proxy container on O(janus_node) with
         O(janus_profile), as one Janus session named C(scistream-<uid>); the module runs on that node. The profile
-        binds C(<state_dir>/janus/session) at C(/etc/scistream/session): a link the module points at the one
+        binds C(<state_dir>/janus/session) at C(/etc/scistream/session), a link the module points at the one
         session it is starting, so each container sees only its own session's files (docs/janus.md).
       - With V(janus), a changed config stops and starts the same container; a session runs only while Janus says
         C(STARTED) without service errors and its listeners listen, else the next run stops and starts it. The Janus
