@@ -90,12 +90,14 @@ def janus_containers(controller):
             if any(m.get("Source") in doors for m in c.attrs.get("Mounts", []))]
 
 
+def play_vars(controller):
+    return {"state_dir": controller.state_dir, "cons_state_dir": controller.cons_state_dir,
+            "cons_profile": "scistream-b", "port_range": PORT_RANGE, "janus_url": controller.url,
+            "janus_password": controller.password}
+
+
 def play(controller, **extra):
-    variables = {"state_dir": controller.state_dir, "cons_state_dir": controller.cons_state_dir,
-                 "cons_profile": "scistream-b", "port_range": PORT_RANGE, "janus_url": controller.url,
-                 "janus_password": controller.password}
-    variables.update(extra)
-    return run_playbook(PLAYBOOK, variables)
+    return run_playbook(PLAYBOOK, dict(play_vars(controller), **extra))
 
 
 def record(controller, uid, state_dir=None):
@@ -176,6 +178,15 @@ def test_config_change_kill_and_restore(janus, sink):
     assert rc == 0 and health(run, uid) is True, run.failures()
     janus_id = record(janus, uid)["runtime_state"]["janus_id"]
     container = container_of(janus, uid)
+
+    config = os.path.join(janus.state_dir, "run", uid, "haproxy.cfg")
+    before = open(config, encoding="utf-8").read()
+    rc, run = run_playbook(PLAYBOOK, dict(play_vars(janus), uid=uid, targets=["127.0.0.1:%d" % second.port]),
+                           check=True, diff=True)
+    checked = run.result("Session")
+    assert rc == 0 and checked["changed"] and checked["actions"] == ["update", "write_config", "reload"]
+    assert open(config, encoding="utf-8").read() == before and container_of(janus, uid).id == container.id
+    assert str(second.port) in json.dumps(checked["diff"])
 
     rc, run = play(janus, uid=uid, targets=["127.0.0.1:%d" % second.port])
     assert rc == 0, run.failures()
