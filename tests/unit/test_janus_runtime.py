@@ -251,3 +251,35 @@ def test_the_doc_shows_the_profile_file_as_it_is():
     shown = doc.split("## The profile", 1)[1].split("```yaml\n", 1)[1].split("```", 1)[0]
     with open(os.path.join(root, "docs", "janus", "profiles", "scistream.yml"), encoding="utf-8") as handle:
         assert yaml.safe_load(shown) == yaml.safe_load(handle)
+
+
+class Login:
+    """A requests.Session.request that answers POST /token with ``answer`` and records the auth of every call."""
+
+    def __init__(self, session, answer):
+        self.session, self.answer, self.seen = session, answer, []
+
+    def __call__(self, method, url, **kwargs):
+        self.seen.append((url.rsplit("/", 1)[1], self.session.auth, self.session.headers.get("Authorization")))
+        return self.answer if url.endswith("/token") else Answer(200, [])
+
+
+@pytest.mark.parametrize("answer, bearer", [(Answer(200, {"access_token": "tok"}), True),
+                                            (Answer(404, "<title>404 Not Found</title>"), False),
+                                            (Answer(200, {"access_token": 7}), False)])
+def test_the_password_is_traded_for_a_jwt_once_where_the_controller_offers_one(answer, bearer):
+    c = client()
+    c.session.request = login = Login(c.session, answer)
+    c.sessions()
+    c.sessions()
+    assert [name for name, dummy, dummy in login.seen] == ["token", "active", "active"]
+    last = login.seen[-1]
+    assert (last[2] == "Bearer tok" and last[1] is None) if bearer else last[1] == ("scistream", "the-password")
+
+
+def test_a_refused_login_names_the_user():
+    c = client()
+    c.session.request = Login(c.session, Answer(401, {"error": "Unauthorized"}))
+    with pytest.raises(S2DSError) as caught:
+        c.sessions()
+    assert caught.value.field == "janus_user" and "the-password" not in str(caught.value)

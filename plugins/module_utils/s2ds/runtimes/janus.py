@@ -220,11 +220,28 @@ class JanusClient:
         # session-level setting, which would silently ignore janus_ca_path.
         self.verify = ca_path if (validate_certs and ca_path) else bool(validate_certs)
         self.timeout = timeout
+        self._authenticated = False
 
-    def _call(self, method, path, what, ok=(200, 201, 204), **kwargs):
+    def _authenticate(self):
+        """Trade the password for a JWT once (``POST /token``): Janus hashes the password on every basic-auth call
+        (about 0.1 s each), a JWT costs nothing to check. Kept in memory only; a controller without /token gets
+        basic auth on every call."""
+        self._authenticated = True
+        response = self._send("POST", "/token")
+        if response.status_code == 401:
+            raise self._failure(response, "login")
+        try:
+            token = response.json().get("access_token") if response.status_code == 200 else None
+        except (ValueError, AttributeError):
+            token = None
+        if isinstance(token, str) and token:
+            self.session.auth = None
+            self.session.headers["Authorization"] = "Bearer " + token
+
+    def _send(self, method, path, **kwargs):
         url = self.base + path
         try:
-            response = self.session.request(method, url, timeout=self.timeout, verify=self.verify, **kwargs)
+            return self.session.request(method, url, timeout=self.timeout, verify=self.verify, **kwargs)
         except requests.exceptions.SSLError as exc:
             raise S2DSError("Janus controller at %s: TLS verification failed (%s); give janus_ca_path the CA "
                             "that signed its certificate" % (self.base, _short(exc)),
@@ -232,6 +249,11 @@ class JanusClient:
         except requests.exceptions.RequestException as exc:
             raise S2DSError("Janus controller at %s is not reachable: %s" % (self.base, _short(exc)),
                             field="janus_url", value=self.base) from None
+
+    def _call(self, method, path, what, ok=(200, 201, 204), **kwargs):
+        if not self._authenticated:
+            self._authenticate()
+        response = self._send(method, path, **kwargs)
         if response.status_code in ok:
             return response
         raise self._failure(response, what)
