@@ -16,9 +16,6 @@ options:
       - Base URL of the Janus controller for O(scistream.gateway.s2ds#module:runtime=janus), for example
         C(https://janus.facility.org:5000); the API path C(/api/janus/controller) is added when missing.
     type: str
-  janus_user:
-    description: User for the controller's HTTP basic authentication.
-    type: str
   janus_password:
     description: Password of O(janus_user). Never logged and never part of an error message.
     type: str
@@ -30,12 +27,19 @@ options:
       - Verify the controller's TLS certificate. Turn it off only for a test controller; prefer O(janus_ca_path).
     type: bool
     default: true
+  janus_user:
+    description:
+      - User for the controller's HTTP basic authentication. A user other than C(admin) sees only what a Janus admin
+        granted it (the node, the profile and the images, C(POST /auth/bulk)); see docs/janus.md.
+    type: str
   janus_node:
     description: The Janus node (instance name) that runs the proxy; the module must run on that node.
     type: str
   janus_profile:
     description:
-      - The Janus profile the proxy container is created with. It must give the container host networking
-        and mount C(<state_dir>/run) of the node read-only at C(/etc/scistream/sessions); see the README.
+      - The Janus host profile the proxy container is created with. It must give the container host networking
+        (C(mgmt_net=host)) and one bind volume, C(<state_dir>/janus/session) of the node at C(/etc/scistream/session);
+        docs/janus/profiles/scistream.yml in the collection is one, in Janus's flat profile form.
+      - The module checks both on the session Janus created, and fails naming the profile where they are missing.
     type: str
 """

@@ -145,13 +145,19 @@ def build_gateway(module, images=None):
                                                    **docker_engine_options(params))
         return docker_runtimes[image]
 
+    janus_runtimes = {}
+
     def janus_runtime(session):
         from ansible_collections.scistream.gateway.plugins.module_utils.s2ds.runtimes.janus import HAS_REQUESTS, JanusRuntime
         if not HAS_REQUESTS:
             module.fail_json(msg=missing_required_lib("requests (Debian: python3-requests)"))
-        return JanusRuntime(url=params["janus_url"], user=params["janus_user"], password=params["janus_password"],
-                            ca_path=params["janus_ca_path"], validate_certs=params["janus_validate_certs"],
-                            node=params["janus_node"], profile=params["janus_profile"], image=image_of(session))
+        image = image_of(session)
+        if image not in janus_runtimes:  # one controller login per image, not per session
+            janus_runtimes[image] = JanusRuntime(
+                url=params["janus_url"], user=params["janus_user"], password=params["janus_password"],
+                ca_path=params["janus_ca_path"], validate_certs=params["janus_validate_certs"],
+                node=params["janus_node"], profile=params["janus_profile"], image=image)
+        return janus_runtimes[image]
 
     def kernel_runtime(session):
         # Without the binding this raises S2DSError for this session only (s2ds_info lists the others).

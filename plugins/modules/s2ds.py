@@ -128,8 +128,12 @@ options:
       - With V(docker), a changed config is applied by signal (HAProxy SIGUSR2, NGINX SIGHUP), which keeps
         established connections; stunnel's container is restarted.
       - V(janus) asks an ESnet Janus controller (O(janus_url)) to run the proxy container on O(janus_node) with
-        O(janus_profile); the module runs on that node and writes the config where the profile mounts it.
-        The Janus session id is kept in the session record; a changed config stops and starts the Janus session.
+        O(janus_profile), as one Janus session named C(scistream-<uid>); the module runs on that node. The profile
+        binds C(<state_dir>/janus/session) at C(/etc/scistream/session), a link the module points at the one
+        session it is starting, so each container sees only its own session's files (docs/janus.md).
+      - With V(janus), a changed config stops and starts the same container; a session runs only while Janus says
+        C(STARTED) without service errors and its listeners listen, else the next run stops and starts it. The Janus
+        session id is kept in the session record and used again only while that Janus session is named for the uid.
       - With O(state=absent) the session's own record names its runtime; this option only says where to look for
         the proxy of a session whose record is broken (unreadable), which is then stopped as far as it can be found
         by its uid, and its run dir and record removed (V(process) when not given).

@@ -2,33 +2,65 @@
 # Copyright (c) 2026, SciStream gateway contributors
 # GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
 # SPDX-License-Identifier: GPL-3.0-or-later
-"""Proxies placed by an ESnet Janus controller (DTN-as-a-Service).
+"""Proxies placed by an ESnet Janus controller (DTN-as-a-Service), as janus-dtnaas 1.1 behaves.
 
-The contract with the facility's Janus profile (see docs/janus.md):
+The contract with the facility's Janus profile (docs/janus.md,
+docs/janus/profiles/scistream.yml):
 
-* the module runs on the node Janus places the container on, and writes the
-  session's files to ``<state_dir>/run/<uid>/`` there;
-* the profile bind-mounts ``<state_dir>/run`` read-only at
-  ``/etc/scistream/sessions`` in the container, with host networking;
+* the module runs on the node Janus places the container on (``janus_node``)
+  and writes the session's files to ``<state_dir>/run/<uid>/`` there;
+* the profile gives the container host networking and ONE bind,
+  ``<state_dir>/janus/session`` -> ``/etc/scistream/session``;
 * the container runs the proxy in the foreground with the command this
   runtime passes as the Janus session's ``arguments``.
 
-The Janus session id is kept in the session record, so a later run (or a
-controller that restarted) still finds the session. A changed config is
-applied by stopping and starting the Janus session. Every call to the
-controller goes through :class:`JanusClient` (requests, basic auth); no
-error message ever contains the password.
+Janus's quirks, all handled here:
+
+* **One bind per session.** A Janus profile's bind has a fixed source, and
+  Janus ignores a volume's read-only flag. ``<state_dir>/janus/session`` is
+  therefore a symbolic link that this runtime points at the run dir of the
+  one session it is starting, under the gateway's lock, and back at an empty
+  directory right after: Docker resolves a bind's source when a container
+  starts, so each proxy container sees its own session's files and no
+  other's (nor any other session's key).
+* **Containers are kept.** ``remove_container`` is false: Janus turns it into
+  Docker's auto-remove, and the stop of a config change would delete the
+  container. A changed config stops and starts the same container.
+* **Health is not taken on trust.** ``PUT /start`` of a session Janus thinks
+  ``STARTED`` does nothing, even when its container died, and ``MIXED`` or
+  ``INITIALIZED`` mean not (all) running. A session runs only when Janus says
+  ``STARTED`` with no service errors AND its listeners listen on this node;
+  starting always stops a ``STARTED``/``MIXED`` session first.
+* **Ids are not identities.** Session ids restart at 1 on a new controller
+  database, and Janus names containers ``janus-<profile>-<id>-<n>`` whatever
+  the request says. Each session is created with the name
+  ``scistream-<uid>``, and a remembered ``janus_id`` is adopted only when
+  that Janus session carries this name.
+* **Nodes and images appear on refresh.** A new controller knows no node
+  until ``GET /nodes?refresh=true``, and learns a node's images the same way
+  (without them it tries to pull). The runtime makes that call before each
+  create.
+* **Errors** come as ``{"error": ...}``, ``{"message": ...}``, a list
+  (request validation) or an HTML page; all are shown, trimmed.
+
+Everything Janus answers is parsed into :class:`JanusSession` (typed, checked)
+before it is used. Every call goes through :class:`JanusClient` (requests,
+basic auth); no error message ever contains the password.
 """
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
+import os
+import re
 import shlex
 import shutil
 import subprocess
 
 from ..errors import S2DSError
 from ..names import session_key
-from .base import Runtime
+from .base import Runtime, listening_ports
 
 try:
     import requests
@@ -37,14 +69,143 @@ except ImportError:  # reported by callers through HAS_REQUESTS
     HAS_REQUESTS = False
 
 API_PATH = "/api/janus/controller"
-CONTAINER_MOUNT = "/etc/scistream/sessions"
-STOPPED_STATES = ("stopped", "exited", "failed", "dead", "created")
+#: Where the proxy container sees its session's files (the profile's bind target).
+CONTAINER_MOUNT = "/etc/scistream/session"
+#: Under state_dir: the link the profile binds, and the empty directory it points at between starts.
+DOOR_DIR = "janus"
+DOOR_NAME = "session"
+CLOSED_NAME = "closed"
+SESSION_NAME_PREFIX = "scistream-"
+STARTED = "STARTED"
+MAX_ERROR_TEXT = 400
+
+
+def session_name(uid):
+    """The Janus session name that says a session is this uid's (through the core's safe-name mapping)."""
+    return SESSION_NAME_PREFIX + session_key(uid)
+
+
+@dataclasses.dataclass(frozen=True)
+class JanusService:
+    """One container of a Janus session."""
+
+    node: str
+    container_name: str
+    container_id: str
+    errors: tuple
+    mounts: tuple  # (source, target) of each bind
+    network_mode: str
+
+
+@dataclasses.dataclass(frozen=True)
+class JanusSession:
+    """A Janus session as the controller described it, checked field by field."""
+
+    id: int
+    name: object  # str or None
+    state: str
+    services: tuple
+
+    @property
+    def errors(self):
+        return [error for service in self.services for error in service.errors]
+
+    @classmethod
+    def parse(cls, data, base):
+        """A JanusSession from one decoded JSON answer; S2DSError naming the controller if it is not one."""
+        def bad(why):
+            return S2DSError("Janus controller at %s answered with a session that is not one (%s): %s"
+                             % (base, why, _trim(repr(data))), field="janus_url", value=base)
+        if not isinstance(data, dict):
+            raise bad("not an object")
+        session_id = data.get("id")
+        if not isinstance(session_id, int) or isinstance(session_id, bool) or session_id < 0:
+            raise bad("id is not an integer")
+        name, state = data.get("name"), data.get("state", "")
+        if name is not None and not isinstance(name, str):
+            raise bad("name is not a string")
+        if not isinstance(state, str):
+            raise bad("state is not a string")
+        services = data.get("services")
+        services = {} if services is None else services  # a new session may have none yet
+        if not isinstance(services, dict):
+            raise bad("services is not an object")
+        parsed = []
+        for node, records in services.items():
+            if not isinstance(records, list):
+                raise bad("services of %r is not a list" % node)
+            for record in records:
+                parsed.append(_parse_service(node, record, bad))
+        return cls(id=session_id, name=name, state=state.upper(), services=tuple(parsed))
+
+
+def _parse_service(node, record, bad):
+    if not isinstance(record, dict):
+        raise bad("a service is not an object")
+    errors = record.get("errors")
+    errors = [] if errors is None else errors
+    if not isinstance(errors, list):
+        raise bad("errors is not a list")
+    kwargs = record.get("kwargs") if isinstance(record.get("kwargs"), dict) else {}
+    host_config = kwargs.get("HostConfig") if isinstance(kwargs.get("HostConfig"), dict) else {}
+    mounts = host_config.get("Mounts") if isinstance(host_config.get("Mounts"), list) else []
+    return JanusService(
+        node=str(node), container_name=str(record.get("container_name") or ""),
+        container_id=str(record.get("container_id") or ""),
+        errors=tuple(_trim(_describe_error(error)) for error in errors),
+        mounts=tuple((str(m.get("Source")), str(m.get("Target"))) for m in mounts if isinstance(m, dict)),
+        network_mode=str(host_config.get("NetworkMode") or ""))
+
+
+def _describe_error(error):
+    if isinstance(error, dict):
+        reason, response = error.get("reason"), error.get("response")
+        if isinstance(response, dict):
+            response = response.get("message") or response.get("error") or response
+        return "%s%s" % (reason, ": %s" % response if response else "")
+    return str(error)
+
+
+def _trim(text):
+    text = " ".join(str(text).split())
+    return text if len(text) <= MAX_ERROR_TEXT else text[:MAX_ERROR_TEXT] + "..."
+
+
+def error_text(response):
+    """What the controller said went wrong, in whichever shape it said it."""
+    try:
+        data = response.json()
+    except ValueError:
+        text = response.text or ""
+        title = re.search(r"<title>(.*?)</title>", text, re.IGNORECASE | re.DOTALL)
+        return _trim(title.group(1) if title else text) or "no message"
+    if isinstance(data, dict):
+        parts = [str(data[key]) for key in ("error", "message", "details") if data.get(key)]
+        return _trim("; ".join(parts) if parts else data)
+    return _trim(data)
+
+
+# Janus 1.1 says "Profile X not found", "Image X not found" or "Ednpoint X not found" (sic).
+_CREATE_404_FIELDS = {"Profile": "janus_profile", "Image": "image", "Ednpoint": "janus_node", "Endpoint": "janus_node",
+                      "Node": "janus_node"}
+
+
+def _first_word_match(detail):
+    match = re.search(r"\b(%s)\b" % "|".join(_CREATE_404_FIELDS), detail)
+    return match.group(1) if match else None
+
+
+def _unwrap(body):
+    """Start and stop answer either the session or ``{"<id>": session}``."""
+    if isinstance(body, dict) and "id" not in body and len(body) == 1:
+        return next(iter(body.values()))
+    return body
 
 
 class JanusClient:
-    """The Janus controller API: create / start / stop / active / delete."""
+    """The Janus controller API calls the runtime makes."""
 
-    def __init__(self, url, user, password, ca_path=None, validate_certs=True, timeout=30):
+    def __init__(self, url, user, password, ca_path=None, validate_certs=True, timeout=60):
         if not HAS_REQUESTS:
             raise S2DSError("the Python library requests is required for runtime janus "
                             "(Debian: apt install python3-requests)", field="runtime", value="janus")
@@ -60,11 +221,28 @@ class JanusClient:
         # session-level setting, which would silently ignore janus_ca_path.
         self.verify = ca_path if (validate_certs and ca_path) else bool(validate_certs)
         self.timeout = timeout
+        self._authenticated = False
 
-    def _call(self, method, path, what, ok=(200, 201, 204), **kwargs):
+    def _authenticate(self):
+        """Trade the password for a JWT once (``POST /token``): Janus hashes the password on every basic-auth call
+        (about 0.1 s each), a JWT costs nothing to check. Kept in memory only; a controller without /token gets
+        basic auth on every call."""
+        self._authenticated = True
+        response = self._send("POST", "/token")
+        if response.status_code == 401:
+            raise self._failure(response, "login")
+        try:
+            token = response.json().get("access_token") if response.status_code == 200 else None
+        except (ValueError, AttributeError):
+            token = None
+        if isinstance(token, str) and token:
+            self.session.auth = None
+            self.session.headers["Authorization"] = "Bearer " + token
+
+    def _send(self, method, path, **kwargs):
         url = self.base + path
         try:
-            response = self.session.request(method, url, timeout=self.timeout, verify=self.verify, **kwargs)
+            return self.session.request(method, url, timeout=self.timeout, verify=self.verify, **kwargs)
         except requests.exceptions.SSLError as exc:
             raise S2DSError("Janus controller at %s: TLS verification failed (%s); give janus_ca_path the CA "
                             "that signed its certificate" % (self.base, _short(exc)),
@@ -72,62 +250,97 @@ class JanusClient:
         except requests.exceptions.RequestException as exc:
             raise S2DSError("Janus controller at %s is not reachable: %s" % (self.base, _short(exc)),
                             field="janus_url", value=self.base) from None
+
+    def _call(self, method, path, what, ok=(200, 201, 204), **kwargs):
+        if not self._authenticated:
+            self._authenticate()
+        response = self._send(method, path, **kwargs)
         if response.status_code in ok:
             return response
-        detail = _error_text(response)
-        if response.status_code == 401:
-            raise S2DSError("Janus controller at %s rejected the credentials of user %r (401)"
-                            % (self.base, self.user), field="janus_user", value=self.user)
-        if response.status_code == 404 and what == "create":
-            raise S2DSError("Janus controller at %s does not know the node, profile or image asked for "
-                            "(404: %s)" % (self.base, detail), field="janus_profile", value=detail)
-        raise S2DSError("Janus controller at %s: %s failed (%d: %s)" % (self.base, what, response.status_code, detail),
-                        field="janus_url", value=self.base)
+        raise self._failure(response, what)
+
+    def _failure(self, response, what):
+        detail, status = error_text(response), response.status_code
+        if status == 401:
+            return S2DSError("Janus controller at %s rejected the credentials of user %r (401: %s)"
+                             % (self.base, self.user, detail), field="janus_user", value=self.user)
+        if status == 403:
+            return S2DSError("Janus controller at %s does not let user %r make the %s (403: %s)"
+                             % (self.base, self.user, what, detail), field="janus_user", value=self.user)
+        if status == 404 and what == "create":
+            field = _CREATE_404_FIELDS.get(_first_word_match(detail), "janus_profile")
+            return S2DSError("Janus controller at %s does not know (or does not grant user %r) the node, profile "
+                             "or image asked for (404: %s); a Janus admin grants them with POST /auth/bulk "
+                             "(see docs/janus.md)" % (self.base, self.user, detail), field=field, value=detail)
+        return S2DSError("Janus controller at %s: %s failed (%d: %s)" % (self.base, what, status, detail),
+                         field="janus_url", value=self.base)
+
+    def _json(self, response, what):
+        try:
+            return response.json()
+        except ValueError:
+            raise S2DSError("Janus controller at %s answered the %s with no JSON: %s"
+                            % (self.base, what, _trim(response.text)), field="janus_url", value=self.base) from None
+
+    def _session(self, body):
+        return JanusSession.parse(_unwrap(body), self.base)
+
+    def refresh_nodes(self):
+        """Make the controller query its nodes again (nodes, networks, images)."""
+        self._call("GET", "/nodes", "refresh of the nodes", params={"refresh": "true"})
 
     def create(self, request):
         """Create one session; returns its integer id."""
-        body = self._call("POST", "/create", "create", json=request).json()
-        ids = [value.get("id", key) if isinstance(value, dict) else key for key, value in body.items()]
-        if len(ids) != 1:
-            raise S2DSError("Janus controller at %s answered create with %r, expected one session"
-                            % (self.base, body), field="janus_url", value=self.base)
+        body = self._json(self._call("POST", "/create", "create", json=request), "create")
+        ids = list(body) if isinstance(body, dict) else []
+        if len(ids) != 1 or not str(ids[0]).isdigit():
+            raise S2DSError("Janus controller at %s answered create with %s, expected one session id"
+                            % (self.base, _trim(repr(body))), field="janus_url", value=self.base)
         return int(ids[0])
 
     def start(self, session_id):
-        return self._call("PUT", "/start/%d" % session_id, "start of session %d" % session_id).json()
+        what = "start of session %d" % session_id
+        return self._session(self._json(self._call("PUT", "/start/%d" % session_id, what), what))
 
-    def stop(self, session_id, missing_ok=False):
-        ok = (200, 404) if missing_ok else (200,)
-        return self._call("PUT", "/stop/%d" % session_id, "stop of session %d" % session_id, ok=ok).json()
+    def stop(self, session_id):
+        what = "stop of session %d" % session_id
+        return self._session(self._json(self._call("PUT", "/stop/%d" % session_id, what), what))
 
     def active(self, session_id):
-        """The session, or None when the controller does not know it."""
-        response = self._call("GET", "/active/%d" % session_id, "lookup of session %d" % session_id, ok=(200, 404))
-        return response.json() if response.status_code == 200 else None
+        """The session, or None where the controller does not know it (or does not show it to this user)."""
+        what = "lookup of session %d" % session_id
+        response = self._call("GET", "/active/%d" % session_id, what, ok=(200, 404))
+        return self._session(self._json(response, what)) if response.status_code == 200 else None
+
+    def sessions(self):
+        """Every session this user may see."""
+        body = self._json(self._call("GET", "/active", "list of sessions"), "list of sessions")
+        if not isinstance(body, list):
+            raise S2DSError("Janus controller at %s answered the list of sessions with %s"
+                            % (self.base, _trim(repr(body))), field="janus_url", value=self.base)
+        return [JanusSession.parse(item, self.base) for item in body]
 
     def delete(self, session_id):
-        self._call("DELETE", "/active/%d" % session_id, "delete of session %d" % session_id, ok=(200, 204, 404),
-                   params={"force": "true"})
+        """Stop the session's containers, remove them, forget the session (404: already gone)."""
+        self._call("DELETE", "/active/%d" % session_id, "delete of session %d" % session_id, ok=(200, 204, 404))
+
+    def logs(self, session_id, node, lines=20):
+        response = self._call("GET", "/active/%d/logs/%s" % (session_id, node), "logs of session %d" % session_id,
+                              params={"tail": lines})
+        body = self._json(response, "logs")
+        return str(body.get("response", "")) if isinstance(body, dict) else ""
 
 
 def _short(exc):
     return str(exc).splitlines()[0][:300]
 
 
-def _error_text(response):
-    try:
-        data = response.json()
-        return str(data.get("error", data)) if isinstance(data, dict) else str(data)
-    except ValueError:
-        return response.text[:300]
-
-
 class JanusRuntime(Runtime):
-    """One Janus session per S2DS session, placed on ``node`` with ``profile``."""
+    """One Janus session (one container) per S2DS session, placed on ``node`` with ``profile``."""
 
     name = "janus"
-    # Listeners bind on the Janus node, which need not be this host.
-    local_network = False
+    # The module runs on the Janus node: the listeners bind here, and are checked here.
+    local_network = True
 
     def __init__(self, url=None, user=None, password=None, ca_path=None, validate_certs=True, node=None,
                  profile=None, image=None):
@@ -152,9 +365,8 @@ class JanusRuntime(Runtime):
                 "image": self.image_for(record)}
 
     def paths(self, store, record):
-        run_dir = CONTAINER_MOUNT + "/" + session_key(record.uid)
-        return {"run_dir": run_dir, "pid_file": "/tmp/proxy.pid", "log_file": "/dev/stderr",
-                "psk_file": run_dir + "/psk.txt", "foreground": True}
+        return {"run_dir": CONTAINER_MOUNT, "pid_file": "/tmp/proxy.pid", "log_file": "/dev/stderr",
+                "psk_file": CONTAINER_MOUNT + "/psk.txt", "foreground": True}
 
     def check_config(self, backend, store, record, config_name):
         """Check with the proxy's own checker where the node has it (Janus itself offers no way)."""
@@ -176,51 +388,145 @@ class JanusRuntime(Runtime):
             raise S2DSError("janus_node is required for runtime janus", field="janus_node", value=node)
         if not profile:
             raise S2DSError("janus_profile is required for runtime janus", field="janus_profile", value=profile)
-        argv = backend.foreground_argv("%s/%s/%s" % (CONTAINER_MOUNT, session_key(record.uid), backend.config_name),
-                                       "/dev/stderr")
+        argv = backend.foreground_argv("%s/%s" % (CONTAINER_MOUNT, backend.config_name), "/dev/stderr")
         return {
+            "name": session_name(record.uid),
             "instances": [node],
             "image": options["image"],
             "profile": profile,
             "arguments": shlex.join(argv),
-            "remove_container": True,
-            "kwargs": {"name": "scistream-%s-%s-%s" % (backend.name, record.role.lower(), session_key(record.uid))},
+            # True would make Janus ask Docker for auto-remove: the stop of a config change would delete it.
+            "remove_container": False,
         }
 
-    def _session(self, record):
+    # -- the door: the one bind of the profile, pointed at one session at a time --------------
+    @staticmethod
+    def door(store):
+        return os.path.join(store.state_dir, DOOR_DIR, DOOR_NAME)
+
+    def _ensure_door(self, store):
+        """The link exists (Docker checks a bind's source when the container is created), pointing nowhere useful."""
+        door = self.door(store)
+        closed = os.path.join(os.path.dirname(door), CLOSED_NAME)
+        os.makedirs(closed, mode=0o700, exist_ok=True)
+        if os.path.lexists(door) and not os.path.islink(door):
+            raise S2DSError("%s must be the link this runtime manages, and is something else; remove it"
+                            % door, field="state_dir", value=store.state_dir)
+        if not os.path.islink(door):
+            _point(door, closed)
+        return door, closed
+
+    @contextlib.contextmanager
+    def _door_open_to(self, store, uid):
+        door, closed = self._ensure_door(store)
+        _point(door, store.run_dir(uid))
+        try:
+            yield
+        finally:
+            _point(door, closed)
+
+    # -- sessions --------------------------------------------------------------------
+    def _own_session(self, record):
+        """The remembered Janus session, if it still exists and is this uid's; else None."""
         session_id = record.runtime_state.get("janus_id")
-        return (session_id, self.client.active(session_id)) if session_id is not None else (None, None)
+        if not isinstance(session_id, int) or isinstance(session_id, bool):
+            return None
+        session = self.client.active(session_id)
+        if session is None or session.name != session_name(record.uid):
+            return None  # gone, or an id the controller has given to someone else's session since
+        return session
+
+    def _create(self, backend, store, record):
+        self._ensure_door(store)
+        self.client.refresh_nodes()
+        session_id = self.client.create(self.request(backend, record))
+        record.runtime_state["janus_id"] = session_id
+        session = self.client.active(session_id)
+        if session is None:
+            raise S2DSError("Janus controller at %s created session %d and then did not show it to user %r"
+                            % (self.client.base, session_id, self.client.user), field="janus_url",
+                            value=self.client.base)
+        try:
+            self._check_profile(session, store, self.remembered(record)["janus_profile"])
+        except S2DSError:
+            self.client.delete(session_id)  # a container that cannot work is not left behind
+            raise
+        return session
+
+    def _check_profile(self, session, store, profile):
+        """The profile gave the container host networking and the one bind; else say what is wrong."""
+        door = self.door(store)
+        for service in session.services:
+            problems = []
+            if service.network_mode != "host":
+                problems.append("network %r instead of host" % service.network_mode)
+            if (door, CONTAINER_MOUNT) not in service.mounts:
+                problems.append("binds %s instead of %s -> %s" % (
+                    ", ".join("%s -> %s" % m for m in service.mounts) or "nothing", door, CONTAINER_MOUNT))
+            if problems:
+                raise S2DSError("Janus profile %r does not fit runtime janus: its container has %s (see docs/janus.md)"
+                                % (profile, "; ".join(problems)), field="janus_profile", value=profile)
 
     def is_running(self, backend, store, record):
-        dummy, session = self._session(record)
-        return session is not None and str(session.get("state", "running")).lower() not in STOPPED_STATES
+        session = self._own_session(record)
+        return (session is not None and session.state == STARTED and not session.errors
+                and set(record.ports) <= listening_ports("tcp"))
 
     def start(self, backend, store, record):
-        session_id, session = self._session(record)
+        session = self._own_session(record)
         if session is None:
-            session_id = self.client.create(self.request(backend, record))
-            record.runtime_state["janus_id"] = session_id
-        self.client.start(session_id)
+            session = self._create(backend, store, record)
+        if session.state not in ("INITIALIZED", "STOPPED"):
+            # Janus's start does nothing to a session it thinks STARTED, even one whose container died.
+            self.client.stop(session.id)
+        with self._door_open_to(store, record.uid):
+            started = self.client.start(session.id)
+        if started.state != STARTED or started.errors:
+            raise S2DSError("Janus session %d of %s did not start (state %s%s)" % (
+                started.id, record.uid, started.state, "; " + "; ".join(started.errors) if started.errors else ""),
+                field="janus_profile", value=self.profile)
 
     def restart(self, backend, store, record):
-        session_id, session = self._session(record)
-        if session is None:
-            self.start(backend, store, record)
-            return
-        self.client.stop(session_id)
-        self.client.start(session_id)
+        # The same container is stopped and started: it mounts the (new) files again.
+        self.start(backend, store, record)
 
     def reload(self, backend, store, record):
         # Janus offers no signal: stop and start the session to apply the new config.
-        self.restart(backend, store, record)
+        self.start(backend, store, record)
 
     def stop(self, backend, store, record):
-        session_id = record.runtime_state.get("janus_id")
-        if session_id is None:
+        session = self._own_session(record)
+        if session is None:
             return
-        if self.client.active(session_id) is not None:
-            self.client.stop(session_id, missing_ok=True)
-            self.client.delete(session_id)
+        self.client.delete(session.id)
+        if self.client.active(session.id) is not None:
+            raise S2DSError("Janus controller at %s kept session %d after deleting it" % (self.client.base, session.id),
+                            field="janus_url", value=self.client.base)
 
     def log_tail(self, store, record):
-        return ""
+        session_id = record.runtime_state.get("janus_id")
+        node = record.runtime_state.get("janus_node") or self.node
+        if not isinstance(session_id, int) or not node:
+            return ""
+        try:
+            return self.client.logs(session_id, node)
+        except S2DSError:
+            return ""
+
+    def release_orphan(self, store, uid):
+        """The Janus sessions named for ``uid`` (a broken record has lost their ids)."""
+        stopped = []
+        for session in self.client.sessions():
+            if session.name == session_name(uid):
+                self.client.delete(session.id)
+                stopped.append("Janus session %d" % session.id)
+        return stopped
+
+
+def _point(link, target):
+    """Make ``link`` a symbolic link to ``target``, atomically (never absent, never half made)."""
+    candidate = link + ".new"
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(candidate)
+    os.symlink(target, candidate)
+    os.replace(candidate, link)
