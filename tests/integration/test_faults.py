@@ -239,10 +239,12 @@ def open_state_dir():
     """A state dir the proxy account can reach (pytest's tmp_path is 0700 root)."""
     path = "/tmp/faults-priv-%s" % uuid.uuid4().hex[:8]
     yield path
-    gateway = Gateway(path, {"process": lambda session: ProcessRuntime("daemon", "root"),
-                             "docker": lambda session: DockerRuntime(proxy_user="root")})
-    for record in gateway.store.all():
-        gateway.absent(record.uid)
+    # A test that failed half-way leaves sessions in its gateways' state dirs (prod/, cons/): release them.
+    for state_dir in (os.path.join(path, name) for name in ("prod", "cons")):
+        gateway = Gateway(state_dir, {"process": lambda session: ProcessRuntime("daemon", "root"),
+                                      "docker": lambda session: DockerRuntime(proxy_user="root")})
+        for record in gateway.store.all():
+            gateway.absent(record.uid)
     shutil.rmtree(path, ignore_errors=True)
 
 
