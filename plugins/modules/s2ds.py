@@ -293,8 +293,9 @@ config_path:
   sample: /var/lib/scistream/run/4f6c1b7e-2a3d-4c5e-9f00-1234567890ab/haproxy.cfg
 actions:
   description: What was done (or, in check mode, would be done), among C(reserve), C(update), C(write_config),
-    C(start), C(reload), C(restart), C(stop), C(release). For O(backend=nftables), C(start) puts the rules in place
-    and C(reload) replaces them in one transaction.
+    C(start), C(reload), C(restart), C(stop), C(release), C(count). For O(backend=nftables), C(start) puts the rules in
+    place and C(reload) replaces them in one transaction. C(count) sets up the kernel counters of the session's
+    listeners (see M(scistream.gateway.s2ds_info)), where the module runs with the nftables binding as root.
   returned: always
   type: list
   elements: str

@@ -354,3 +354,40 @@ def test_counter_without_binding_says_why():
     with pytest.raises(counting.CountersUnavailable) as err:
         counter.read(make_record())
     assert UID in str(err.value)
+
+
+# -- fuzz: what arrives from outside (HTTP headers, proxy logs and stats) never breaks a reader ------------
+@settings(max_examples=150, deadline=None)
+@given(header=st.one_of(st.none(), st.text(max_size=200), st.binary(max_size=120).map(
+    lambda raw: "Basic " + base64.b64encode(raw).decode())))
+def test_any_authorization_header_is_refused_without_error(header):
+    config = web.WebConfig(users={"prometheus": "$2b$04$" + "a" * 53})  # a malformed hash matches nothing
+    assert config.authorized(header) is False
+
+
+@settings(max_examples=150, deadline=None)
+@given(lines=st.lists(st.text(max_size=160).filter(lambda t: "\n" not in t and "\r" not in t), max_size=20))
+def test_any_log_lines_give_bounded_counts(tmp_path_factory, lines):
+    directory = tmp_path_factory.mktemp("log")
+    log = directory / "proxy.log"
+    log.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
+    for report in (proxy_reports.nginx_report, proxy_reports.stunnel_report):
+        counts = report(str(directory), str(log), [5100, 5101])
+        assert len(counts) == 2 and sum(sum(c.values()) for c in counts) <= len(lines)
+
+
+@settings(max_examples=100, deadline=None)
+@given(rows=st.lists(st.lists(st.text(alphabet="abc_019,FRONTEND", max_size=12), min_size=1, max_size=20), max_size=6))
+def test_any_haproxy_stats_rows_are_read_without_error(rows):
+    header = "# pxname,svname,qcur,qmax,scur,smax,slim,stot,bin,bout,dreq,dresp,ereq,econ,eresp\n"
+    text = header + "".join(",".join(row) + "\n" for row in rows)
+    counts = proxy_reports.errors_from_stat(proxy_reports.parse_stat(text), 3)
+    assert len(counts) == 3 and all(v >= 0 for c in counts for v in c.values())
+
+
+def test_haproxy_stats_rows_map_to_listeners():
+    text = ("# pxname,svname,ereq,econ,eresp\nlistener_1,FRONTEND,4,,\ntarget_1,BACKEND,,2,1\n"
+            "target_9,BACKEND,,7,7\nstats,FRONTEND,9,,\n")
+    counts = proxy_reports.errors_from_stat(proxy_reports.parse_stat(text), 2)
+    assert counts[1] == {"target": 2, "tls_handshake": 0, "reset": 0, "request": 4, "response": 1}
+    assert counts[0] == dict.fromkeys(proxy_reports.REASONS, 0)

@@ -79,19 +79,27 @@ def haproxy_stats(path, timeout=1.0):
             if not chunk:
                 break
             chunks.append(chunk)
-    text = b"".join(chunks).decode("utf-8", "replace").lstrip("# ")
-    return list(csv.DictReader(text.splitlines()))
+    return parse_stat(b"".join(chunks).decode("utf-8", "replace"))
+
+
+def parse_stat(text):
+    """``show stat`` CSV (its header line starts with ``# ``) as row dicts."""
+    return list(csv.DictReader(text.lstrip("# ").splitlines()))
 
 
 def _number(value):
-    return int(value) if value and value.isdigit() else 0
+    return int(value) if isinstance(value, str) and value.isdigit() else 0
 
 
 def haproxy_errors(run_dir, size):
     """Per listener index: ereq of frontend listener_i, econ and eresp of backend target_i."""
+    return errors_from_stat(haproxy_stats(os.path.join(run_dir, STATS_SOCKET)), size)
+
+
+def errors_from_stat(rows, size):
     counts = empty_counts(size)
-    for row in haproxy_stats(os.path.join(run_dir, STATS_SOCKET)):
-        name, kind = row.get("pxname", ""), row.get("svname", "")
+    for row in rows:
+        name, kind = row.get("pxname") or "", row.get("svname") or ""
         prefix, dummy, index = name.partition("_")
         if not index.isdigit() or int(index) >= size:
             continue

@@ -1,0 +1,55 @@
+# -*- coding: utf-8 -*-
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""The verify playbook on this host: two gateways (state dirs), producer and consumer all local.
+
+It reports, per stream, the bytes each gateway's listener counted during the
+transfer next to what the sink received. 20 MB (not heavy); ports 43140-43149, sink 43191.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+
+import pytest
+
+from conftest import ROOT, run_playbook
+
+CHAIN = os.path.join(ROOT, "tests", "integration", "playbooks", "chain.yml")
+VERIFY = os.path.join(ROOT, "playbooks", "verify.yml")
+SYSTEM_PYTHON = "/usr/bin/python3"
+PAYLOAD = 20 * 1024 * 1024
+
+
+@pytest.mark.skipif(not os.path.exists(SYSTEM_PYTHON), reason="needs the distribution's Python (nftables binding)")
+def test_verify_reports_counted_bytes(tmp_path):
+    uid = str(uuid.uuid4())
+    state = {"a": str(tmp_path / "gateway-a"), "b": str(tmp_path / "gateway-b")}
+    chain = {"uid": uid, "backend": "haproxy", "runtime": "process", "num_conn": 1,
+             "producer_targets": ["127.0.0.1:43191"], "prod_port_range": "43140-43144",
+             "cons_port_range": "43145-43149", "prod_state_dir": state["a"], "cons_state_dir": state["b"],
+             "ansible_python_interpreter": SYSTEM_PYTHON}
+    local = "ansible_connection=local ansible_python_interpreter=%s ansible_become_method=su" % SYSTEM_PYTHON
+    inventory = tmp_path / "hosts.ini"
+    inventory.write_text(
+        "[scistream_gateways]\ngw-a %s scistream_gateway_state_dir=%s\n"
+        "gw-b %s scistream_gateway_state_dir=%s scistream_lan_address=127.0.0.1\n"
+        "[scistream_producers]\nproducer %s\n[scistream_consumers]\nconsumer %s\n" % (
+            local, state["a"], local, state["b"], local, local))
+    streams = [{"name": "verify-haproxy", "uid": uid, "producer_gateway": "gw-a", "consumer_gateway": "gw-b",
+                "producer_targets": ["127.0.0.1:43191"], "producer_host": "producer", "consumer_host": "consumer"}]
+    rc, run = run_playbook(CHAIN, chain)
+    assert rc == 0, run.failures()
+    try:
+        rc, run = run_playbook(VERIFY, {"scistream_streams": streams, "scistream_verify_bytes": "20M"},
+                               inventory=str(inventory))
+        assert rc == 0, run.failures()
+        table = run.result("Show the table", "localhost")["msg"]
+        assert table[0].endswith("| CONS counted | PROD counted")
+        cells = [cell.strip() for cell in table[1].split("|")]
+        assert cells[0] == "verify-haproxy" and cells[1] == cells[2] == str(PAYLOAD) and cells[3] == "yes"
+        for counted in (int(cells[5]), int(cells[6])):
+            assert PAYLOAD <= counted <= PAYLOAD * 1.05, table
+    finally:
+        rc, run = run_playbook(CHAIN, dict(chain, session_state="absent"))
+        assert rc == 0, run.failures()
