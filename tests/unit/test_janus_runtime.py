@@ -310,3 +310,19 @@ def test_a_session_whose_container_is_gone_is_replaced(tmp_path):
     runtime.client.start = start_fails_for_the_old_one
     runtime.start(get_backend("haproxy"), store, record)
     assert record.runtime_state["janus_id"] == 2 and 1 not in runtime.client.table
+
+
+def test_a_profile_that_also_binds_the_state_dir_is_refused(tmp_path):
+    runtime, store, record = runtime_with(tmp_path)
+    original = runtime.client.create
+
+    def create_with_an_extra_bind(request):
+        session_id = original(request)
+        mounts = runtime.client.table[session_id]["services"]["dtn-a"][0]["kwargs"]["HostConfig"]["Mounts"]
+        mounts.append({"Source": os.path.join(store.state_dir, "run"), "Target": "/etc/scistream/sessions"})
+        return session_id
+    runtime.client.create = create_with_an_extra_bind
+    with pytest.raises(S2DSError) as caught:
+        runtime.start(get_backend("haproxy"), store, record)
+    assert "other sessions' files" in str(caught.value) and runtime.client.table == {}
+    assert janus._inside("/", store.state_dir) and not janus._inside("/data", store.state_dir)

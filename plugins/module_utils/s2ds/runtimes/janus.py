@@ -462,6 +462,11 @@ class JanusRuntime(Runtime):
             if (door, CONTAINER_MOUNT) not in service.mounts:
                 problems.append("binds %s instead of %s -> %s" % (
                     ", ".join("%s -> %s" % m for m in service.mounts) or "nothing", door, CONTAINER_MOUNT))
+            exposed = [source for source, dummy in service.mounts
+                       if source != door and _inside(source, store.state_dir)]
+            if exposed:
+                problems.append("also binds %s, inside state_dir (other sessions' files and keys)"
+                                % ", ".join(exposed))
             if problems:
                 raise S2DSError("Janus profile %r does not fit runtime janus: its container has %s (see docs/janus.md)"
                                 % (profile, "; ".join(problems)), field="janus_profile", value=profile)
@@ -529,6 +534,12 @@ class JanusRuntime(Runtime):
                 self.client.delete(session.id)
                 stopped.append("Janus session %d" % session.id)
         return stopped
+
+
+def _inside(path, directory):
+    """``path`` is ``directory`` or below it (or above it: a bind of a parent shows it all)."""
+    path, directory = os.path.normpath(path), os.path.normpath(directory)
+    return path == directory or path.startswith(directory + os.sep) or directory.startswith(path.rstrip(os.sep) + os.sep)
 
 
 def _started(session):
