@@ -213,9 +213,18 @@ def test_config_change_kill_and_restore(janus, sink):
     sent = push(listener, 4 * MB)
     assert again.wait()["sha256"] == sent["sha256"]
 
+    # A container removed behind Janus's back cannot be started again: the session is replaced.
+    container.remove(force=True)
+    rc, run = play(janus, uid=uid, targets=["127.0.0.1:%d" % second.port])
+    assert rc == 0 and run.result("Session")["actions"] == ["start"] and health(run, uid) is True, run.failures()
+    assert janus_session(janus, janus_id) is None
+    replaced_id = record(janus, uid)["runtime_state"]["janus_id"]
+    replacement = container_of(janus, uid)
+    assert replaced_id != janus_id and replacement.status == "running"
+
     rc, released = play(janus, uid=uid, targets=[], session_state="absent")
     assert rc == 0 and released.result("Session")["changed"]
-    assert_released(janus, uid, [janus_id], [container.id])
+    assert_released(janus, uid, [janus_id, replaced_id], [container.id, replacement.id])
 
 
 def test_a_proxy_container_cannot_read_another_sessions_psk(janus, sink):

@@ -127,14 +127,15 @@ class FakeClient:
 
     def __init__(self, store, sessions=None):
         self.store = store
-        self.sessions = dict(sessions or {})
+        self.table = dict(sessions or {})
+        self.next_id = max(self.table, default=0) + 1
         self.calls = []
         self.door_at_start = []
         self.base, self.user = BASE, "scistream"
 
     def active(self, session_id):
         self.calls.append(("active", session_id))
-        body = self.sessions.get(session_id)
+        body = self.table.get(session_id)
         return janus.JanusSession.parse(body, BASE) if body else None
 
     def refresh_nodes(self):
@@ -142,8 +143,8 @@ class FakeClient:
 
     def create(self, request):
         self.calls.append(("create", request["name"]))
-        session_id = max(self.sessions, default=0) + 1
-        self.sessions[session_id] = session_body(id=session_id, name=request["name"], state="INITIALIZED",
+        session_id, self.next_id = self.next_id, self.next_id + 1
+        self.table[session_id] = session_body(id=session_id, name=request["name"], state="INITIALIZED",
                                                  services={"dtn-a": [{"errors": [], "kwargs": {"HostConfig": {
                                                      "NetworkMode": "host", "Mounts": [{
                                                          "Source": janus.JanusRuntime.door(self.store),
@@ -152,18 +153,21 @@ class FakeClient:
 
     def stop(self, session_id):
         self.calls.append(("stop", session_id))
-        self.sessions[session_id]["state"] = "STOPPED"
-        return janus.JanusSession.parse(self.sessions[session_id], BASE)
+        self.table[session_id]["state"] = "STOPPED"
+        return janus.JanusSession.parse(self.table[session_id], BASE)
 
     def start(self, session_id):
         self.calls.append(("start", session_id))
         self.door_at_start.append(os.path.realpath(janus.JanusRuntime.door(self.store)))
-        self.sessions[session_id]["state"] = "STARTED"
-        return janus.JanusSession.parse(self.sessions[session_id], BASE)
+        self.table[session_id]["state"] = "STARTED"
+        return janus.JanusSession.parse(self.table[session_id], BASE)
 
     def delete(self, session_id):
         self.calls.append(("delete", session_id))
-        self.sessions.pop(session_id, None)
+        self.table.pop(session_id, None)
+
+    def sessions(self):
+        return [janus.JanusSession.parse(body, BASE) for body in self.table.values()]
 
 
 def runtime_with(tmp_path, sessions=None):
@@ -206,7 +210,7 @@ def test_a_remembered_id_of_someone_elses_session_is_not_adopted(tmp_path):
     runtime.stop(get_backend("haproxy"), store, record)
     assert ("delete", 1) not in runtime.client.calls
     runtime.start(get_backend("haproxy"), store, record)
-    assert record.runtime_state["janus_id"] == 2 and runtime.client.sessions[1]["name"] == "someone-else"
+    assert record.runtime_state["janus_id"] == 2 and runtime.client.table[1]["name"] == "someone-else"
 
 
 @pytest.mark.parametrize("state, errors", [("MIXED", []), ("INITIALIZED", []), ("STARTED", [{"reason": "x"}])])
@@ -224,14 +228,14 @@ def test_a_profile_without_the_bind_fails_and_leaves_no_session(tmp_path):
 
     def create_with_the_base_profile(request):
         session_id = original(request)
-        runtime.client.sessions[session_id]["services"]["dtn-a"][0]["kwargs"] = {
+        runtime.client.table[session_id]["services"]["dtn-a"][0]["kwargs"] = {
             "HostConfig": {"NetworkMode": "bridge", "Mounts": []}}
         return session_id
     runtime.client.create = create_with_the_base_profile
     with pytest.raises(S2DSError) as caught:
         runtime.start(get_backend("haproxy"), store, record)
     assert caught.value.field == "janus_profile" and "bridge" in str(caught.value) and "binds nothing" in str(caught.value)
-    assert runtime.client.sessions == {}
+    assert runtime.client.table == {}
 
 
 def test_the_door_is_never_a_real_directory(tmp_path):
@@ -283,3 +287,42 @@ def test_a_refused_login_names_the_user():
     with pytest.raises(S2DSError) as caught:
         c.sessions()
     assert caught.value.field == "janus_user" and "the-password" not in str(caught.value)
+
+
+def test_a_broken_record_releases_the_sessions_named_for_its_uid_only(tmp_path):
+    runtime, store, record = runtime_with(tmp_path, {1: session_body(id=1), 2: session_body(id=2, name="other")})
+    assert runtime.release_orphan(store, UID) == ["Janus session 1"]
+    assert list(runtime.client.table) == [2]
+
+
+def test_a_session_whose_container_is_gone_is_replaced(tmp_path):
+    runtime, store, record = runtime_with(tmp_path, {1: session_body(id=1, state="STOPPED")})
+    record.runtime_state["janus_id"] = 1
+    original_start = runtime.client.start
+
+    def start_fails_for_the_old_one(session_id):
+        session = original_start(session_id)
+        if session_id == 1:
+            runtime.client.table[1]["state"] = "MIXED"
+            runtime.client.table[1]["services"]["dtn-a"][0]["errors"] = [{"reason": "No such container"}]
+            return janus.JanusSession.parse(runtime.client.table[1], BASE)
+        return session
+    runtime.client.start = start_fails_for_the_old_one
+    runtime.start(get_backend("haproxy"), store, record)
+    assert record.runtime_state["janus_id"] == 2 and 1 not in runtime.client.table
+
+
+def test_a_profile_that_also_binds_the_state_dir_is_refused(tmp_path):
+    runtime, store, record = runtime_with(tmp_path)
+    original = runtime.client.create
+
+    def create_with_an_extra_bind(request):
+        session_id = original(request)
+        mounts = runtime.client.table[session_id]["services"]["dtn-a"][0]["kwargs"]["HostConfig"]["Mounts"]
+        mounts.append({"Source": os.path.join(store.state_dir, "run"), "Target": "/etc/scistream/sessions"})
+        return session_id
+    runtime.client.create = create_with_an_extra_bind
+    with pytest.raises(S2DSError) as caught:
+        runtime.start(get_backend("haproxy"), store, record)
+    assert "other sessions' files" in str(caught.value) and runtime.client.table == {}
+    assert janus._inside("/", store.state_dir) and not janus._inside("/data", store.state_dir)

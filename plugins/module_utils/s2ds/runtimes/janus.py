@@ -463,6 +463,11 @@ class JanusRuntime(Runtime):
             if (door, CONTAINER_MOUNT) not in service.mounts:
                 problems.append("binds %s instead of %s -> %s" % (
                     ", ".join("%s -> %s" % m for m in service.mounts) or "nothing", door, CONTAINER_MOUNT))
+            exposed = [source for source, dummy in service.mounts
+                       if source != door and _inside(source, store.state_dir)]
+            if exposed:
+                problems.append("also binds %s, inside state_dir (other sessions' files and keys)"
+                                % ", ".join(exposed))
             if problems:
                 raise S2DSError("Janus profile %r does not fit runtime janus: its container has %s (see docs/janus.md)"
                                 % (profile, "; ".join(problems)), field="janus_profile", value=profile)
@@ -474,17 +479,26 @@ class JanusRuntime(Runtime):
 
     def start(self, backend, store, record):
         session = self._own_session(record)
-        if session is None:
+        fresh = session is None
+        if fresh:
             session = self._create(backend, store, record)
+        started = self._start(store, record, session)
+        if not _started(started) and not fresh:
+            # The container Janus kept for this session is gone or broken (removed by hand, say):
+            # Janus cannot start it again, so the session is replaced by a new one.
+            self.client.delete(session.id)
+            started = self._start(store, record, self._create(backend, store, record))
+        if not _started(started):
+            raise S2DSError("Janus session %d of %s did not start (state %s%s)" % (
+                started.id, record.uid, started.state, "; " + "; ".join(started.errors) if started.errors else ""),
+                field="janus_profile", value=self.remembered(record)["janus_profile"])
+
+    def _start(self, store, record, session):
         if session.state not in ("INITIALIZED", "STOPPED"):
             # Janus's start does nothing to a session it thinks STARTED, even one whose container died.
             self.client.stop(session.id)
         with self._door_open_to(store, record.uid):
-            started = self.client.start(session.id)
-        if started.state != STARTED or started.errors:
-            raise S2DSError("Janus session %d of %s did not start (state %s%s)" % (
-                started.id, record.uid, started.state, "; " + "; ".join(started.errors) if started.errors else ""),
-                field="janus_profile", value=self.profile)
+            return self.client.start(session.id)
 
     def restart(self, backend, store, record):
         # The same container is stopped and started: it mounts the (new) files again.
@@ -521,6 +535,16 @@ class JanusRuntime(Runtime):
                 self.client.delete(session.id)
                 stopped.append("Janus session %d" % session.id)
         return stopped
+
+
+def _inside(path, directory):
+    """``path`` is ``directory`` or below it (or above it: a bind of a parent shows it all)."""
+    path, directory = os.path.normpath(path), os.path.normpath(directory)
+    return path == directory or path.startswith(directory + os.sep) or directory.startswith(path.rstrip(os.sep) + os.sep)
+
+
+def _started(session):
+    return session.state == STARTED and not session.errors
 
 
 def _point(link, target):
