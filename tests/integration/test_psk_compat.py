@@ -150,3 +150,35 @@ def test_psk_compat_refusals_name_the_field(options, field):
     with pytest.raises(S2DSError) as caught:
         SessionSpec.build(**base)
     assert caught.value.field == field
+
+
+def test_control_server_with_psk_compat_pairs_with_an_upstream_cons(tmp_path):
+    """The server option: a StunnelSubprocess server with --psk_compat makes PROD sessions upstream's CONS reaches.
+
+    Ports 45000-45019 (the lead's block); 64 MB (the module tests above carry 200 MB).
+    """
+    from test_s2cs import Server, make_pki  # pylint: disable=import-outside-toplevel
+    from ansible_collections.scistream.gateway.plugins.module_utils.s2cs.client import (  # pylint: disable=import-outside-toplevel
+        ControlClient)
+    uid = str(uuid.uuid4())
+    server = Server(make_pki(tmp_path), tmp_path / "s2cs", 45000, "45001-45009", backend="StunnelSubprocess",
+                    extra=["--psk_compat", "scistream-1.2"])
+    upstream = None
+    try:
+        with ControlClient(server.address, ca_path=server.pki["ca.crt"], timeout=20) as client:
+            listeners, dummy, created = client.request(uid, "PROD", 1, prod_listeners=["127.0.0.1:45019"])
+            assert created and len(listeners) == 1
+            client.update(uid, ["127.0.0.1:45019"], "PROD")
+            run_dir = Gateway(str(tmp_path / "s2cs"), {}).store.run_dir(uid)
+            with open(os.path.join(run_dir, "psk.txt"), encoding="ascii") as handle:
+                assert handle.read() == "client1:%s\n" % uid.replace("-", "")
+            upstream = UpstreamStunnel(str(tmp_path / "upstream"), uid, client=True, accept_port=45018,
+                                       connect=listeners[0])
+            sent, got = push(45018, 45019, size=64 * 1024 * 1024)
+            assert got["bytes"] == sent["bytes"] and got["sha256"] == sent["sha256"]
+            assert "NULL" in upstream.log_text()
+            client.release(uid)
+    finally:
+        if upstream is not None:
+            upstream.stop()
+        server.stop()

@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import uuid
 
@@ -13,7 +14,7 @@ from conftest import files_under
 from test_gateway import FakeRuntime, spec
 from ansible_collections.scistream.gateway.plugins.module_utils.s2ds.errors import S2DSError
 from ansible_collections.scistream.gateway.plugins.module_utils.s2ds.gateway import Gateway, Release
-from ansible_collections.scistream.gateway.plugins.module_utils.s2ds.store import SessionStore
+from ansible_collections.scistream.gateway.plugins.module_utils.s2ds.store import BrokenRecord, SessionStore
 
 
 class OrphanAwareRuntime(FakeRuntime):
@@ -121,3 +122,16 @@ def test_an_os_error_is_that_sessions_error_only(gateway, fake):
     assert outcomes[0].error is None and outcomes[0].changed
     assert "Permission denied" in str(outcomes[1].error) and ids[1] in str(outcomes[1].error)
     assert not os.path.exists(gateway.store.record_path(ids[1]))
+
+
+def test_a_record_with_a_bad_owner_is_broken(tmp_path):
+    """The owner field is read back from disk like every other: a newline or a non-string makes the record broken."""
+    store = SessionStore(str(tmp_path))
+    good = {"uid": "4f6c1b7e-2a3d-4c5e-9f00-1234567890ab", "role": "PROD", "backend": "haproxy", "runtime": "process",
+            "listener_ip": "127.0.0.1", "ports": [5100], "targets": ["127.0.0.1:6000"], "owner": "token-sha256:" + "a" * 64}
+    os.makedirs(store.sessions_dir, exist_ok=True)
+    for owner, broken in (("token-sha256:" + "a" * 64, False), ("peer:127.0.0.1", False), (None, False),
+                          ("x\nfrontend evil", True), (7, True), ("", True)):
+        with open(store.record_path(good["uid"]), "w", encoding="utf-8") as handle:
+            json.dump(dict(good, owner=owner), handle)
+        assert isinstance(store.load_entry(good["uid"]), BrokenRecord) is broken, owner

@@ -200,7 +200,7 @@ class ControlService:
 
     def __init__(self, gateway, listener_ip="0.0.0.0", port_range="5100-5200", backend="haproxy",
                  runtime="process", hello_timeout=180.0, hello_grace=5.0, psk=None, limits=None,
-                 enforce_owner=False, workers=4):
+                 enforce_owner=False, workers=4, psk_compat=None):
         self.gateway = gateway
         self.listener_ip = listener_ip
         self.port_range = port_range
@@ -209,6 +209,7 @@ class ControlService:
         self.hello_timeout = hello_timeout
         self.hello_grace = hello_grace
         self.psk = psk
+        self.psk_compat = psk_compat
         self.limits = limits or Limits()
         self.enforce_owner = enforce_owner
         self.marks = PendingMarks(gateway.store.state_dir)
@@ -222,10 +223,15 @@ class ControlService:
         self._spec("00000000-0000-0000-0000-000000000000", "PROD", 1)
 
     # -- helpers ---------------------------------------------------------------
-    def _spec(self, uid, role, num_conn, targets=()):
-        return SessionSpec.build(uid, role, num_conn=num_conn, listener_ip=self.listener_ip,
-                                 port_range=self.port_range, targets=targets, backend=self.backend,
-                                 runtime=self.runtime, psk=self.psk)
+    def _spec(self, uid, role, num_conn, targets=(), record=None):
+        """The spec of a session from the server's settings; an existing ``record`` keeps its own
+        listener address, backend and runtime."""
+        return SessionSpec.build(uid, role, num_conn=num_conn,
+                                 listener_ip=record.listener_ip if record else self.listener_ip,
+                                 port_range=self.port_range, targets=targets,
+                                 backend=record.backend if record else self.backend,
+                                 runtime=record.runtime if record else self.runtime,
+                                 psk=self.psk, psk_compat=self.psk_compat)
 
     async def _blocking(self, fn, *args, **kwargs):
         """Run a Gateway call (files, locks, proxies) off the loop."""
@@ -506,9 +512,7 @@ class ControlService:
         try:
             for value in targets:
                 parse_target(value, field="remote_listeners")
-            spec = SessionSpec.build(uid, record.role, num_conn=len(record.ports), listener_ip=record.listener_ip,
-                                     port_range=self.port_range, targets=targets, backend=record.backend,
-                                     runtime=record.runtime, psk=self.psk)
+            spec = self._spec(uid, record.role, len(record.ports), targets, record=record)
             outcome = await self._blocking(self.gateway.present, spec)
         except PortsExhausted as exc:
             raise ControlError("RESOURCE_EXHAUSTED", str(exc)) from None

@@ -47,6 +47,7 @@ except ImportError:  # reported by main()
     grpc = grpc_aio = scistream_pb2_grpc = None
     HAS_GRPC = False
 
+from ..s2ds.backends import PSK_COMPAT
 from ..s2ds.errors import S2DSError
 from ..s2ds.gateway import Gateway
 from ..s2ds.runtimes.process import ProcessRuntime
@@ -502,6 +503,9 @@ def parser():
                      help="token introspection: package.module:function(token) -> bool or identity string")
     own.add_argument(*_spellings("--psk_file"), dest="psk_file",
                      help="stunnel pre-shared key (default: derived from each session's uid)")
+    own.add_argument(*_spellings("--psk_compat"), dest="psk_compat", choices=sorted(PSK_COMPAT),
+                     help="stunnel sessions speak what upstream SciStream's own stunnel sessions speak, to pair with "
+                          "an upstream gateway: authenticated, NOT encrypted (off by default)")
     own.add_argument(*_spellings("--hello_timeout"), dest="hello_timeout", type=float, default=180.0,
                      help="seconds a req waits for its hello (default %(default)s, as SciStream's server: a manual "
                           "prod-req and a hello minutes later still meet)")
@@ -605,7 +609,8 @@ async def serve_async(args, ready=None, interceptors=()):
     try:
         service = ControlService(gateway, listener_ip=args.listener_ip, port_range=args.port_range,
                                  backend=args.backend, runtime=args.runtime, hello_timeout=args.hello_timeout,
-                                 psk=read_secret(args.psk_file) if args.psk_file else None, limits=limits_of(args),
+                                 psk=read_secret(args.psk_file) if args.psk_file else None, psk_compat=args.psk_compat,
+                                 limits=limits_of(args),
                                  enforce_owner=checker.enabled, workers=args.max_workers)
     except S2DSError as exc:
         raise SystemExit("bad setting: %s" % exc) from None

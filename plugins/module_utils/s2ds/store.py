@@ -25,6 +25,7 @@ import fcntl
 import hashlib
 import json
 import os
+import re
 import shutil
 import tempfile
 
@@ -90,6 +91,11 @@ def read_text(path):
 _SHA256_HEX = frozenset("0123456789abcdef")
 
 
+#: Who made a session (``token-sha256:<hex>``, ``hook:<id>``, ``globus:<uuid>``, ``peer:<address>``):
+#: printable ASCII without spaces, bounded.
+_OWNER_RE = re.compile(r"[a-z0-9-]{1,16}:[!-~]{1,200}")
+
+
 def check_record(record):
     """Raise S2DSError or ValueError unless every field of ``record`` is one a gateway could have written.
 
@@ -121,6 +127,8 @@ def check_record(record):
         raise ValueError("config_sha256 %r is not a SHA-256 hex digest" % (digest,))
     if not isinstance(record.runtime_state, dict):
         raise ValueError("runtime_state %r is not a mapping" % (record.runtime_state,))
+    if record.owner is not None and not (isinstance(record.owner, str) and _OWNER_RE.fullmatch(record.owner)):
+        raise ValueError("owner %r is not an identity a control server records" % (record.owner,))
 
 
 def _is_port(value):
