@@ -298,3 +298,19 @@ def test_tls_front_with_a_ca_file(janus, tmp_path):
     finally:
         front.terminate()
         front.wait(5)
+
+
+def test_a_broken_record_still_releases_its_janus_session(janus, sink):
+    """A truncated session record: release finds the Janus session by its name and removes it and its container."""
+    uid = "ffffffff-0000-4000-8000-000000000003"
+    target = sink()
+    rc, run = play(janus, uid=uid, targets=["127.0.0.1:%d" % target.port])
+    assert rc == 0, run.failures()
+    janus_id = record(janus, uid)["runtime_state"]["janus_id"]
+    container = container_of(janus, uid)
+    with open(os.path.join(janus.state_dir, "sessions", uid + ".json"), "w", encoding="utf-8") as handle:
+        handle.write('{"uid": "%s", "ro' % uid)
+    rc, run = play(janus, uid=uid, targets=[], session_state="absent")
+    result = run.result("Session")
+    assert rc == 0 and result["changed"] and "Janus session %d" % janus_id in json.dumps(result["warnings"])
+    assert_released(janus, uid, [janus_id], [container.id])

@@ -144,11 +144,10 @@ class FakeClient:
     def create(self, request):
         self.calls.append(("create", request["name"]))
         session_id, self.next_id = self.next_id, self.next_id + 1
+        mounts = [{"Source": janus.JanusRuntime.door(self.store), "Target": janus.CONTAINER_MOUNT}]
+        service = {"errors": [], "kwargs": {"HostConfig": {"NetworkMode": "host", "Mounts": mounts}}}
         self.table[session_id] = session_body(id=session_id, name=request["name"], state="INITIALIZED",
-                                                 services={"dtn-a": [{"errors": [], "kwargs": {"HostConfig": {
-                                                     "NetworkMode": "host", "Mounts": [{
-                                                         "Source": janus.JanusRuntime.door(self.store),
-                                                         "Target": janus.CONTAINER_MOUNT}]}}}]})
+                                              services={"dtn-a": [service]})
         return session_id
 
     def stop(self, session_id):
