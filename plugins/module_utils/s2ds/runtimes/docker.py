@@ -101,6 +101,10 @@ def _digest(data):
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode("utf-8")).hexdigest()
 
 
+#: What proves a user can run each proxy in an image: its version flag, as that user.
+VERSION_ARGS = {"haproxy": ["-v"], "nginx": ["-v"], "stunnel": ["-version"]}
+ROOT_USER = "0:0"
+
 #: Set in the throw-away container that checks a config (it has no network but its own).
 NONLOCAL_BIND_SYSCTLS = {"net.ipv4.ip_nonlocal_bind": "1", "net.ipv6.ip_nonlocal_bind": "1"}
 
@@ -109,7 +113,7 @@ class ProxyContainer:
     """One proxy container whose config directory is mounted read-only at /etc/scistream."""
 
     def __init__(self, engine, name, backend, image, config_dir, config_name=None, labels=None,
-                 network_mode="host", low_ports=False, account=None):
+                 network_mode="host", low_ports=False, user=None):
         self.engine = engine
         self.name = name
         self.backend = backend
@@ -119,9 +123,9 @@ class ProxyContainer:
         self.labels = dict(labels or {})
         self.network_mode = network_mode
         self.low_ports = low_ports
-        #: Run as this ProxyAccount (numeric uid:gid, so any image will do); None or a
-        #: port below 1024 (Docker gives a non-root user no ambient capability) runs root.
-        self.account = account if not low_ports else None
+        #: ``uid:gid`` to run as (numeric, so no image needs the name); None or a port
+        #: below 1024 (Docker gives a non-root user no ambient capability) runs root.
+        self.user = user if user and user != ROOT_USER and not low_ports else None
 
     @property
     def config_path(self):
@@ -130,8 +134,8 @@ class ProxyContainer:
     def create_options(self):
         """Everything the container is created with (what the spec label hashes)."""
         argv = self.backend.foreground_argv(self.config_path, "/dev/stderr")
-        if self.account is not None:
-            user, caps = "%d:%d" % (self.account.uid, self.account.gid), []
+        if self.user is not None:
+            user, caps = self.user, []
         else:
             user = "0:0"
             caps = list(CAPABILITIES[self.backend.name]) + (["NET_BIND_SERVICE"] if self.low_ports else [])
@@ -290,14 +294,43 @@ class DockerRuntime(Runtime):
         return "scistream-%s-%s-%s" % (backend.name, record.role.lower(), session_key(record.uid))
 
     def remembered(self, record):
-        return {"image": self.image_for(record)}
+        """The image, and the user its containers run as: decided once per session and image, by a probe."""
+        image = self.image_for(record)
+        state = record.runtime_state
+        user = state.get("container_user")
+        if user is None and "image" in state:
+            user = ROOT_USER  # made by a version that ran every container root: left so until released
+        elif user is None or state.get("image") != image:
+            user = self.container_user(get_backend(record.backend), image, record)
+        return {"image": image, "container_user": user}
+
+    def container_user(self, backend, image, record):
+        """``uid:gid`` of the proxy account where ``image`` lets that user run the proxy, else root.
+
+        An image allows it when its proxy runs for that user: a short-lived
+        container prints the proxy's version as that user. (Some storage
+        drivers give a container a root directory only root may enter.)
+        """
+        if self.account is None or needs_low_port(record):
+            return ROOT_USER
+        user = "%d:%d" % (self.account.uid, self.account.gid)
+        self.engine.ensure_image(image, backend.name)
+        try:
+            self.engine.client.containers.run(
+                image, entrypoint=backend.foreground_argv("/dev/null")[:1], command=VERSION_ARGS[backend.name],
+                user=user, network_mode="none", cap_drop=["ALL"], security_opt=["no-new-privileges"], remove=True,
+                stdout=True, stderr=True, labels={LABEL_PREFIX + "probe": record.uid})
+        except (docker.errors.ContainerError, APIError, DockerException):
+            return ROOT_USER
+        return user
 
     def container(self, backend, store, record):
         labels = {LABEL_PREFIX + "uid": record.uid, LABEL_PREFIX + "role": record.role,
                   LABEL_PREFIX + "backend": backend.name}
         return ProxyContainer(self.engine, self.container_name(backend, record), backend,
                               self.image_for(record), store.run_dir(record.uid),
-                              labels=labels, low_ports=needs_low_port(record), account=self.account)
+                              labels=labels, low_ports=needs_low_port(record),
+                              user=record.runtime_state.get("container_user"))
 
     def paths(self, store, record):
         return {
