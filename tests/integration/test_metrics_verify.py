@@ -9,6 +9,7 @@ transfer next to what the sink received. 20 MB (not heavy); ports 43140-43149, s
 from __future__ import annotations
 
 import os
+import subprocess
 import uuid
 
 import pytest
@@ -50,6 +51,42 @@ def test_verify_reports_counted_bytes(tmp_path):
         assert cells[0] == "verify-haproxy" and cells[1] == cells[2] == str(PAYLOAD) and cells[3] == "yes"
         for counted in (int(cells[5]), int(cells[6])):
             assert PAYLOAD <= counted <= PAYLOAD * 1.05, table
+    finally:
+        rc, run = run_playbook(CHAIN, dict(chain, session_state="absent"))
+        assert rc == 0, run.failures()
+
+
+RESTORE = os.path.join(ROOT, "roles", "gateway", "files", "scistream-nft-restore.py")
+INFO = os.path.join(ROOT, "tests", "integration", "playbooks", "metrics_info.yml")
+
+
+@pytest.mark.skipif(not os.path.exists(SYSTEM_PYTHON), reason="needs the distribution's Python (nftables binding)")
+def test_boot_restore_puts_the_counters_back(tmp_path):
+    """The counting table lost (a reboot, `nft flush ruleset`): the boot-time restore's counting part brings it back."""
+    uid = str(uuid.uuid4())
+    state = {"a": str(tmp_path / "gateway-a"), "b": str(tmp_path / "gateway-b")}
+    chain = {"uid": uid, "backend": "nginx", "runtime": "process", "num_conn": 1,
+             "producer_targets": ["127.0.0.1:43191"], "prod_port_range": "43140-43144",
+             "cons_port_range": "43145-43149", "prod_state_dir": state["a"], "cons_state_dir": state["b"],
+             "ansible_python_interpreter": SYSTEM_PYTHON}
+    info = {"state_dir": state["a"], "uid": uid, "ansible_python_interpreter": SYSTEM_PYTHON}
+    rc, run = run_playbook(CHAIN, chain)
+    assert rc == 0, run.failures()
+    try:
+        assert os.path.exists(os.path.join(state["a"], "run", uid, "counting.json"))
+        subprocess.run(["nft", "delete", "table", "inet", "scistream-count"], check=True)
+        rc, run = run_playbook(INFO, info)
+        assert "not counted" in run.result("Sessions of the gateway")["sessions"][0]["traffic_error"]
+        # Only the counting part of the restore: the root namespace's inet scistream is not this test's.
+        code = ("import importlib.util, sys, nftables; spec = importlib.util.spec_from_file_location('r', sys.argv[1]); "
+                "m = importlib.util.module_from_spec(spec); spec.loader.exec_module(m); "
+                "sys.exit(0 if m.restore_counting(nftables.Nftables(), sys.argv[2]) else 1)")
+        subprocess.run([SYSTEM_PYTHON, "-c", code, RESTORE, state["a"]], check=True, timeout=30)
+        rc, run = run_playbook(INFO, info)
+        session = run.result("Sessions of the gateway")["sessions"][0]
+        assert "traffic_error" not in session and session["traffic"][0]["bytes_in"] == 0, session
+        rc, run = run_playbook(CHAIN, chain)  # counted as before: nothing to do for PROD
+        assert rc == 0 and run.result("Producer-side gateway")["actions"] == [], run.failures()
     finally:
         rc, run = run_playbook(CHAIN, dict(chain, session_state="absent"))
         assert rc == 0, run.failures()

@@ -46,6 +46,8 @@ except ImportError:  # reported through CountersUnavailable
 
 FAMILY = "inet"
 TABLE = "scistream-count"
+#: In each counted session's run dir: its part of the table, for the boot-time restore.
+RESTORE_FILE = "counting.json"
 _TABLE_REF = {"family": FAMILY, "table": TABLE}
 #: (direction, hook, port field, map) of the two base chains.
 DIRECTIONS = (("in", "input", "dport"), ("out", "output", "sport"))
@@ -123,17 +125,26 @@ def session_commands(key, ports):
     return commands
 
 
+def dispatch_commands(directions=("in", "out")):
+    """The base chains' one rule each: look the port up in the map, jump to its session's chain."""
+    dummy, l4 = base_commands()
+    return [{"add": {"rule": dict(_TABLE_REF, chain=direction, expr=[l4, {"vmap": {
+        "key": {"payload": {"protocol": "th", "field": field}}, "data": "@" + port_map(direction)}}])}}
+        for direction, dummy2, field in DIRECTIONS if direction in directions]
+
+
 def _dispatch_rules(listing):
     """The base chains' vmap rules, when missing from ``listing``."""
     present = {entry["rule"]["chain"] for entry in listing.entries if "rule" in entry
                and entry["rule"]["chain"] in ("in", "out")}
-    dummy, l4 = base_commands()
-    rules = []
-    for direction, dummy, field in DIRECTIONS:
-        if direction not in present:
-            rules.append({"add": {"rule": dict(_TABLE_REF, chain=direction, expr=[l4, {"vmap": {
-                "key": {"payload": {"protocol": "th", "field": field}}, "data": "@" + port_map(direction)}}])}})
-    return rules
+    return dispatch_commands([d for d, dummy, dummy2 in DIRECTIONS if d not in present])
+
+
+def restore_document(record):
+    """What the boot-time restore (the gateway role's scistream-nft-restore) loads for this session:
+    ``{"base": table, maps, base chains and their rules, "session": its chains and map elements}``."""
+    base, dummy = base_commands()
+    return {"base": base + dispatch_commands(), "session": session_commands(session_key(record), record.ports)}
 
 
 class Listing:

@@ -13,6 +13,7 @@ actions and performs none.
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 
 from . import counting
@@ -20,7 +21,7 @@ from .backends import PSK_COMPAT, get_backend, render_config
 from .errors import S2DSError, invalid
 from .ports import reserve_ports
 from .session import SessionRecord, SessionSpec
-from .store import BrokenRecord, SessionStore, sha256_text, write_checked_files
+from .store import BrokenRecord, SessionStore, sha256_text, write_checked_files, write_file_atomic
 from .runtimes.base import listening_ports, wait_for_listeners
 
 
@@ -200,6 +201,9 @@ class Gateway:
                 wait_for_listeners(runtime, backend, self.store, wanted)
             if "count" in actions:
                 self.counter.install(wanted)
+                # Kept for the boot-time restore (the gateway role's scistream-nft-restore).
+                write_file_atomic(os.path.join(self.store.run_dir(wanted.uid), counting.RESTORE_FILE),
+                                  json.dumps(counting.restore_document(wanted)) + "\n", mode=0o644)
             self.store.save(wanted)
         except Exception:
             if existing is None:

@@ -13,6 +13,10 @@ changes nothing and a half-loaded state is never seen. If that transaction
 fails, each session is loaded alone, so one bad file does not keep the
 others out; the exit status is then 1. Run at boot by
 scistream-nft-restore.service, and again whenever nftables.service restarts.
+
+The kernel counters of the proxies' sessions (table inet scistream-count,
+docs/metrics.md) are put back the same way from STATE_DIR/run/<uid>/counting.json:
+the table's base part once, then every session's chains and map elements.
 """
 
 import glob
@@ -23,6 +27,7 @@ import sys
 import nftables
 
 TABLE = {"family": "inet", "name": "scistream"}
+COUNT_TABLE = {"family": "inet", "name": "scistream-count"}
 
 
 def load(path):
@@ -52,7 +57,34 @@ def main(state_dir):
                 sessions.remove((path, commands))
                 failed = True
     print("scistream-nft-restore: %d session(s) in place from %s" % (len(sessions), state_dir))
-    return 1 if failed else 0
+    return 1 if failed or not restore_counting(nft, state_dir) else 0
+
+
+def restore_counting(nft, state_dir):
+    """Replace the table inet scistream-count with every counted session's part; False when one failed."""
+    documents, ok = [], True
+    for path in sorted(glob.glob(os.path.join(state_dir, "run", "*", "counting.json"))):
+        try:
+            with open(path, encoding="utf-8") as handle:
+                document = json.load(handle)
+            documents.append((path, document["base"], document["session"]))
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            print("%s: cannot be read: %s" % (path, exc), file=sys.stderr)
+            ok = False
+    if not documents:
+        return ok
+    reset = [{"add": {"table": COUNT_TABLE}}, {"delete": {"table": COUNT_TABLE}}] + documents[0][1]
+    rc, dummy, error = nft.json_cmd({"nftables": reset + [c for dummy, dummy2, session in documents for c in session]})
+    if rc != 0:
+        print("counters in one transaction failed (%s); one by one" % error.strip(), file=sys.stderr)
+        nft.json_cmd({"nftables": reset})
+        for path, dummy, session in documents:
+            rc, dummy2, error = nft.json_cmd({"nftables": session})
+            if rc != 0:
+                print("%s: not loaded: %s" % (path, error.strip()), file=sys.stderr)
+                ok = False
+    print("scistream-nft-restore: counters of %d session(s) in place" % len(documents))
+    return ok
 
 
 if __name__ == "__main__":
