@@ -124,8 +124,8 @@ def test_module_refuses_every_payload_on_the_docker_runtime(tmp_path):
     _check_module_run(run, cases)
     _nothing_left(state_dir)
     uids = {case["uid"] for case in cases}
-    labelled = docker_client().containers.list(all=True, filters={"label": "scistream.gateway.uid"})
-    assert not [c.name for c in labelled if c.labels.get("scistream.gateway.uid") in uids]
+    labelled = docker_client().containers.list(all=True, filters={"label": "org.scistream.uid"})
+    assert not [c.name for c in labelled if c.labels.get("org.scistream.uid") in uids]
 
 
 def test_batch_refuses_the_payloads_and_applies_the_rest(tmp_path, sink):
@@ -198,6 +198,27 @@ def test_stream_playbook_refuses_a_bad_inventory_value(tmp_path):
     assert messages and all("stream 'evil' (scistream_streams[1])" in m and "producer_targets" in m for m in messages)
     assert all(quoted(PAYLOADS["haproxy program"]) in m and "\n" not in m for m in messages)
     _nothing_left(str(tmp_path / "gw-a"), str(tmp_path / "gw-b"))
+
+
+@pytest.mark.docker
+def test_upstream_uid_on_the_docker_runtime(tmp_path, sink):
+    """A container named by the uid's key (a uid such as '..' is no container name) carries bytes."""
+    from conftest import docker_client  # pylint: disable=import-outside-toplevel
+    state_dir = str(tmp_path / "gw")
+    target = sink()
+    case = dict(uid="..", role="PROD", runtime="docker", image="scistream/haproxy:local", port_range="40360-40369",
+                num_conn=1, targets=["127.0.0.1:%d" % target.port])
+    rc, run = run_playbook(CASES, {"cases": [case], "state_dir": state_dir})
+    [out] = run.result("Each case")["results"]
+    assert not out["failed"], out.get("msg")
+    name = "scistream-haproxy-prod-%s" % session_key("..")
+    assert docker_client().containers.get(name).labels["org.scistream.uid"] == ".."
+    sent = streamcheck.send("127.0.0.1", 40360, 1024 * 1024, timeout=30)
+    assert target.wait()["sha256"] == sent["sha256"]
+    rc, run = run_playbook(CASES, {"cases": [dict(case, state="absent")], "state_dir": state_dir})
+    assert run.result("Each case")["results"][0]["changed"]
+    assert not docker_client().containers.list(all=True, filters={"name": name})
+    _nothing_left(state_dir)
 
 
 # -- the control server ------------------------------------------------------------------------------------
