@@ -4,7 +4,7 @@
 
 A second run with one instance's setting changed changes that instance only
 (and restarts it); the servers answer over TLS checked against the role's ca.crt.
-Ports: 31030-31031 (control), 31800-31819 (listeners).
+Ports: 31030-31031 (control), 31032 (metrics), 31800-31819 (listeners).
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import urllib.request
 import uuid
 
 import pytest
@@ -38,7 +39,7 @@ def test_role_runs_daemons_idempotently(tmp_path):
     names = ["sss2cs-a-%s" % uuid.uuid4().hex[:6], "sss2cs-b-%s" % uuid.uuid4().hex[:6]]
     instances = [
         {"name": names[0], "port": 31030, "listener_ip": "127.0.0.1", "port_range": "31800-31809",
-         "state_dir": str(base / "state-a")},
+         "state_dir": str(base / "state-a"), "metrics_port": 31032},
         {"name": names[1], "port": 31031, "listener_ip": "127.0.0.1", "port_range": "31810-31819",
          "state_dir": str(base / "state-b"), "backend": "stunnel"},
     ]
@@ -56,6 +57,10 @@ def test_role_runs_daemons_idempotently(tmp_path):
                 listeners, dummy, created = client.request(uid, "PROD", 1, ["127.0.0.1:9"])
                 assert created and listeners[0].startswith("127.0.0.1:318")
                 client.release(uid)
+        # The first instance serves its own metrics (prometheus_client from the distribution).
+        with urllib.request.urlopen("http://127.0.0.1:31032/metrics", timeout=10) as response:
+            text = response.read().decode()
+        assert 'scistream_s2cs_calls_total{code="OK",method="req"} 1.0' in text, text[-2000:]
         # A changed setting restarts its instance only, and nothing else changes (idempotence: the
         # systemd flavour's second run is checked by Molecule's multisite scenario).
         instances[1]["port_range"] = "31812-31819"
