@@ -294,14 +294,15 @@ class DockerRuntime(Runtime):
         return "scistream-%s-%s-%s" % (backend.name, record.role.lower(), session_key(record.uid))
 
     def remembered(self, record):
-        """The image, and the user its containers run as: decided once per session and image, by a probe."""
+        """The image, and the user its containers run as (decided when its first container starts)."""
         image = self.image_for(record)
         state = record.runtime_state
-        user = state.get("container_user")
-        if user is None and "image" in state:
+        if "image" in state and "container_user" not in state:
             user = ROOT_USER  # made by a version that ran every container root: left so until released
-        elif user is None or state.get("image") != image:
-            user = self.container_user(get_backend(record.backend), image, record)
+        elif state.get("image") != image:
+            user = None  # a new session or a new image: probed when its container starts
+        else:
+            user = state.get("container_user")
         return {"image": image, "container_user": user}
 
     def container_user(self, backend, image, record):
@@ -349,6 +350,8 @@ class DockerRuntime(Runtime):
 
     def start(self, backend, store, record):
         share_run_dir(store, record.uid, self.account)
+        if record.runtime_state.get("container_user") is None:
+            record.runtime_state["container_user"] = self.container_user(backend, self.image_for(record), record)
         self.container(backend, store, record).start()
 
     def reload(self, backend, store, record):
