@@ -308,7 +308,7 @@ def kill_prod_proxy(stack, uid, backend, runtime):
     if runtime == "docker":
         docker_client().containers.get("scistream-%s-prod-%s" % (backend, uid)).kill()
         return
-    pid_file = os.path.join(stack["dirs"]["gateway-a"], "run", uid, "proxy.pid")
+    pid_file = os.path.join(stack["dirs"]["gateway-a"], "run", uid, "proxy", "proxy.pid")
     pid = int(open(pid_file, encoding="ascii").read().split()[0])
     os.kill(pid, signal.SIGKILL)
     assert wait_until(lambda: not process_alive(pid), 5)

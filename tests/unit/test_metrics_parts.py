@@ -295,13 +295,13 @@ def test_nginx_log_counts_per_listener(tmp_path):
         '2026/12/01 10:00:01 [error] 7#7: *2 SSL_do_handshake() failed (SSL: error) while SSL handshaking to upstream, '
         'client: 127.0.0.1, server: [::1]:5100, upstream: "[::1]:5074"\n'
         '2026/12/01 10:00:02 [notice] 7#7: signal process started\n')
-    counts = proxy_reports.nginx_report(str(tmp_path), str(log), [5100, 5101])
+    counts = proxy_reports.nginx_report({"run_dir": str(tmp_path), "log_file": str(log)}, [5100, 5101])
     assert counts[0]["tls_handshake"] == 1 and counts[1]["target"] == 1 and counts[0]["target"] == 0
     with open(log, "a", encoding="utf-8") as handle:  # read on from the last offset
         handle.write('2026/12/01 10:00:03 [error] 7#7: *3 connect() failed (111) client: 127.0.0.1, '
                      'server: 127.0.0.1:5101, upstream: "x"\n')
-    assert proxy_reports.nginx_report(str(tmp_path), str(log), [5100, 5101])[1]["target"] == 2
-    assert proxy_reports.nginx_report(str(tmp_path), "/dev/stderr", [5100]) is None  # not in the run dir
+    assert proxy_reports.nginx_report({"run_dir": str(tmp_path), "log_file": str(log)}, [5100, 5101])[1]["target"] == 2
+    assert proxy_reports.nginx_report({"run_dir": str(tmp_path), "log_file": "/dev/stderr"}, [5100]) is None  # not in the run dir
 
 
 def test_stunnel_log_ties_connections_to_listeners(tmp_path):
@@ -313,7 +313,7 @@ def test_stunnel_log_ties_connections_to_listeners(tmp_path):
         "2026.12.01 10:00:01 LOG3[1]: SSL_accept: ssl/record/ssl3_record.c:354: error:0A00010B:SSL routines::wrong "
         "version number\n"
         "2026.12.01 10:00:02 LOG3[9]: s_connect: connect 127.0.0.1:5074: Connection refused (111)\n")
-    counts = proxy_reports.stunnel_report(str(tmp_path), str(log), [5100, 5101])
+    counts = proxy_reports.stunnel_report({"run_dir": str(tmp_path), "log_file": str(log)}, [5100, 5101])
     assert counts[1]["target"] == 1 and counts[0]["tls_handshake"] == 1
     assert sum(sum(c.values()) for c in counts) == 2  # connection 9 was never tied to a listener
 
@@ -321,7 +321,8 @@ def test_stunnel_log_ties_connections_to_listeners(tmp_path):
 def test_haproxy_stats_socket_path_fits_a_unix_socket(tmp_path):
     assert proxy_reports.stats_socket_path("/var/lib/scistream/run/" + UID).endswith("/haproxy.sock")
     assert proxy_reports.stats_socket_path("/" + "x" * 100) is None
-    assert proxy_reports.haproxy_report(str(tmp_path), None, [5100]) is None  # no socket: no report
+    assert proxy_reports.haproxy_report({"run_dir": str(tmp_path), "stats_socket": str(tmp_path / "none.sock")},
+                                         [5100]) is None  # no socket: no report
 
 
 # -- control server metrics ---------------------------------------------------------------------
@@ -372,7 +373,7 @@ def test_any_log_lines_give_bounded_counts(tmp_path_factory, lines):
     log = directory / "proxy.log"
     log.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
     for report in (proxy_reports.nginx_report, proxy_reports.stunnel_report):
-        counts = report(str(directory), str(log), [5100, 5101])
+        counts = report({"run_dir": str(directory), "log_file": str(log)}, [5100, 5101])
         assert len(counts) == 2 and sum(sum(c.values()) for c in counts) <= len(lines)
 
 

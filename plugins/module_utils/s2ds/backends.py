@@ -133,7 +133,7 @@ class Backend:
     unsafe_characters: str = ""
     #: The ``psk_compat`` modes (keys of PSK_COMPAT) this backend can speak.
     psk_compat: tuple = ()
-    #: ``f(run_dir, log_file, ports)`` -> per listener, the proxy's own counts of failed connections
+    #: ``f(paths, ports)`` -> per listener, the proxy's own counts of failed connections
     #: (:mod:`.proxy_reports`), or None where it keeps no report on this host.
     report_errors: object = None
 

@@ -91,11 +91,6 @@ def _number(value):
     return int(value) if isinstance(value, str) and value.isdigit() else 0
 
 
-def haproxy_errors(run_dir, size):
-    """Per listener index: ereq of frontend listener_i, econ and eresp of backend target_i."""
-    return errors_from_stat(haproxy_stats(os.path.join(run_dir, STATS_SOCKET)), size)
-
-
 def errors_from_stat(rows, size):
     counts = empty_counts(size)
     for row in rows:
@@ -177,24 +172,26 @@ def stunnel_classifier(ports):
     return classify
 
 
-def haproxy_report(run_dir, log_file, ports):
+def haproxy_report(paths, ports):
     """HAProxy: its stats socket, when it has one (host processes)."""
-    path = stats_socket_path(run_dir)
-    if path is None or not os.path.exists(path):
+    path = paths.get("stats_socket")
+    if not path or not os.path.exists(path):
         return None
-    return haproxy_errors(run_dir, len(ports))
+    return errors_from_stat(haproxy_stats(path), len(ports))
 
 
-def nginx_report(run_dir, log_file, ports):
-    return _log_report(log_file, run_dir, nginx_classifier(ports), len(ports))
+def nginx_report(paths, ports):
+    return _log_report(paths, nginx_classifier(ports), len(ports))
 
 
-def stunnel_report(run_dir, log_file, ports):
-    return _log_report(log_file, run_dir, stunnel_classifier(ports), len(ports))
+def stunnel_report(paths, ports):
+    return _log_report(paths, stunnel_classifier(ports), len(ports))
 
 
-def _log_report(log_file, run_dir, classifier, size):
-    if not log_file or os.path.dirname(log_file) != run_dir:
+def _log_report(paths, classifier, size):
+    """Counts from the proxy's log, when it writes one below its run dir on this host (not /dev/stderr)."""
+    log_file, run_dir = paths.get("log_file"), paths.get("run_dir")
+    if not log_file or not run_dir or not log_file.startswith(run_dir.rstrip("/") + "/"):
         return None
     return LogCounter(log_file, classifier).counts(size)
 
@@ -202,13 +199,14 @@ def _log_report(log_file, run_dir, classifier, size):
 def connection_errors(backend, paths, store, record):
     """Per listener index, the proxy's own error counts; None where this host cannot read them.
 
-    ``backend.report_errors`` knows where its proxy reports; only files the
-    proxy keeps in the session's run dir on this host are read.
+    ``backend.report_errors`` reads what its proxy reports, where the
+    runtime's ``paths`` say (the log file, HAProxy's stats socket); only
+    files the proxy keeps below the session's run dir on this host are read.
     """
     run_dir = store.run_dir(record.uid)
     if backend.report_errors is None or paths.get("run_dir") != run_dir:
         return None  # e.g. a container: the proxy sees its files elsewhere and logs to Docker
     try:
-        return backend.report_errors(run_dir, paths.get("log_file"), list(record.ports))
+        return backend.report_errors(paths, list(record.ports))
     except (OSError, ValueError):
         return None  # a proxy that is down answers nothing; its session is reported down anyway
