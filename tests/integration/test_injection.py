@@ -26,7 +26,7 @@ import grpc
 import pytest
 
 from conftest import ROOT, files_under, run_playbook, streamcheck
-from test_s2cs import Server, make_pki
+from test_s2cs import pki, servers, sessions  # noqa: F401  # pylint: disable=unused-import
 
 from ansible_collections.scistream.gateway.plugins.module_utils.s2cs import scistream_pb2, scistream_pb2_grpc
 from ansible_collections.scistream.gateway.plugins.module_utils.s2cs.client import ControlCallError
@@ -225,29 +225,6 @@ def test_upstream_uid_on_the_docker_runtime(tmp_path, sink):
 
 # -- the control server ------------------------------------------------------------------------------------
 
-@pytest.fixture
-def pki(tmp_path):
-    return make_pki(tmp_path)
-
-
-@pytest.fixture
-def control_server(pki, tmp_path):
-    started = []
-
-    def start(name, port, port_range, **kwargs):
-        server = Server(pki, tmp_path / name, port, port_range, **kwargs)
-        started.append(server)
-        return server
-
-    yield start
-    for server in started:
-        server.stop()
-
-
-def _sessions(state_dir):
-    return Gateway(state_dir, {"process": lambda s: ProcessRuntime("daemon")}).sessions()
-
-
 # The S2CS strips whitespace around each listener before it parses it (control.py), so a trailing newline
 # is no injection there; the other payloads must be refused.
 S2CS_PAYLOADS = [payload for label, payload in PAYLOADS.items() if label != "port newline"]
@@ -276,14 +253,14 @@ def _hello_refusals(server, payloads):
 
 
 @pytest.mark.parametrize("backend", ["haproxy", "nginx", "stunnel"])
-def test_s2cs_refuses_payloads_in_hello_and_update(control_server, sink, backend):
+def test_s2cs_refuses_payloads_in_hello_and_update(servers, sink, backend):
     """hello.prod_listeners and update.remote_listeners: INVALID_ARGUMENT naming the field; nothing of it stays."""
-    server = control_server("gw-%s" % backend, 40100, "40200-40209", backend=backend, extra=["--hello_timeout", "2"])
+    server = servers("gw-%s" % backend, 40100, "40200-40209", backend=backend, extra=["--hello_timeout", "2"])
     target = sink()
     for payload, code, details in _hello_refusals(server, S2CS_PAYLOADS):
         assert code == "INVALID_ARGUMENT", (code, details)
         _refused(details, "prod_listeners", payload)
-    assert _sessions(server.state_dir) == []
+    assert sessions(server.state_dir) == []
     with server.client(timeout=20) as client:
         uid = "dashless%s" % uuid.uuid4().hex
         client.request(uid, "PROD", 1, prod_listeners=["127.0.0.1:%d" % target.port])
@@ -341,7 +318,7 @@ class HostileProd(scistream_pb2_grpc.ControlServicer):
 
 @pytest.fixture
 def hostile_prod(pki):
-    servers = []
+    started = []
 
     def start(answer, port=40103):
         servicer = HostileProd(answer)
@@ -351,17 +328,17 @@ def hostile_prod(pki):
             credentials = grpc.ssl_server_credentials([(key.read(), cert.read())])
         server.add_secure_port("127.0.0.1:%d" % port, credentials)
         server.start()
-        servers.append(server)
+        started.append(server)
         return servicer, "127.0.0.1:%d" % port
 
     yield start
-    for server in servers:
+    for server in started:
         server.stop(0)
 
 
-def test_stream_request_refuses_a_hostile_prod_server(control_server, hostile_prod, pki, sink):
+def test_stream_request_refuses_a_hostile_prod_server(servers, hostile_prod, pki, sink):
     """What PROD answers is untrusted on the CONS side: refused before the CONS server is asked anything."""
-    cons = control_server("gw-cons", 40101, "40210-40219")
+    cons = servers("gw-cons", 40101, "40210-40219")
     target = sink()
     answers = [{"req": [payload], "update": ["127.0.0.1:40220"]} for payload in PAYLOADS.values()]
     answers += [{"req": ["127.0.0.1:40220"], "update": [payload]} for payload in PAYLOADS.values()]
@@ -383,5 +360,5 @@ def test_stream_request_refuses_a_hostile_prod_server(control_server, hostile_pr
         methods = sorted(method for method, dummy in servicer.calls)
         assert methods == (["hello", "release", "req"] if field == "listeners" else ["hello", "release", "req", "update"])
         assert servicer.calls[-1][0] == "release" and uid not in cons.log()
-    assert _sessions(cons.state_dir) == []
+    assert sessions(cons.state_dir) == []
     _nothing_left(cons.state_dir)
