@@ -31,9 +31,7 @@ from test_s2cs import pki, servers, sessions  # noqa: F401  # pylint: disable=un
 from ansible_collections.scistream.gateway.plugins.module_utils.s2cs import scistream_pb2, scistream_pb2_grpc
 from ansible_collections.scistream.gateway.plugins.module_utils.s2cs.client import ControlCallError
 from ansible_collections.scistream.gateway.plugins.module_utils.s2ds.errors import quoted
-from ansible_collections.scistream.gateway.plugins.module_utils.s2ds.gateway import Gateway
 from ansible_collections.scistream.gateway.plugins.module_utils.s2ds.runtimes.base import listening_ports
-from ansible_collections.scistream.gateway.plugins.module_utils.s2ds.runtimes.process import ProcessRuntime
 from ansible_collections.scistream.gateway.plugins.module_utils.s2ds.session import session_key
 
 CASES = os.path.join(ROOT, "tests", "integration", "playbooks", "cases.yml")

@@ -321,8 +321,8 @@ def test_stunnel_log_ties_connections_to_listeners(tmp_path):
 def test_haproxy_stats_socket_path_fits_a_unix_socket(tmp_path):
     assert proxy_reports.stats_socket_path("/var/lib/scistream/run/" + UID).endswith("/haproxy.sock")
     assert proxy_reports.stats_socket_path("/" + "x" * 100) is None
-    assert proxy_reports.haproxy_report({"run_dir": str(tmp_path), "stats_socket": str(tmp_path / "none.sock")},
-                                         [5100]) is None  # no socket: no report
+    no_socket = {"run_dir": str(tmp_path), "stats_socket": str(tmp_path / "none.sock")}
+    assert proxy_reports.haproxy_report(no_socket, [5100]) is None  # no socket: no report
 
 
 # -- control server metrics ---------------------------------------------------------------------
