@@ -28,6 +28,7 @@ import subprocess
 from ..errors import S2DSError
 from ..names import session_key
 from ..proxy_reports import stats_socket_path
+from ..sandbox import unit_sandbox
 from ..store import read_text, write_file_atomic
 from .base import (PROXY_OWN_DIR, Runtime, drop_privileges_argv, listening_ports, live_processes, needs_low_port,
                    parent_pid, process_alive, process_name, process_start_time, process_words, processes_in_group,
@@ -38,53 +39,19 @@ SYSTEMD_WANTS_DIR = os.path.join(SYSTEMD_UNIT_DIR, "multi-user.target.wants")
 
 
 def hardening_lines(run_dir, own_dir, low_port, as_root=False):
-    """The [Service] lines that confine a session's proxy (``systemd-analyze security`` scores them).
+    """The [Service] lines that confine a session's proxy (the sandbox of :mod:`..sandbox`).
 
     The proxy reads its run dir and writes only its own subdirectory; the rest
-    of the file system is read-only (ProtectSystem=strict), /home and /tmp are
-    hidden unless the state dir lives there. It keeps no capability but
-    CAP_NET_BIND_SERVICE, and that one only for a listener below port 1024.
-    A proxy left root (``proxy_user: root``) keeps CAP_SETUID and CAP_SETGID
-    as well: NGINX's master then switches its workers to ``nobody``.
+    of the file system is read-only, /home and /tmp are hidden unless the
+    state dir lives there. It keeps no capability but CAP_NET_BIND_SERVICE,
+    and that one only for a listener below port 1024. A proxy left root
+    (``proxy_user: root``) keeps CAP_SETUID and CAP_SETGID as well: NGINX's
+    master then switches its workers to ``nobody``.
     """
-    caps = "CAP_NET_BIND_SERVICE" if low_port else ""
-    bounding = " ".join(filter(None, ["CAP_SETUID CAP_SETGID" if as_root else "", caps]))
-
-    def under(*tops):
-        return any((run_dir + "/").startswith(top + "/") for top in tops)
-    lines = [
-        "NoNewPrivileges=yes",
-        "CapabilityBoundingSet=" + bounding,
-        "AmbientCapabilities=" + caps,
-        "ProtectSystem=strict",
-        "ReadWritePaths=" + own_dir,
-        "ProtectHome=" + ("read-only" if under("/home", "/root", "/run/user") else "yes"),
-        "PrivateTmp=" + ("no" if under("/tmp", "/var/tmp") else "yes"),
-        "PrivateDevices=yes",
-        "ProtectKernelTunables=yes",
-        "ProtectKernelModules=yes",
-        "ProtectKernelLogs=yes",
-        "ProtectControlGroups=yes",
-        "ProtectClock=yes",
-        "ProtectHostname=yes",
-        "ProtectProc=invisible",
-        "ProcSubset=pid",
-        "RestrictAddressFamilies=AF_INET AF_INET6 AF_UNIX",
-        "RestrictNamespaces=yes",
-        "RestrictRealtime=yes",
-        "RestrictSUIDSGID=yes",
-        "LockPersonality=yes",
-        "MemoryDenyWriteExecute=yes",
-        "RemoveIPC=yes",
-        "SystemCallArchitectures=native",
-        "SystemCallFilter=@system-service",
-    ] + ([] if as_root else ["SystemCallFilter=~@privileged"]) + [
-        "SystemCallErrorNumber=EPERM",
-        "UMask=0077",
-        "DevicePolicy=closed",
-        "KeyringMode=private",
-        "PrivateIPC=yes",
-    ]
+    caps = ["CAP_NET_BIND_SERVICE"] if low_port else []
+    bounding = (["CAP_SETUID", "CAP_SETGID"] if as_root else []) + caps
+    lines = unit_sandbox([own_dir], capabilities=bounding, ambient_capabilities=caps, confined=True,
+                         privileged_syscalls=as_root, visible_paths=[run_dir])
     return "".join(line + "\n" for line in lines)
 
 
