@@ -25,9 +25,7 @@ sys.path.insert(0, BUILD)
 sys.path.insert(0, os.path.join(ROOT, "playbooks", "files"))
 
 import streamcheck  # noqa: E402  (playbooks/files/streamcheck.py)
-from ansible_collections.scistream.gateway.plugins.module_utils.s2ds.gateway import Gateway  # noqa: E402
-from ansible_collections.scistream.gateway.plugins.module_utils.s2ds.runtimes.docker import DockerRuntime  # noqa: E402
-from ansible_collections.scistream.gateway.plugins.module_utils.s2ds.runtimes.process import ProcessRuntime  # noqa: E402
+from ansible_collections.scistream.gateway.plugins.module_utils.s2ds.runtimes.registry import make_gateway  # noqa: E402
 
 BIN = os.path.dirname(sys.executable)
 
@@ -155,12 +153,11 @@ def release_leftovers(tmp_path):
     module and assert that themselves; this is only the safety net.
     """
     yield
-    runtimes = {"process": lambda session: ProcessRuntime("daemon"), "docker": lambda session: DockerRuntime()}
     for top, dirs, dummy in os.walk(str(tmp_path)):
         if "sessions" in dirs and os.path.exists(os.path.join(top, "lock")):
-            gateway = Gateway(top, runtimes)
+            gateway = make_gateway(top, dict(process_supervisor="daemon"), runtimes=("process", "docker"))
             for record in gateway.store.all():
-                if record.runtime in runtimes:
+                if record.runtime in gateway.runtimes:
                     try:
                         gateway.absent(record.uid)
                     except Exception:  # pylint: disable=broad-exception-caught

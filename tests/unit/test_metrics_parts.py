@@ -171,7 +171,8 @@ def test_unreadable_counters_and_a_missing_runtime_are_per_session(tmp_path, mon
     def no_binding(session):
         raise S2DSError("runtime kernel needs the nftables Python binding", field="runtime", value="kernel")
 
-    gateway = Gateway(str(tmp_path), {"process": lambda s: runtime, "kernel": no_binding}, counter=FakeCounter())
+    counter = FakeCounter()
+    gateway = Gateway(str(tmp_path), {"process": lambda s: runtime, "kernel": no_binding}, counter=counter)
     gateway.present(SessionSpec.build(UID, "PROD", num_conn=1, port_range="43000-43010", targets=["127.0.0.1:5074"]))
     kernel = SessionRecord(uid=OTHER, role="PROD", backend="nftables", runtime="kernel", listener_ip="10.0.0.1",
                            ports=[43005], targets=["10.0.0.2:5074"])
@@ -180,7 +181,7 @@ def test_unreadable_counters_and_a_missing_runtime_are_per_session(tmp_path, mon
     def unreadable(rec):
         raise counting.CountersUnavailable("counters of session %s: no binding" % rec.uid)
 
-    monkeypatch.setattr(counting.shared_counter(), "read", unreadable)
+    counter.read = unreadable  # the Gateway's own counter is the one read (issue 21 item 1)
     by_uid = {s["uid"]: s for s in gateway.sessions()}
     assert by_uid[UID]["healthy"] is True and by_uid[UID]["traffic_error"] == "counters of session %s: no binding" % UID
     assert by_uid[OTHER]["healthy"] is False and "nftables Python binding" in by_uid[OTHER]["error"]

@@ -306,7 +306,7 @@ class Gateway:
         """``traffic`` of a session (counters outlive a dead proxy); one whose counters cannot be read gets
         ``traffic_error``."""
         try:
-            traffic = runtime.traffic(backend, self.store, record)
+            traffic = runtime.traffic(backend, self.store, record, counter=self.counter)
         except counting.CountersUnavailable as exc:
             info["traffic_error"] = str(exc)
             return

@@ -69,18 +69,19 @@ class Runtime:
     def stop(self, backend, store, record):
         raise NotImplementedError
 
-    def traffic(self, backend, store, record):
+    def traffic(self, backend, store, record, counter=None):
         """Per listener: what the kernel counted on its port, the connections open now, and the proxy's own
         error counts (``errors``, None where it keeps no report here).
 
         The same for every proxy whose listeners are in this host's network
         stack (:mod:`..counting`); None for runtimes whose proxies listen
         elsewhere. Raises counting.CountersUnavailable when the session's
-        counters cannot be read (the caller reports it for this session only).
+        counters cannot be read (the caller reports it for this session only). ``counter`` is the Gateway's
+        (:class:`..counting.SessionCounter`); None reads the process's shared one.
         """
         if not self.local_network:
             return None
-        listeners = counting.shared_counter().read(record)
+        listeners = (counter if counter is not None else counting.shared_counter()).read(record)
         active = counting.per_listing("established", established_connections)
         errors = proxy_reports.connection_errors(backend, self.paths(store, record), store, record)
         for index, entry in enumerate(listeners):

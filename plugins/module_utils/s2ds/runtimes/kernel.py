@@ -150,7 +150,7 @@ class KernelRuntime(Runtime):
         self._run({"nftables": commands}, "removing the rules of session %s" % uid, uid)
         return ["the nftables rules of session %s" % uid]
 
-    def traffic(self, backend, store, record):
+    def traffic(self, backend, store, record, counter=None):
         """Per listener, from the session's counters: bytes and packets in (client to listener, the
         connections' original direction) and out (their replies), TCP and UDP, and the totals."""
         counts = {port: {"listener": listener, "port": port, "bytes": 0, "packets": 0, "bytes_in": 0,
