@@ -20,7 +20,7 @@ the nftables binding); the container runtimes get one instance per image
 from __future__ import annotations
 
 import dataclasses
-import importlib
+import sys
 
 from ..errors import S2DSError
 from ..gateway import Gateway
@@ -37,8 +37,8 @@ class RuntimeEntry:
     and where its class is (imported only when a session needs it)."""
 
     name: str
-    module: str
-    cls: str
+    #: Imports and returns the runtime's class (static imports: Ansible ships only the module_utils it sees imported).
+    load: object
     options: dict
     #: Constructor keyword -> option name; an option missing here is passed under its own name.
     arguments: dict = dataclasses.field(default_factory=dict)
@@ -48,26 +48,50 @@ class RuntimeEntry:
     #: (module attribute that is False without the library, what to install), checked before building.
     library: tuple = ()
 
-    def load(self):
-        return importlib.import_module("%s.%s" % (__package__, self.module))
-
     def missing_library(self):
         """What to install for this runtime, or None when its library is there."""
         if not self.library:
             return None
         flag, name = self.library
-        return None if getattr(self.load(), flag) else name
+        return None if getattr(_module_of(self.load()), flag) else name
 
     def build(self, options, image=None):
         kwargs = {self.arguments.get(name, name): options.get(name) for name in list(self.options) + list(self.uses)}
         if self.per_image:
             kwargs["image"] = image
-        return getattr(self.load(), self.cls)(**kwargs)
+        return self.load()(**kwargs)
+
+
+def _module_of(cls):
+    """The module a runtime class is defined in (where its library flag is)."""
+    return sys.modules[cls.__module__]
+
+
+# pylint: disable=import-outside-toplevel
+def _process():
+    from .process import ProcessRuntime
+    return ProcessRuntime
+
+
+def _docker():
+    from .docker import DockerRuntime
+    return DockerRuntime
+
+
+def _janus():
+    from .janus import JanusRuntime
+    return JanusRuntime
+
+
+def _kernel():
+    from .kernel import KernelRuntime
+    return KernelRuntime
+# pylint: enable=import-outside-toplevel
 
 
 RUNTIMES = {
     "process": RuntimeEntry(
-        name="process", module="process", cls="ProcessRuntime",
+        name="process", load=_process,
         options=dict(
             process_supervisor=dict(type="str", default="auto", choices=["auto", "systemd", "daemon"]),
             proxy_user=dict(type="str", default="auto"),
@@ -75,7 +99,7 @@ RUNTIMES = {
         arguments=dict(process_supervisor="supervisor")),
     # How to reach a Docker Engine (names as in community.docker).
     "docker": RuntimeEntry(
-        name="docker", module="docker", cls="DockerRuntime",
+        name="docker", load=_docker,
         options=dict(
             docker_host=dict(type="str"),
             tls=dict(type="bool", default=False),
@@ -88,7 +112,7 @@ RUNTIMES = {
         library=("HAS_DOCKER", "docker (the Docker SDK for Python; Debian: python3-docker)")),
     # How to reach an ESnet Janus controller.
     "janus": RuntimeEntry(
-        name="janus", module="janus", cls="JanusRuntime",
+        name="janus", load=_janus,
         options=dict(
             janus_url=dict(type="str"),
             janus_user=dict(type="str"),
@@ -103,7 +127,7 @@ RUNTIMES = {
         per_image=True,
         library=("HAS_REQUESTS", "requests (Debian: python3-requests)")),
     # Without the binding KernelRuntime() raises S2DSError for its own sessions only (s2ds_info lists the others).
-    "kernel": RuntimeEntry(name="kernel", module="kernel", cls="KernelRuntime", options={}),
+    "kernel": RuntimeEntry(name="kernel", load=_kernel, options={}),
 }
 
 
