@@ -128,10 +128,11 @@ def counter_of(rule):
 
 
 class Nft:
-    """One libnftables context, JSON in and out, with handles in listings. Needs :data:`HAS_NFTABLES`."""
+    """One libnftables context, JSON in and out, with handles in listings. Needs :data:`HAS_NFTABLES`
+    (or ``context``, a libnftables ``Nftables`` of the caller's)."""
 
-    def __init__(self):
-        self.context = binding.Nftables()
+    def __init__(self, context=None):
+        self.context = context if context is not None else binding.Nftables()
         self.context.set_handle_output(True)
 
     def run(self, commands, dry_run=False):
