@@ -17,6 +17,7 @@ from ansible.module_utils.basic import missing_required_lib
 from ansible.module_utils.common.arg_spec import ArgumentSpecValidator
 
 from ansible_collections.scistream.gateway.plugins.module_utils.s2ds.backends import HAS_JINJA2
+from ansible_collections.scistream.gateway.plugins.module_utils.s2ds import session
 from ansible_collections.scistream.gateway.plugins.module_utils.s2ds.errors import S2DSError, quoted
 from ansible_collections.scistream.gateway.plugins.module_utils.s2ds.runtimes import registry
 from ansible_collections.scistream.gateway.plugins.module_utils.s2ds.runtimes.registry import DEFAULT_STATE_DIR, STATE_DIR_OPTION
@@ -28,30 +29,31 @@ __all__ = ["ALL_GATEWAY_OPTIONS", "DEFAULT_STATE_DIR", "DOCKER_OPTIONS", "GATEWA
 # Encryption between the gateways, per session (documented in the
 # scistream.gateway.tls doc fragment); part of SESSION_OPTIONS below.
 TLS_OPTIONS = dict(
-    encryption=dict(type="str", default="none", choices=["none", "tls"]),
+    encryption=dict(type="str", default=session.DEFAULTS["encryption"], choices=list(session.ENCRYPTIONS)),
     tls_cert=dict(type="path"),
     tls_key=dict(type="path"),
     tls_ca=dict(type="path"),
-    tls_version=dict(type="str", default="1.3", choices=["1.3", "1.2"]),
+    tls_version=dict(type="str", default=session.DEFAULTS["tls_version"], choices=list(session.TLS_VERSIONS)),
 )
 
 # The options of one session: the s2ds module's own, and each item of
 # s2ds_sessions' ``sessions`` (the ONE place they are declared). Every one of
-# them that SessionSpec.build takes is passed to it by name.
+# them that SessionSpec.build takes is passed to it by name; defaults and
+# choices are the grammar's (session.py).
 SESSION_OPTIONS = dict(
     uid=dict(type="str", required=True),
     state=dict(type="str", default="present", choices=["present", "absent"]),
-    role=dict(type="str", choices=["PROD", "CONS"]),
-    num_conn=dict(type="int", default=5),
-    listener_ip=dict(type="str", default="0.0.0.0"),
-    port_range=dict(type="str", default="5100-5200"),
+    role=dict(type="str", choices=list(session.ROLES)),
+    num_conn=dict(type="int", default=session.DEFAULTS["num_conn"]),
+    listener_ip=dict(type="str", default=session.DEFAULTS["listener_ip"]),
+    port_range=dict(type="str", default=session.DEFAULTS["port_range"]),
     targets=dict(type="list", elements="str", default=[]),
-    backend=dict(type="str", default="haproxy", choices=["haproxy", "nginx", "stunnel", "nftables"]),
+    backend=dict(type="str", default=session.DEFAULTS["backend"], choices=list(session.BACKENDS)),
     # No default: a session gets its backend's (process for the proxies, kernel for nftables).
-    runtime=dict(type="str", choices=["process", "docker", "janus", "kernel"]),
+    runtime=dict(type="str", choices=list(registry.RUNTIMES)),
     image=dict(type="str"),
     psk=dict(type="str", no_log=True),
-    psk_cipher=dict(type="str", default="PSK-AES128-GCM-SHA256"),
+    psk_cipher=dict(type="str", default=session.DEFAULTS["psk_cipher"]),
     psk_compat=dict(type="str", choices=["scistream-1.2"]),
     template=dict(type="path"),
     **TLS_OPTIONS

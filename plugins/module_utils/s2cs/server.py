@@ -105,11 +105,6 @@ def resolve_type(type_name, runtime=None):
     return backend, upstream_runtime
 
 
-def backend_name(text):
-    """The backend of a ``--type`` value (kept for callers of the old single-word form)."""
-    return resolve_type(server_type(text))[0]
-
-
 def parse_bool(text):
     """Fire's spellings of a boolean (``--ssl=False``), as SciStream's command line takes them."""
     value = str(text).strip().lower()

@@ -255,7 +255,7 @@ def _environment(backend_name=None, unsafe=""):
                               keep_trailing_newline=True, autoescape=False, finalize=finalize)
 
 
-def render_config(backend, record, paths, psk_cipher, template_text=None, tuning=None, tls=None, psk_identity=None):
+def render_config(backend, record, paths, psk_cipher, template_text=None, tls=None, psk_identity=None):
     """The proxy config of ``record`` for ``backend``, as text.
 
     ``paths`` says where the proxy sees its files (they differ between a host
@@ -283,7 +283,6 @@ def render_config(backend, record, paths, psk_cipher, template_text=None, tuning
         for i, port in enumerate(record.ports)
     ]
     context = dict(TUNING)
-    context.update(tuning or {})
     context.update(paths)
     # Where HAProxy keeps its stats socket (for the error counts); only where the runtime gives one.
     context.setdefault("stats_socket", None)

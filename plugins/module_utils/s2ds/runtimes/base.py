@@ -21,7 +21,8 @@ from .privileges import (DEFAULT_PROXY_USER, PRIVILEGED_PORT_LIMIT, PROXY_OWN_DI
 from .procfs import (established_connections, listening_ports, live_processes, parent_pid, process_alive, process_cmdline,
                      process_name, process_start_time, process_words, processes_in_group)
 
-__all__ = ["DEFAULT_PROXY_USER", "PRIVILEGED_PORT_LIMIT", "PROXY_OWN_DIR", "ProxyAccount", "Runtime", "drop_privileges_argv",
+__all__ = ["DEFAULT_PROXY_USER", "PRIVILEGED_PORT_LIMIT", "PROXY_OWN_DIR", "ProxyAccount", "Runtime", "config_rejected",
+           "drop_privileges_argv",
            "established_connections", "listening_ports", "live_processes", "needs_low_port", "parent_pid", "process_alive",
            "process_cmdline", "process_name", "process_start_time", "process_words", "processes_in_group", "read_log_tail",
            "resolve_proxy_account", "share_run_dir", "wait_for_listeners", "wait_until"]
@@ -110,6 +111,14 @@ class Runtime:
         caller to report; the default finds nothing.
         """
         return []
+
+
+def config_rejected(backend_name, output):
+    """The error of a proxy's checker refusing a rendered config: its last 2000 characters of output."""
+    if isinstance(output, bytes):
+        output = output.decode("utf-8", "replace")
+    return S2DSError("%s rejected the rendered config: %s" % (backend_name, (output or "").strip()[-2000:]),
+                     field="template", value=backend_name)
 
 
 def wait_until(predicate, timeout, interval=0.02):

@@ -54,7 +54,7 @@ import subprocess
 
 from ..errors import S2DSError
 from ..names import session_key
-from .base import Runtime, listening_ports
+from .base import Runtime, config_rejected, listening_ports
 
 # HAS_REQUESTS is the runtime's library flag (runtimes/registry.py); the rest re-exported as before the split.
 from .janus_client import HAS_REQUESTS, MAX_ERROR_TEXT, JanusClient, JanusService, JanusSession, error_text
@@ -118,9 +118,7 @@ class JanusRuntime(Runtime):
         result = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=30,
                                 check=False)
         if result.returncode != 0:
-            raise S2DSError("%s rejected the rendered config: %s" % (backend.name, (result.stdout + result.stderr)
-                                                                     .strip()[-2000:]),
-                            field="template", value=backend.name)
+            raise config_rejected(backend.name, result.stdout + result.stderr)
 
     def request(self, backend, record):
         """The Janus session request for ``record``."""

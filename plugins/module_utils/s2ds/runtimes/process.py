@@ -16,7 +16,7 @@ import os
 
 from ..errors import S2DSError
 from ..proxy_reports import stats_socket_path
-from .base import Runtime, read_log_tail
+from .base import Runtime, config_rejected, read_log_tail
 from .privileges import PROXY_OWN_DIR, drop_privileges_argv, needs_low_port, resolve_proxy_account, share_run_dir
 from .supervisors import run_command, systemd_is_pid1
 from .supervisors.daemon import DaemonSupervisor
@@ -69,9 +69,7 @@ class ProcessRuntime(Runtime):
         share_run_dir(store, record.uid, self.account)
         result = run_command(drop_privileges_argv(self.account, needs_low_port(record)) + argv)
         if result.returncode != 0:
-            raise S2DSError("%s rejected the rendered config: %s" % (
-                backend.name, result.stdout.decode("utf-8", "replace").strip()[-2000:]),
-                field="template", value=backend.name)
+            raise config_rejected(backend.name, result.stdout)
 
     def log_tail(self, store, record):
         return read_log_tail(self.paths(store, record)["log_file"])
