@@ -30,6 +30,11 @@ API_PATH = "/api/janus/controller"
 MAX_ERROR_TEXT = 400
 
 
+def _trim(text):
+    text = " ".join(str(text).split())
+    return text if len(text) <= MAX_ERROR_TEXT else text[:MAX_ERROR_TEXT] + "..."
+
+
 @dataclasses.dataclass(frozen=True)
 class JanusService:
     """One container of a Janus session."""
@@ -109,11 +114,6 @@ def _describe_error(error):
             response = response.get("message") or response.get("error") or response
         return "%s%s" % (reason, ": %s" % response if response else "")
     return str(error)
-
-
-def _trim(text):
-    text = " ".join(str(text).split())
-    return text if len(text) <= MAX_ERROR_TEXT else text[:MAX_ERROR_TEXT] + "..."
 
 
 def error_text(response):

@@ -167,19 +167,19 @@ def _rule_ref(rule):
     return {"family": rule["family"], "table": rule["table"], "chain": rule["chain"], "handle": rule["handle"]}
 
 
-def _ct_original_port(expr):
+def _ct_match(expr, key):
+    """What a rule matches conntrack's ``key`` against (``ct <key> == value``), or None."""
     for item in expr:
         match = item.get("match") if isinstance(item, dict) else None
         left = (match or {}).get("left", {})
-        if isinstance(left, dict) and left.get("ct", {}).get("key") == "proto-dst":
+        if isinstance(left, dict) and left.get("ct", {}).get("key") == key:
             return match["right"]
     return None
+
+
+def _ct_original_port(expr):
+    return _ct_match(expr, "proto-dst")
 
 
 def _ct_direction(expr):
-    for item in expr:
-        match = item.get("match") if isinstance(item, dict) else None
-        left = (match or {}).get("left", {})
-        if isinstance(left, dict) and left.get("ct", {}).get("key") == "direction":
-            return match["right"]
-    return None
+    return _ct_match(expr, "direction")

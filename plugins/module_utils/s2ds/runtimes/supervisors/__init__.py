@@ -52,6 +52,7 @@ class Supervisor:
         self.runtime = runtime
 
     def is_running(self, backend, store, record):
+        """True while the session's proxy runs (and, for a unit, comes back at boot)."""
         raise NotImplementedError
 
     def start(self, backend, store, record):
@@ -63,6 +64,7 @@ class Supervisor:
         raise NotImplementedError
 
     def stop(self, backend, store, record):
+        """Stop the proxy and whatever it left holding the session's ports."""
         raise NotImplementedError
 
     def release_orphan(self, store, uid):
