@@ -57,8 +57,8 @@ def test_the_server_command_line_takes_every_option_of_its_runtimes():
         assert getattr(args, name) == spec.get("default"), name
     args = server.parser().parse_args(["--docker-host", "tcp://engine:2376", "--proxy_user", "root", "--tls", "true",
                                        "--process_supervisor", "daemon"])
-    assert (args.docker_host, args.proxy_user, args.tls, args.process_supervisor) == ("tcp://engine:2376", "root", True,
-                                                                                        "daemon")
+    wanted = ("tcp://engine:2376", "root", True, "daemon")
+    assert (args.docker_host, args.proxy_user, args.tls, args.process_supervisor) == wanted
     with pytest.raises(SystemExit):
         server.parser().parse_args(["--process_supervisor", "init"])
 

@@ -14,9 +14,9 @@ a thin ctypes wrapper installed for the distribution's Python only. A module
 run by another Python (a virtualenv, an EE's) finds it anyway: when
 ``import nftables`` fails, the distribution's copy is loaded from its file
 (:data:`SYSTEM_BINDINGS`), provided every directory and file on the way
-belongs to root and is writable by root alone; it is loaded under a private
-name and never put on ``sys.path``, so nothing else of the system's site
-packages comes along.
+belongs to root and is writable by root alone; its one module file is loaded
+under a private name, never put on ``sys.path`` nor in ``sys.modules``, so
+nothing else of the system's site packages comes along.
 """
 
 from __future__ import annotations
@@ -65,26 +65,24 @@ def _root_only(path):
 
 
 def _load_system_binding():
-    """The distribution's binding, loaded from its files under a private name, or None."""
+    """The distribution's binding, loaded from its module file under a private name (never in sys.modules), or None."""
     for pattern in SYSTEM_BINDINGS:
         for directory in sorted(glob.glob(pattern)):
-            init = os.path.join(directory, "__init__.py")
+            # The package's __init__ only re-exports nftables.py, which imports nothing but the standard library.
+            source = os.path.join(directory, "nftables.py")
             # Its compiled files too: Python would run a cached .pyc in place of its source.
-            files = [init] + [path for pattern2 in ("*.py", "*.json", "__pycache__", os.path.join("__pycache__", "*"))
-                              for path in glob.glob(os.path.join(directory, pattern2))]
-            if not all(_root_only(path) for path in files):
+            files = [source] + [path for pattern2 in ("*.py", "*.json", "__pycache__", os.path.join("__pycache__", "*"))
+                                for path in glob.glob(os.path.join(directory, pattern2))]
+            if not os.path.isfile(source) or not all(_root_only(path) for path in files):
                 continue
-            name = "_scistream_system_nftables"
-            spec = importlib.util.spec_from_file_location(name, init, submodule_search_locations=[directory])
+            spec = importlib.util.spec_from_file_location("_scistream_system_nftables", source)
             if spec is None or spec.loader is None:
                 continue
             module = importlib.util.module_from_spec(spec)
-            sys.modules[name] = module  # its ``from .nftables import *`` needs the package registered
             writes_bytecode, sys.dont_write_bytecode = sys.dont_write_bytecode, True  # nothing written there
             try:
                 spec.loader.exec_module(module)
             except Exception:  # pylint: disable=broad-exception-caught  # any failure: no binding
-                sys.modules.pop(name, None)
                 continue
             finally:
                 sys.dont_write_bytecode = writes_bytecode

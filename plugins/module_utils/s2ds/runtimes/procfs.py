@@ -28,7 +28,7 @@ def _sockets(protocol):
     for name in (protocol, protocol + "6"):
         try:
             with open("/proc/net/" + name, encoding="ascii") as handle:
-                next(handle)
+                next(handle, None)  # the header
                 for line in handle:
                     fields = line.split()
                     yield fields[3], int(fields[1].rsplit(":", 1)[1], 16)

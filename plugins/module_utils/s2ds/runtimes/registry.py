@@ -122,8 +122,10 @@ RUNTIMES = {
             janus_node=dict(type="str"),
             janus_profile=dict(type="str"),
         ),
-        arguments={name: name[len("janus_"):] for name in ("janus_url", "janus_user", "janus_password", "janus_ca_path",
-                                                            "janus_validate_certs", "janus_node", "janus_profile")},
+        # JanusRuntime's keywords are the options less their janus_ prefix.
+        arguments={name: name[len("janus_"):] for name in (
+            "janus_url", "janus_user", "janus_password", "janus_ca_path", "janus_validate_certs", "janus_node",
+            "janus_profile")},
         per_image=True,
         library=("HAS_REQUESTS", "requests (Debian: python3-requests)")),
     # Without the binding KernelRuntime() raises S2DSError for its own sessions only (s2ds_info lists the others).

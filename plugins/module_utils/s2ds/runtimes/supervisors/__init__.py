@@ -70,4 +70,3 @@ class Supervisor:
     def release_orphan(self, store, uid):
         """Stop what can be found from ``uid`` and the run dir alone; return what was stopped."""
         raise NotImplementedError
-
