@@ -137,8 +137,77 @@ def docker_available():
         return False
 
 
+# What each test module holds while it runs: its port block(s) and the host-wide resources it uses.
+# Modules that share any of these form one xdist group (``--dist loadgroup``: one worker runs the group's
+# tests one after another), so no two workers use the same block or resource at once. Every integration
+# module is at least its own group (tests of one module may share ports); unit tests have none and spread.
+RESOURCES = {
+    "unit/test_s2cs_control.py": {"ports-41000"},
+    "integration/test_chain.py": {"ports-20000"},
+    "integration/test_docker.py": {"ports-23000"},
+    "integration/test_tls.py": {"ports-30000"},
+    "integration/test_pki.py": {"ports-30000"},
+    "integration/test_s2cs.py": {"ports-31000"},
+    "integration/test_s2cs_role.py": {"ports-31000"},
+    "integration/test_nftables.py": {"netns-t"},
+    "integration/test_scale.py": {"ports-33000"},
+    "integration/test_restart.py": {"ports-33000", "systemd-container"},
+    "integration/test_systemd.py": {"systemd-container"},  # systemd as PID 1 on the host's cgroup tree
+    "integration/test_injection.py": {"ports-40000"},
+    "integration/test_render_fuzz.py": {"ports-40000"},
+    "integration/test_s2cs_hostile.py": {"ports-41000"},
+    "integration/test_s2cs_globus.py": {"ports-41000"},
+    "integration/test_s2cs_upstream.py": {"ports-41000"},
+    "integration/test_s2cs_migration.py": {"ports-41000"},
+    "integration/test_faults.py": {"ports-42000"},
+    "integration/test_psk_compat.py": {"ports-42300", "ports-45000"},
+    "integration/test_metrics_errors.py": {"ports-45000"},
+    # the root namespace's counting table (inet scistream-count): test_metrics_verify deletes it
+    "integration/test_metrics.py": {"ports-43100", "nft-count", "prometheus"},
+    "integration/test_metrics_verify.py": {"ports-43100", "nft-count"},
+    "integration/test_metrics_role.py": {"ports-43100"},
+    "integration/test_metrics_nftables.py": {"netns-m"},
+    "integration/test_janus.py": {"ports-44000", "janus"},
+    "integration/test_janus_users.py": {"ports-44000", "janus"},
+    "integration/test_module_behaviour.py": {"ports-46900"},
+}
+
+
+def xdist_groups(resources):
+    """{module: group name}: modules joined (transitively) by a shared resource get one group."""
+    group = {module: module for module in resources}
+
+    def find(module):
+        while group[module] != module:
+            module = group[module]
+        return module
+
+    holders = {}
+    for module in sorted(resources):
+        for resource in resources[module]:
+            if resource in holders:
+                group[find(module)] = find(holders[resource])
+            holders.setdefault(resource, module)
+    names = {}
+    for module in sorted(resources):
+        names.setdefault(find(module), "+".join(sorted(set().union(*(resources[m] for m in resources
+                                                                      if find(m) == find(module))))))
+    return {module: names[find(module)] for module in resources}
+
+
+GROUPS = xdist_groups(RESOURCES)
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist's own hook reads the xdist_group markers
 def pytest_collection_modifyitems(config, items):
-    """Tests marked docker are skipped, with the reason, where no Engine or images are here."""
+    """Each test gets its module's xdist group; docker tests are skipped, with the reason, where no Engine is."""
+    tests_dir = os.path.join(ROOT, "tests")
+    for item in items:
+        module = os.path.relpath(str(item.path), tests_dir)
+        if module in GROUPS:
+            item.add_marker(pytest.mark.xdist_group(GROUPS[module]))
+        elif module.startswith("integration" + os.sep):
+            item.add_marker(pytest.mark.xdist_group(module))
     if any(item.get_closest_marker("docker") for item in items) and not docker_available():
         skip = pytest.mark.skip(reason="no Docker Engine with the scistream/*:local images (run .ci/setup)")
         for item in items:
@@ -184,3 +253,39 @@ def sink():
     yield make
     for s in sinks:
         s.sock.close()
+
+
+@pytest.fixture
+def pki(tmp_path):
+    """A CA and a server certificate for 127.0.0.1 / localhost (tests/s2cs_real.py)."""
+    import s2cs_real  # pylint: disable=import-outside-toplevel
+    return s2cs_real.make_pki(tmp_path)
+
+
+@pytest.fixture
+def servers(pki, tmp_path):  # pylint: disable=redefined-outer-name
+    """Start real S2CS servers: ``servers(name, port, port_range, **kwargs)``; all stopped after the test."""
+    import s2cs_real  # pylint: disable=import-outside-toplevel
+    started = []
+
+    def start(name, port, port_range, **kwargs):
+        server = s2cs_real.Server(pki, tmp_path / name, port, port_range, **kwargs)
+        started.append(server)
+        return server
+
+    yield start
+    for server in started:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def janus_controller(tmp_path_factory):
+    """The run's one real Janus controller (tests/janus_real.py), admin, ports 44000-44099."""
+    import janus_real  # pylint: disable=import-outside-toplevel
+    if not janus_real.janus_installed():
+        pytest.skip("no janus-dtnaas venv (.venv-janus; run .ci/setup)")
+    controller = janus_real.start_controller(tmp_path_factory.mktemp("janus-real"))
+    try:
+        yield controller
+    finally:
+        controller.close()
