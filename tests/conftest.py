@@ -138,8 +138,8 @@ def docker_available():
 
 
 # What each test module holds while it runs: its port block(s) and the host-wide resources it uses.
-# Modules that share any of these form one xdist group (``--dist loadgroup``: one worker runs the group's
-# tests one after another), so no two workers use the same block or resource at once. Every integration
+# Modules that share any of these form one xdist group (``--dist loadgroup``, pytest_xdist_make_scheduler below:
+# one worker runs the group's tests one after another), so no two workers use the same block or resource at once. Every integration
 # module is at least its own group (tests of one module may share ports); unit tests have none and spread.
 RESOURCES = {
     "unit/test_s2cs_control.py": {"ports-41000"},
@@ -198,16 +198,38 @@ def xdist_groups(resources):
 GROUPS = xdist_groups(RESOURCES)
 
 
-@pytest.hookimpl(tryfirst=True)  # before xdist's own hook reads the xdist_group markers
+def xdist_scope(nodeid):
+    """The group a test runs in: its module's from GROUPS, its module for the other integration modules, else its own."""
+    module = nodeid.split("::", 1)[0]
+    module = module[len("tests/"):] if module.startswith("tests/") else module
+    if module in GROUPS:
+        return GROUPS[module]
+    return module if module.startswith("integration/") else nodeid
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config, log):
+    """``--dist loadgroup`` with the groups of RESOURCES.
+
+    xdist's own loadgroup reads ``xdist_group`` markers by renaming node ids, which pytest 9 no longer
+    allows; its scope scheduler with this module's ``xdist_scope`` does the same, from the table.
+    """
+    if config.getvalue("dist") != "loadgroup":
+        return None
+    from xdist.scheduler import LoadScopeScheduling  # pylint: disable=import-outside-toplevel
+
+    class ResourceGroupScheduling(LoadScopeScheduling):
+        def _split_scope(self, nodeid):
+            return xdist_scope(nodeid)
+
+    return ResourceGroupScheduling(config, log)
+
+
 def pytest_collection_modifyitems(config, items):
-    """Each test gets its module's xdist group; docker tests are skipped, with the reason, where no Engine is."""
-    tests_dir = os.path.join(ROOT, "tests")
-    for item in items:
-        module = os.path.relpath(str(item.path), tests_dir)
-        if module in GROUPS:
-            item.add_marker(pytest.mark.xdist_group(GROUPS[module]))
-        elif module.startswith("integration" + os.sep):
-            item.add_marker(pytest.mark.xdist_group(module))
+    """Integration tests first under xdist (their groups are the long ones; unit tests fill the gaps);
+    docker tests are skipped, with the reason, where no Engine or images are here."""
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        items.sort(key=lambda item: not xdist_scope(item.nodeid).startswith(("integration/", "ports-", "janus", "netns")))
     if any(item.get_closest_marker("docker") for item in items) and not docker_available():
         skip = pytest.mark.skip(reason="no Docker Engine with the scistream/*:local images (run .ci/setup)")
         for item in items:
