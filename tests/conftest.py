@@ -188,11 +188,10 @@ def xdist_groups(resources):
             if resource in holders:
                 group[find(module)] = find(holders[resource])
             holders.setdefault(resource, module)
-    names = {}
+    members = {}
     for module in sorted(resources):
-        names.setdefault(find(module), "+".join(sorted(set().union(*(resources[m] for m in resources
-                                                                      if find(m) == find(module))))))
-    return {module: names[find(module)] for module in resources}
+        members.setdefault(find(module), set()).update(resources[module])
+    return {module: "+".join(sorted(members[find(module)])) for module in resources}
 
 
 GROUPS = xdist_groups(RESOURCES)

@@ -22,6 +22,7 @@ from ansible_collections.scistream.gateway.plugins.module_utils.s2ds.runtimes.ba
 
 IMAGE = "scistream/test-systemd-gateway:local"
 
+
 def boot_wait(container):
     """Wait until systemd in the gateway container says it is up."""
     assert wait_until(lambda: container.exec_run("systemctl is-system-running").output.strip()
