@@ -41,7 +41,6 @@ BIN = os.path.dirname(sys.executable)
 BASE_IMAGE = "local/debian:bookworm"
 IMAGE = "scistream-gateway-ee:test"
 CA_BUNDLE = "/etc/ssl/certs/ca-certificates.crt"
-DEPENDENCIES = ("ansible/posix", "community/crypto", "community/docker", "community/general")
 PLAYBOOK = """
 - name: The stream through the EE
   hosts: localhost
@@ -65,6 +64,21 @@ PLAYBOOK = """
       ansible.builtin.debug:
         msg: "EE-RESULT {{ {'listeners': stream.listeners, 'sessions': info.sessions} | to_json }}"
 """
+
+
+def _dependencies(shipped):
+    """galaxy.yml's dependencies and theirs, as namespace/name paths under ``shipped``."""
+    with open(os.path.join(ROOT, "galaxy.yml")) as handle:
+        todo = list(yaml.safe_load(handle)["dependencies"])
+    found = []
+    while todo:
+        name = todo.pop(0).replace(".", "/")
+        if name in found:
+            continue
+        found.append(name)
+        with open(os.path.join(shipped, name, "MANIFEST.json")) as handle:
+            todo += list(json.load(handle)["collection_info"]["dependencies"] or {})
+    return tuple(found)
 
 
 def _tool(name):
@@ -95,7 +109,8 @@ def ee_image(tmp_path_factory):
         tar.extractall(target, filter="data")
     shipped = os.path.join(sys.prefix, "lib", "python%d.%d" % sys.version_info[:2], "site-packages",
                            "ansible_collections")
-    for dependency in DEPENDENCIES:
+    dependencies = _dependencies(shipped)
+    for dependency in dependencies:
         shutil.copytree(os.path.join(shipped, dependency), collections / dependency,
                         ignore=shutil.ignore_patterns("__pycache__", "tests"))
     shutil.copy(CA_BUNDLE, work / "files" / "host-ca.crt")
@@ -106,7 +121,7 @@ def ee_image(tmp_path_factory):
     definition["images"]["base_image"]["name"] = BASE_IMAGE
     definition["dependencies"]["galaxy"] = {"collections": [
         {"name": "/build/collections/%s" % path, "type": "dir"}
-        for path in ("scistream/gateway",) + DEPENDENCIES]}
+        for path in ("scistream/gateway",) + dependencies]}
     definition.setdefault("build_arg_defaults", {})["ANSIBLE_GALAXY_CLI_COLLECTION_OPTS"] = "--offline"
     definition["options"]["tags"] = [IMAGE]
     definition["additional_build_files"] = [{"src": "files/host-ca.crt", "dest": "host"},
