@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """Keep every role's README.md variable table in step with its meta/argument_specs.yml.
 
 The README's prose is written by hand; the part between the two markers below is
@@ -30,7 +29,7 @@ def _markup(text):
             # O(fqcn#type:option=value): keep the option part.
             body = body.split(":", 1)[1] if ":" in body else body
         if kind == "P":
-            name, _, plugin_type = body.partition("#")
+            name, dummy, plugin_type = body.partition("#")
             return "`%s` %s" % (name, plugin_type or "plugin")
         if kind == "U":
             return "<%s>" % body
