@@ -158,7 +158,8 @@ def test_image_holds_what_the_modules_need(ee_image):
     image, dummy = ee_image
     script = ("import grpc, google.protobuf, jinja2, docker, requests, cryptography, nftables; "
               "import ansible_collections.scistream.gateway.plugins.module_utils.s2cs.client")
-    proc = subprocess.run(["docker", "run", "--rm", "--network", "none", image, "python3", "-c", script],
+    proc = subprocess.run(["docker", "run", "--rm", "--network", "none", "-e", "PYTHONPATH=/usr/share/ansible/collections",
+                           image, "python3", "-c", script],
                           capture_output=True, text=True, timeout=120, check=False)
     assert proc.returncode == 0, proc.stderr
     proc = subprocess.run(["docker", "run", "--rm", "--network", "none", image, "ansible-galaxy", "collection",
