@@ -187,7 +187,7 @@ def test_stream_request_and_s2ds_info_in_the_ee(ee_image, tmp_path, sink):
                 "--eei", image, "--ce", "docker", "--mode", "stdout", "--pull-policy", "never", "--pae", "false",
                 "--lf", str(tmp_path / "navigator.log"),
                 # loopback of this host; the state dir and the CA at the same paths; the host's pids
-                "--co", "--network=host", "--co", "--pid=host", "--co", "-v=%s:%s" % (tmp_path, tmp_path)]
+                "--co=--network=host", "--co=--pid=host", "--co=-v=%s:%s" % (tmp_path, tmp_path)]
         proc = subprocess.run(argv, cwd=tmp_path, capture_output=True, text=True, timeout=600, check=False,
                               env=dict(os.environ, ANSIBLE_NOCOLOR="1", ANSIBLE_FORCE_COLOR="0"))
         assert proc.returncode == 0, proc.stdout[-6000:] + proc.stderr[-2000:]
