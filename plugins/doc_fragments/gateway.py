@@ -27,7 +27,7 @@ options:
     description:
       - The user the proxies of O(scistream.gateway.s2ds#module:runtime=process) and
         O(scistream.gateway.s2ds#module:runtime=docker) run as. V(auto) is the C(scistream) system user where it
-        exists on the gateway (the M(scistream.gateway.gateway) role creates it), else root; V(root) keeps them
+        exists on the gateway (the P(scistream.gateway.gateway#role) role creates it), else root; V(root) keeps them
         root; any other name must exist.
       - Run as that user, a proxy holds no capability, or only C(CAP_NET_BIND_SERVICE) for a listener below port
         1024 (a container with such a port runs root with that one capability, as Docker gives a non-root user no

@@ -10,7 +10,7 @@ DOCUMENTATION = r"""
 ---
 module: s2ds_sessions
 short_description: Start, update and release many SciStream S2DS sessions on one gateway in one call
-version_added: 0.2.0
+version_added: 0.1.0
 description:
   - Applies a list of S2DS sessions on one gateway, in order, under the gateway's lock, in one module call.
     Each item is what one M(scistream.gateway.s2ds) call would be given, and each is handled exactly as

@@ -10,7 +10,7 @@ DOCUMENTATION = r"""
 ---
 module: stream_request
 short_description: Set up or release a SciStream stream through the gateways' control servers (S2CS)
-version_added: 0.2.0
+version_added: 0.1.0
 description:
   - Speaks the SciStream control protocol (gRPC C(scistream.Control)) from the controller, the way the SciStream user
     client (S2UC) does.
