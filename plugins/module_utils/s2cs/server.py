@@ -37,7 +37,6 @@ import signal
 import sys
 import threading
 import time
-import uuid
 
 try:
     import grpc
@@ -148,14 +147,20 @@ def read_tokens(path, option="--tokens_file"):
 _HOOK_IDENTITY = re.compile(r"[A-Za-z0-9._@+-]{1,128}")
 
 
+_CANONICAL_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+
+
 def globus_identity(sub):
-    """``globus:<uuid>`` for a Globus Auth ``sub`` (an identity id is a UUID), else None."""
-    if not isinstance(sub, str):
+    """``globus:<uuid>`` for a Globus Auth ``sub``, else None.
+
+    Only the canonical text (lower-case, hyphenated: what Globus sends) is
+    an identity: ``uuid.UUID`` also reads ``{UPPER}``, ``urn:uuid:...`` and
+    bare hex, and folding those onto one identity let another token act as
+    its owner.
+    """
+    if not isinstance(sub, str) or not _CANONICAL_UUID.fullmatch(sub):
         return None
-    try:
-        return "globus:%s" % uuid.UUID(sub)
-    except ValueError:
-        return None
+    return "globus:%s" % sub
 
 
 def hook_identity(answer):
@@ -168,6 +173,17 @@ def hook_identity(answer):
 def token_identity(token):
     """A token's identity as recorded and shown (its SHA-256: the token itself is never stored)."""
     return "token-sha256:" + hashlib.sha256(token.encode("utf-8")).hexdigest()
+
+
+def expiry(value):
+    """An introspection's ``exp`` as a finite float, or None (a bool, text, NaN, Infinity, 1e400)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    try:
+        number = float(value)
+    except OverflowError:
+        return None
+    return number if math.isfinite(number) else None
 
 
 class GlobusIntrospection:
@@ -183,6 +199,10 @@ class GlobusIntrospection:
     """
 
     MAX_CACHED = 10000
+    #: An accepted token is remembered this long at most (seconds), whatever its ``exp`` says.
+    MAX_CACHE_SECONDS = 600.0
+    #: An ``exp`` further ahead than this is not Globus' (its tokens live 48 hours): refused.
+    MAX_LIFETIME = 30 * 24 * 3600.0
 
     def __init__(self, client_id, client_secret, clock=time.time):
         import globus_sdk  # pylint: disable=import-outside-toplevel
@@ -240,8 +260,12 @@ class GlobusIntrospection:
             reason = "the answer is not a JSON object"
         elif data.get("active") is not True:
             reason = "not active"
-        elif isinstance(data.get("exp"), bool) or not isinstance(data.get("exp"), (int, float)) or data["exp"] <= now:
+        elif expiry(data.get("exp")) is None:
+            reason = "its exp is not a finite number"
+        elif expiry(data["exp"]) <= now:
             reason = "expired"
+        elif expiry(data["exp"]) > now + self.MAX_LIFETIME:
+            reason = "its exp is more than %d days ahead" % (self.MAX_LIFETIME // 86400)
         elif not isinstance(data.get("scope"), str) or self.scope not in data["scope"].split():
             reason = "without the scope %s" % self.scope
         elif globus_identity(data.get("sub")) is None:
@@ -249,13 +273,13 @@ class GlobusIntrospection:
         if reason:
             LOG.warning("Globus Auth token refused: %s", reason)
             return None
-        expires = data["exp"]
+        expires = min(expiry(data["exp"]), now + self.MAX_CACHE_SECONDS)
         identity = globus_identity(data["sub"])
         with self._lock:
             if len(self._cache) >= self.MAX_CACHED:
                 self._cache = {k: v for k, v in self._cache.items() if v[1] > now}
             if len(self._cache) < self.MAX_CACHED:
-                self._cache[key] = (identity, float(expires))
+                self._cache[key] = (identity, expires)
         return identity
 
 
