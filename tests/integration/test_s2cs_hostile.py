@@ -46,7 +46,8 @@ def test_pending_reqs_do_not_starve_a_client_that_behaves(servers):
     The limit (0.2 s) is the issue's; it is a bound, not a benchmark (bench/s2cs.py --starvation measures it).
     """
     server = servers("gw", 41001, "41100-41399", extra=[
-        "--max_pending_per_peer", "300", "--quota_sessions", "400", "--quota_ports", "400"])
+        "--max_pending_per_peer", "300", "--max_pending_per_identity", "300", "--max_pending", "300",
+        "--max_anonymous_sessions", "400", "--rate_burst", "1000", "--quota_sessions", "400", "--quota_ports", "400"])
     with server.client() as good:
         baseline = statistics.median(timed_stream(good) for dummy in range(5))
         with server.client() as hostile:

@@ -6,8 +6,9 @@
 
 What another party wrote may hold escape codes that repaint a terminal,
 newlines that forge log lines, or megabytes. :func:`untrusted_text` keeps
-printable ASCII as it is, writes everything else the way ``repr`` does
-(``\\n``, ``\\x1b``, ``\\u202e``) and cuts the result to ``limit``
+printable ASCII as it is (a backslash too: the text is for reading, and
+stays one line of printable ASCII), writes everything else the way ``repr``
+does (``\\n``, ``\\x1b``, ``\\u202e``) and cuts the result to ``limit``
 characters, saying so. No Ansible imports: the modules, the server and
 the tests use it alike.
 """
@@ -31,9 +32,7 @@ def untrusted_text(value, limit=REMOTE_LIMIT):
     text = text[:limit + 1]
     escaped = []
     for char in text:
-        if char == "\\":
-            escaped.append("\\\\")
-        elif " " <= char <= "~":
+        if " " <= char <= "~":
             escaped.append(char)
         elif char in "\n\r\t":
             escaped.append({"\n": "\\n", "\r": "\\r", "\t": "\\t"}[char])
