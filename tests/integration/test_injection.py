@@ -356,7 +356,7 @@ def test_stream_request_refuses_a_hostile_prod_server(servers, hostile_prod, pki
         bad = answer["req"][0] if field == "listeners" else answer["update"][-1]
         assert "INVALID_ANSWER" in message and field in message and "\n" not in message, message
         if len(answer["update"]) == 1:
-            assert quoted(bad) in message, message
+            assert quoted(bad) in message or untrusted_text(quoted(bad), 10 ** 6) in message, message
         # PROD's session (it said "new") is released again; the CONS server never heard of the uid.
         methods = sorted(method for method, dummy in servicer.calls)
         assert methods == (["hello", "release", "req"] if field == "listeners" else ["hello", "release", "req", "update"])
