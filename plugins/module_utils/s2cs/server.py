@@ -546,8 +546,9 @@ def parser():
     defaults = Limits()
     lim.add_argument(*_spellings("--max_pending_per_peer"), dest="max_pending_per_peer", type=int,
                      default=defaults.pending_per_peer,
-                     help="reqs waiting for their hello (and hellos for their req, and token checks by the hook "
-                          "or Globus) per client address, all its identities together (default %(default)s)")
+                     help="reqs waiting for their hello (and hellos for their req) per client address, all its "
+                          "identities together; token checks by the hook or Globus under way per address count "
+                          "against the smaller of this and --max_pending_per_identity (default %(default)s)")
     lim.add_argument(*_spellings("--max_pending_per_identity"), dest="max_pending_per_identity", type=int,
                      default=defaults.pending_per_identity,
                      help="reqs waiting for their hello (and hellos for their req) per identity; with "
@@ -734,7 +735,9 @@ async def serve_async(args, ready=None, interceptors=()):
     auth_pool = concurrent.futures.ThreadPoolExecutor(max_workers=4, thread_name_prefix="s2cs-auth")
     server = grpc_aio.server(interceptors=metrics.install(args, gateway) + list(interceptors),
                              options=grpc_options(args, raise_nofile()))
-    authenticate = authenticator(checker, auth_pool, per_peer=args.max_pending_per_peer)
+    # A caller whose token is still being checked has no identity yet: its address gets the smaller cap.
+    authenticate = authenticator(checker, auth_pool, per_peer=min(args.max_pending_per_peer,
+                                                                  args.max_pending_per_identity))
     scistream_pb2_grpc.add_ControlServicer_to_server(ControlServicer(service, authenticate), server)
     host = args.control_ip or args.listener_ip
     address = "[%s]:%d" % (host, args.port) if ":" in host else "%s:%d" % (host, args.port)
