@@ -19,6 +19,8 @@ import time
 import urllib.request
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from ansible_collections.scistream.gateway.plugins.module_utils.exporter.web import (
     MetricsHTTPServer, WebConfig, metrics_handler)
@@ -159,3 +161,41 @@ def test_a_stalled_tls_handshake_holds_no_thread(metrics_server, tmp_path):
     finally:
         for sock in socks:
             sock.close()
+
+
+@pytest.fixture(scope="module")
+def fuzz_server():
+    running = Running(46204, request_deadline=2)
+    yield running
+    running.close()
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.one_of(st.binary(max_size=3000),
+                 st.builds(lambda line, headers: line + b"\r\n" + headers + b"\r\n\r\n",
+                           st.sampled_from([b"GET /metrics HTTP/1.1", b"GET / HTTP/1.0", b"POST /metrics HTTP/1.1",
+                                            b"GET /../../etc/passwd HTTP/1.1", b"GET http://x/metrics HTTP/1.1",
+                                            b"\x00\xff GET", b"GET /metrics HTTP/9.9"]),
+                           st.binary(max_size=2000))))
+def test_fuzz_any_request_head_gets_an_answer_or_a_close(fuzz_server, head):
+    """Whatever bytes a client sends: an HTTP answer or a closed connection within the deadline; the server stays up."""
+    sock = socket.create_connection(("127.0.0.1", 46204), timeout=5)
+    try:
+        try:
+            sock.sendall(head)
+            sock.shutdown(socket.SHUT_WR)
+        except OSError:
+            pass
+        answer = b""
+        try:
+            while len(answer) < 100000:
+                chunk = sock.recv(65536)
+                if not chunk:
+                    break
+                answer += chunk
+        except ConnectionResetError:
+            pass
+        assert answer == b"" or answer.startswith(b"HTTP/1."), answer[:200]
+    finally:
+        sock.close()
+    assert scrape(46204)[0] == b"up 1\n"

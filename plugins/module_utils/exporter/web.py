@@ -191,6 +191,9 @@ def metrics_handler(render, web=None, name="scistream-exporter"):
     class Handler(http.server.BaseHTTPRequestHandler):
         server_version = name
         sys_version = ""
+        # Every answer, errors included, with a status line and headers (the standard library's default is
+        # HTTP/0.9: a bare body for a request line of one or two words).
+        default_request_version = "HTTP/1.0"
 
         def do_GET(self):  # noqa: N802 (the standard library's name)
             if not web.authorized(self.headers.get("Authorization")):
