@@ -50,7 +50,8 @@ def test_pending_reqs_do_not_starve_a_client_that_behaves(servers):
     """
     server = servers("gw", 41001, "41100-41399", extra=[
         "--max_pending_per_peer", "300", "--max_pending_per_identity", "300", "--max_pending", "300",
-        "--max_anonymous_sessions", "400", "--rate_burst", "1000", "--quota_sessions", "400", "--quota_ports", "400"])
+        "--max_anonymous_sessions", "400", "--rate_burst", "1000", "--max_concurrent_streams", "500", "--quota_sessions", "400",
+        "--quota_ports", "400"])
     with server.client() as good:
         baseline = statistics.median(timed_stream(good) for dummy in range(5))
         with server.client() as hostile:
