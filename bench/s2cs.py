@@ -172,7 +172,12 @@ def starvation(args):
         pki = make_pki(pathlib.Path(tmp))
         server = Server(pki, os.path.join(tmp, "gw"), 41990, "41751-41989", extra=[
             "--max_pending_per_peer", str(args.pending + 10), "--quota_sessions", str(args.pending + 10),
-            "--quota_ports", str(args.pending + 10)])
+            "--quota_ports", str(args.pending + 10),
+            # One hostile client on one channel from one address: lift the limits that would refuse it outright
+            # (bench/limits.py measures those defaults).
+            "--max_pending_per_identity", str(args.pending + 10), "--max_pending", str(args.pending + 10),
+            "--max_anonymous_sessions", str(args.pending + 10), "--rate_burst", str(10 * args.pending),
+            "--max_concurrent_streams", str(args.pending + 10)])
         try:
             behaving_stream(server)  # warm-up
             result = alternate(lambda: behaving_stream(server), lambda: beside_pending(server, args.pending),

@@ -171,8 +171,8 @@ from ansible_collections.scistream.gateway.plugins.module_utils.ansible_s2ds imp
     require_docker,
 )
 
-NAME_RE = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,127}$")
-FILE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+NAME_RE = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.-]{0,127}")
+FILE_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
 
 
 def file_mode(module, value):
@@ -214,7 +214,7 @@ def main():
 
     params = module.params
     name = params["name"]
-    if not NAME_RE.match(name):
+    if not NAME_RE.fullmatch(name):
         module.fail_json(msg="name %r: must be a Docker container name ([a-zA-Z0-9][a-zA-Z0-9_.-]*)" % name)
     backend = get_backend(params["backend"])
     image = params["image"] or backend.default_image
@@ -230,7 +230,7 @@ def main():
                 config = params["config"]
             files[backend.config_name] = (config, 0o644)
         for extra in params["files"]:
-            if not FILE_RE.match(extra["name"]) or extra["name"] == backend.config_name:
+            if not FILE_RE.fullmatch(extra["name"]) or extra["name"] == backend.config_name:
                 module.fail_json(msg="files name %r: must be a plain file name other than %s"
                                  % (extra["name"], backend.config_name))
             files[extra["name"]] = (extra["content"], file_mode(module, extra["mode"]))

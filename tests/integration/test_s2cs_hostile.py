@@ -15,20 +15,23 @@ import signal
 import statistics
 import time
 import uuid
+from concurrent import futures
 
 import pytest
 
+from conftest import ROOT, run_playbook
 from s2cs_real import client_request, sessions
 
 grpc = pytest.importorskip("grpc")
 
-from ansible_collections.scistream.gateway.plugins.module_utils.s2cs import scistream_pb2  # noqa: E402
-from ansible_collections.scistream.gateway.plugins.module_utils.s2cs.client import ControlCallError  # noqa: E402
+from ansible_collections.scistream.gateway.plugins.module_utils.s2cs import scistream_pb2, scistream_pb2_grpc  # noqa: E402
+from ansible_collections.scistream.gateway.plugins.module_utils.s2cs.client import ControlCallError, ControlClient  # noqa: E402
 from ansible_collections.scistream.gateway.plugins.module_utils.s2cs.server import token_identity  # noqa: E402
 from ansible_collections.scistream.gateway.plugins.module_utils.s2ds.runtimes.base import (  # noqa: E402
     listening_ports, process_alive, wait_until)
 
 HOSTILE_REQS = 200
+STREAM = os.path.join(ROOT, "tests", "integration", "playbooks", "stream_request.yml")
 
 
 def timed_stream(client):
@@ -46,7 +49,9 @@ def test_pending_reqs_do_not_starve_a_client_that_behaves(servers):
     The limit (0.2 s) is the issue's; it is a bound, not a benchmark (bench/s2cs.py --starvation measures it).
     """
     server = servers("gw", 41001, "41100-41399", extra=[
-        "--max_pending_per_peer", "300", "--quota_sessions", "400", "--quota_ports", "400"])
+        "--max_pending_per_peer", "300", "--max_pending_per_identity", "300", "--max_pending", "300",
+        "--max_anonymous_sessions", "400", "--rate_burst", "1000", "--max_concurrent_streams", "500", "--quota_sessions", "400",
+        "--quota_ports", "400"])
     with server.client() as good:
         baseline = statistics.median(timed_stream(good) for dummy in range(5))
         with server.client() as hostile:
@@ -222,3 +227,51 @@ def test_remote_errors_have_a_status_and_no_server_path(servers):
         client.release(blocked)
     assert "update failed" in server.log() and "Traceback" in server.log()  # the details stay on the server
     assert not {41440, 41441} & listening_ports("tcp")
+
+
+# -- a hostile partner's error text (issue 20 item 3) -----------------------------
+HOSTILE_TEXT = "\x1b[2J\x1b[31mPWNED\x1b[0m\nfatal: [localhost]: FAKE LINE\r\n\u202eevil" + "A" * 3000
+
+
+class ErrorPartner(scistream_pb2_grpc.ControlServicer):
+    """A partner control server whose every answer is an error with hostile text (3,069 characters)."""
+
+    def req(self, request, context):
+        context.abort(grpc.StatusCode.INTERNAL, HOSTILE_TEXT)
+
+    def hello(self, request, context):
+        context.abort(grpc.StatusCode.INTERNAL, HOSTILE_TEXT)
+
+    def update(self, request, context):
+        context.abort(grpc.StatusCode.FAILED_PRECONDITION, HOSTILE_TEXT)
+
+    def release(self, request, context):
+        context.abort(grpc.StatusCode.PERMISSION_DENIED, HOSTILE_TEXT)
+
+
+def test_a_partners_error_text_reaches_the_task_escaped_and_cut(pki, servers, tmp_path):
+    """stream_request against a partner answering escape codes, newlines and 3,069 characters: one printable line."""
+    partner = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
+    scistream_pb2_grpc.add_ControlServicer_to_server(ErrorPartner(), partner)
+    with open(pki["server.key"], "rb") as key, open(pki["server.crt"], "rb") as cert:
+        partner.add_secure_port("127.0.0.1:41490", grpc.ssl_server_credentials([(key.read(), cert.read())]))
+    partner.start()
+    cons = servers("gw-cons", 41491, "41480-41489")
+    try:
+        for state in ("present", "absent"):
+            variables = {"prod_server": "127.0.0.1:41490", "cons_server": cons.address, "ca_path": pki["ca.crt"],
+                         "uid": str(uuid.uuid4()), "producer_targets": ["127.0.0.1:9"], "stream_state": state}
+            rc, run = run_playbook(STREAM, variables)
+            assert rc != 0
+            [(dummy, dummy2, message)] = run.failures()
+            assert "\x1b" not in message and "\n" not in message and "\r" not in message and "\u202e" not in message
+            assert all(" " <= c <= "~" for c in message), message
+            assert "\\x1b[2J" in message and "\\u202e" in message and "[cut]" in message
+            assert len(message) < 400, len(message)
+        for client in (ControlClient("127.0.0.1:41490", ca_path=pki["ca.crt"]),):
+            with client, pytest.raises(ControlCallError) as exc_info:
+                client.update(str(uuid.uuid4()), ["127.0.0.1:9"])
+            assert len(exc_info.value.details) == 300 and "\n" not in str(exc_info.value)
+    finally:
+        partner.stop(0)
+    assert sessions(cons.state_dir) == []

@@ -414,3 +414,344 @@ def test_token_checks_are_bounded_per_peer_and_known_tokens_skip_the_queue():
     finally:
         release.set()
         pool.shutdown(wait=True)
+
+
+# -- limits that hold (issue 20 item 5) ------------------------------------------
+def anon(peer):
+    return Caller.anonymous(peer)
+
+
+def test_port_quota_defaults_to_half_the_range(tmp_path):
+    """One identity cannot hold every port: 10 ports, quota 5; a second address gets the rest."""
+    service = make_service(tmp_path)
+    assert service.quota_ports == 5
+    assert Limits(quota_ports=7).ports_quota("1-10") == 7 and Limits().ports_quota("5100-5200") == 50
+
+    async def scenario():
+        with pytest.raises(ControlError) as exc_info:
+            await service.req(str(uuid.uuid4()), "PROD", 6, caller=anon("127.0.0.1"))
+        assert codes(exc_info) == "RESOURCE_EXHAUSTED" and "quota_ports" in exc_info.value.message
+        await req_and_hello(service, str(uuid.uuid4()), "PROD", 5, ["127.0.0.1:9"], caller=anon("127.0.0.1"))
+        await req_and_hello(service, str(uuid.uuid4()), "PROD", 5, ["127.0.0.1:9"], caller=anon("127.0.0.2"))
+
+    run(scenario())
+
+
+def test_pending_counts_per_identity_per_address_and_in_total(tmp_path):
+    """Auth on: identities on one host have their own pending cap; the address's cap is larger; the server's holds."""
+    limits = Limits(pending_per_identity=2, pending_per_peer=5, max_pending=7, quota_sessions=50, quota_ports=50)
+    service = make_service(tmp_path, limits=limits, port_range="41950-41979", enforce_owner=True)
+    users = [Caller(identity="token-sha256:%02d" % i, peer="127.0.0.1") for i in range(4)]
+
+    async def scenario():
+        tasks = []
+
+        def start(caller):
+            tasks.append(asyncio.ensure_future(service.req(str(uuid.uuid4()), "PROD", 1, caller=caller)))
+
+        start(users[0])
+        start(users[0])
+        await asyncio.sleep(0.2)
+        with pytest.raises(ControlError) as exc_info:
+            await service.req(str(uuid.uuid4()), "PROD", 1, caller=users[0])
+        assert codes(exc_info) == "RESOURCE_EXHAUSTED" and "pending_per_identity" in exc_info.value.message
+        start(users[1])   # another identity on the same host is not locked out
+        start(users[1])
+        start(users[2])
+        await asyncio.sleep(0.2)
+        with pytest.raises(ControlError) as exc_info:
+            await service.req(str(uuid.uuid4()), "PROD", 1, caller=users[3])
+        assert codes(exc_info) == "RESOURCE_EXHAUSTED" and "pending_per_peer" in exc_info.value.message
+        # Early hellos count too, for their identity and address.
+        with pytest.raises(ControlError) as exc_info:
+            await service.hello(str(uuid.uuid4()), [], caller=users[3])
+        assert "pending_per_peer" in exc_info.value.message
+        other = [Caller(identity="token-sha256:x%d" % i, peer="127.0.0.%d" % (2 + i)) for i in range(3)]
+        start(other[0])
+        start(other[1])
+        await asyncio.sleep(0.2)
+        with pytest.raises(ControlError) as exc_info:
+            await service.req(str(uuid.uuid4()), "PROD", 1, caller=other[2])
+        assert codes(exc_info) == "RESOURCE_EXHAUSTED" and "max_pending" in exc_info.value.message
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        for dummy in range(100):  # the cancelled reservations are released in the background
+            if not service.gateway.store.all():
+                break
+            await asyncio.sleep(0.1)
+        assert service.gateway.store.all() == []
+
+    run(scenario())
+
+
+def test_anonymous_sessions_have_a_server_wide_cap(tmp_path):
+    service = make_service(tmp_path, limits=Limits(max_anonymous_sessions=2))
+
+    async def scenario():
+        for peer in ("127.0.0.1", "127.0.0.2"):
+            await req_and_hello(service, str(uuid.uuid4()), "PROD", 1, ["127.0.0.1:9"], caller=anon(peer))
+        with pytest.raises(ControlError) as exc_info:
+            await service.req(str(uuid.uuid4()), "PROD", 1, caller=anon("127.0.0.3"))
+        assert codes(exc_info) == "RESOURCE_EXHAUSTED" and "max_anonymous_sessions" in exc_info.value.message
+
+    run(scenario())
+
+
+def test_a_large_req_waits_a_shorter_hello_timeout(tmp_path):
+    service = make_service(tmp_path, hello_timeout=30, limits=Limits(large_req_hello_timeout=0.5))
+    assert service.hello_timeout_for(2) == 30 and service.hello_timeout_for(3) == 0.5  # a quarter of 10 is 2
+
+    async def scenario():
+        started = asyncio.get_running_loop().time()
+        with pytest.raises(ControlError) as exc_info:
+            await service.req(str(uuid.uuid4()), "PROD", 5)
+        assert codes(exc_info) == "DEADLINE_EXCEEDED" and asyncio.get_running_loop().time() - started < 5
+        assert service.gateway.store.all() == []
+
+    run(scenario())
+
+
+def test_unknown_release_is_answered_without_the_gateway(tmp_path):
+    """3,000 made-up uids: NOT_FOUND from a stat, no lock, no worker thread."""
+    service = make_service(tmp_path)
+
+    def fail(*args, **kwargs):
+        raise AssertionError("the gateway was asked")
+
+    service.gateway.absent = fail
+    service._blocking = fail  # pylint: disable=protected-access
+
+    async def scenario():
+        for dummy in range(3000):
+            with pytest.raises(ControlError) as exc_info:
+                await service.release(str(uuid.uuid4()))
+            assert codes(exc_info) == "NOT_FOUND"
+
+    run(scenario())
+
+
+class FakeClock:
+    def __init__(self):
+        self.now = 0.0
+
+    def __call__(self):
+        return self.now
+
+
+def test_rate_limiter_refills_and_forgets_quiet_peers():
+    clock = FakeClock()
+    limiter = control_module().RateLimiter(10, 5, clock=clock)
+    assert [limiter.allow("a") for dummy in range(6)] == [True] * 5 + [False]
+    assert limiter.allow("b")  # each address its own bucket
+    clock.now = 0.1
+    assert limiter.allow("a") and not limiter.allow("a")
+    limiter.MAX_BUCKETS = 3
+    clock.now = 10
+    for peer in ("c", "d", "e"):
+        limiter.allow(peer)
+    assert len(limiter._buckets) <= 3  # pylint: disable=protected-access
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.floats(0.5, 100), st.integers(1, 50), st.lists(st.floats(0, 2), max_size=200))
+def test_fuzz_rate_limiter_never_allows_more_than_burst_plus_rate(rate, burst, gaps):
+    clock = FakeClock()
+    limiter = control_module().RateLimiter(rate, burst, clock=clock)
+    allowed = 0
+    for gap in gaps:
+        clock.now += gap
+        allowed += limiter.allow("peer")
+    assert allowed <= burst + rate * clock.now + 1e-6
+
+
+def control_module():
+    from ansible_collections.scistream.gateway.plugins.module_utils.s2cs import control  # pylint: disable=import-outside-toplevel
+    return control
+
+
+def test_rate_limit_refusal_names_its_limit():
+    control = control_module()
+
+    class Service:
+        limits = Limits(rate_per_peer=1, rate_burst=2)
+
+        @staticmethod
+        async def release(uid, caller=None):
+            return []
+
+    class Context:
+        aborted = None
+
+        def peer(self):
+            return "ipv4:127.0.0.5:4000"
+
+        async def abort(self, code, details):
+            self.aborted = (code, details)
+            raise RuntimeError("aborted")
+
+    servicer = control.ControlServicer(Service())
+
+    async def scenario():
+        context = Context()
+        for dummy in range(2):
+            assert await servicer._call(context, Service.release, "u") == []  # pylint: disable=protected-access
+        with pytest.raises(RuntimeError):
+            await servicer._call(context, Service.release, "u")  # pylint: disable=protected-access
+        assert context.aborted[0].name == "RESOURCE_EXHAUSTED" and "rate_per_peer" in context.aborted[1]
+
+    run(scenario())
+
+
+def test_proxy_output_stays_in_the_log(tmp_path, caplog):
+    """A proxy checker's output (its version, a log tail, a file it was made to read) never reaches the client."""
+    service = make_service(tmp_path)
+    hostile = "HAProxy version 2.8.5\x1b[2J\nSECRET-FROM-A-ROOT-FILE" + "x" * 5000
+
+    def present(spec, owner=None, **kwargs):
+        raise S2DSError("haproxy rejected the rendered config: %s" % hostile, field="template", value="haproxy")
+
+    service.gateway.present = present
+
+    async def scenario():
+        with pytest.raises(ControlError) as exc_info:
+            await service.req(str(uuid.uuid4()), "PROD", 1)
+        assert codes(exc_info) == "INTERNAL"
+        assert "SECRET" not in exc_info.value.message and "version" not in exc_info.value.message
+
+    with caplog.at_level("ERROR", logger="scistream.s2cs"):
+        run(scenario())
+    logged = "\n".join(r.getMessage() for r in caplog.records)
+    assert "SECRET-FROM-A-ROOT-FILE" in logged and "\x1b" not in logged and "\\x1b[2J\\n" in logged
+    assert max(len(r.getMessage()) for r in caplog.records) < 2200
+
+
+# -- connections and descriptors -------------------------------------------------
+class FakeResource:
+    RLIMIT_NOFILE = 7
+    RLIM_INFINITY = -1
+
+    def __init__(self, soft, hard):
+        self.limits = (soft, hard)
+
+    def getrlimit(self, which):
+        return self.limits
+
+    def setrlimit(self, which, limits):
+        self.limits = limits
+
+
+def test_soft_nofile_is_raised_and_connections_fit_in_it():
+    fake = FakeResource(1024, 524288)
+    assert server.raise_nofile(fake) == 524288 and fake.limits == (524288, 524288)
+    assert server.raise_nofile(FakeResource(1024, 1024)) == 1024
+    assert server.connection_cap(4096, 1024) == 1024 - server.FD_RESERVE
+    assert server.connection_cap(4096, 524288) == 4096 and server.connection_cap(4096, None) == 4096
+    options = dict(server.grpc_options(server.parse_args([]), 1024))
+    assert options["grpc.max_allowed_incoming_connections"] == 768
+    assert options["grpc.server_handshake_timeout_ms"] == 10000 and options["grpc.max_concurrent_streams"] == 64
+
+
+def test_new_limit_options(capsys):
+    args = server.parse_args(["--max_pending_per_identity", "3", "--max-pending", "9", "--rate_per_peer", "2.5",
+                              "--rate_burst", "4", "--max_connections", "100", "--large_req_hello_timeout", "7",
+                              "--max_anonymous_sessions", "11"])
+    limits = server.limits_of(args)
+    assert (limits.pending_per_identity, limits.max_pending, limits.rate_per_peer, limits.rate_burst,
+            limits.large_req_hello_timeout, limits.max_anonymous_sessions) == (3, 9, 2.5, 4, 7.0, 11)
+    assert limits.quota_ports is None  # half of the range, resolved by the service
+    for bad in (["--rate_per_peer", "inf"], ["--rate_per_peer", "nan"], ["--handshake_timeout", "0"],
+                ["--max_pending", "0"], ["--max_connections", "-1"]):
+        with pytest.raises(SystemExit):
+            server.parse_args(bad)
+    help_text = server.parser().format_help()
+    for option in ("--max_pending_per_identity", "--max_pending ", "--max_anonymous_sessions", "--rate_per_peer",
+                   "--rate_burst", "--max_connections", "--handshake_timeout", "--max_connection_idle",
+                   "--max_concurrent_streams", "--large_req_hello_timeout"):
+        assert option in help_text
+
+
+# -- Globus Auth's sub and exp (issue 20 item 6) -------------------------------------
+def test_globus_sub_only_in_canonical_text():
+    user = "0f8e5c34-1d8a-4f6b-9f5e-3d2c1b0a9e8d"
+    assert server.globus_identity(user) == "globus:" + user
+    for folded in (user.upper(), "{%s}" % user, "urn:uuid:%s" % user, user.replace("-", ""), " %s" % user,
+                   "%s\n" % user, "{%s}" % user.upper()):
+        assert server.globus_identity(folded) is None, folded
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.one_of(st.uuids().map(str), st.uuids().map(lambda u: str(u).upper()), st.uuids().map(lambda u: u.urn),
+                 st.uuids().map(lambda u: "{%s}" % u), st.uuids().map(lambda u: u.hex), st.text(max_size=60)))
+def test_fuzz_globus_sub_is_an_identity_only_when_canonical(sub):
+    identity = server.globus_identity(sub)
+    canonical = bool(re.fullmatch(r"[0-9a-f]{8}(-[0-9a-f]{4}){3}-[0-9a-f]{12}", sub))
+    assert (identity is not None) == canonical
+    if identity is not None:
+        assert identity == "globus:%s" % uuid.UUID(sub)
+
+
+def test_globus_exp_finite_near_and_cached_briefly():
+    pytest.importorskip("globus_sdk")
+    now = [1000.0]
+    globus = server.GlobusIntrospection("client-1", "secret", clock=lambda: now[0])
+    good = {"active": True, "exp": 1000 + 48 * 3600, "scope": "https://auth.globus.org/scopes/client-1/scistream",
+            "sub": USER}
+    for bad_exp in (float("inf"), float("nan"), 10 ** 400, 1000 + 365 * 86400, "2000000000", -float("inf")):
+        globus.client = FakeIntrospection(dict(good, exp=bad_exp))
+        assert globus("tok-%r" % (bad_exp,)) is None
+    globus.client = FakeIntrospection(good)
+    assert globus("tok") == "globus:" + USER and globus.client.calls == 1
+    now[0] += globus.MAX_CACHE_SECONDS + 1  # within exp, past the cache's own bound: Globus is asked again
+    assert globus("tok") == "globus:" + USER and globus.client.calls == 2
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.one_of(st.floats(allow_nan=True, allow_infinity=True), st.integers(min_value=-10 ** 500, max_value=10 ** 500),
+                 st.booleans(), st.text(max_size=10), st.none()))
+def test_fuzz_globus_exp_is_finite_and_bounded(exp):
+    pytest.importorskip("globus_sdk")
+    globus = server.GlobusIntrospection("client-1", "secret", clock=lambda: 1000.0)
+    globus.client = FakeIntrospection({"active": True, "exp": exp, "sub": USER,
+                                       "scope": "https://auth.globus.org/scopes/client-1/scistream"})
+    if globus("token") is not None:
+        assert 1000.0 < float(exp) <= 1000.0 + globus.MAX_LIFETIME
+        [(identity, until)] = globus._cache.values()  # pylint: disable=protected-access
+        assert until <= 1000.0 + globus.MAX_CACHE_SECONDS
+
+
+# -- text from elsewhere ------------------------------------------------------
+def test_untrusted_text_is_escaped_and_cut():
+    from ansible_collections.scistream.gateway.plugins.module_utils.s2cs.text import untrusted_text  # pylint: disable=import-outside-toplevel
+    assert untrusted_text("plain: 'ok' \\ done") == "plain: 'ok' \\ done"
+    assert untrusted_text("a\x1b[31mb\nc\u202ed\x00") == "a\\x1b[31mb\\nc\\u202ed\\x00"
+    cut = untrusted_text("y" * 3069)
+    assert len(cut) == 300 and cut.endswith("...[cut]")
+    assert untrusted_text(b"\xff\xfe") == "\\xff\\xfe"
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.one_of(st.text(max_size=2000), st.binary(max_size=500)), st.integers(16, 400))
+def test_fuzz_untrusted_text_is_printable_ascii_and_bounded(value, limit):
+    from ansible_collections.scistream.gateway.plugins.module_utils.s2cs.text import untrusted_text  # pylint: disable=import-outside-toplevel
+    text = untrusted_text(value, limit)
+    assert len(text) <= limit and all(" " <= c <= "~" for c in text)
+    if isinstance(value, str) and len(value) <= limit and all(" " <= c <= "~" for c in value):
+        assert text == value
+
+
+# -- proxy_container's names (matched whole) -------------------------------------------
+def test_proxy_container_names_are_matched_whole():
+    from ansible_collections.scistream.gateway.plugins.modules import proxy_container  # pylint: disable=import-outside-toplevel
+    assert proxy_container.FILE_RE.fullmatch("psk.txt")
+    for bad in ("psk.txt\n", "psk.txt\n/../../etc/x", "", ".hidden", "a/b", "x" * 129):
+        assert not proxy_container.FILE_RE.fullmatch(bad) and not proxy_container.NAME_RE.fullmatch(bad), bad
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(max_size=140))
+def test_fuzz_proxy_container_names(name):
+    from ansible_collections.scistream.gateway.plugins.modules import proxy_container  # pylint: disable=import-outside-toplevel
+    for pattern in (proxy_container.NAME_RE, proxy_container.FILE_RE):
+        if pattern.fullmatch(name):
+            assert re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}", name) and "\n" not in name and "/" not in name

@@ -20,12 +20,9 @@ offsets of the proxies' reports.
 from __future__ import annotations
 
 import argparse
-import http.server
 import logging
 import os
 import signal
-import socket
-import ssl
 import sys
 import threading
 
@@ -38,7 +35,8 @@ except ImportError:  # reported by main()
 
 from ..s2ds.errors import S2DSError
 from ..s2ds.runtimes.registry import make_gateway
-from .web import WebConfig, WebConfigError, load_web_config
+from .web import (DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_PER_PEER, DEFAULT_REQUEST_DEADLINE, DEFAULT_WORKERS,
+                  MetricsHTTPServer, WebConfig, WebConfigError, load_web_config, metrics_handler)
 
 LOG = logging.getLogger("scistream.exporter")
 DEFAULT_ADDRESS = "127.0.0.1:9787"
@@ -71,69 +69,12 @@ def split_address(text):
 
 def make_handler(registry, web):
     """The request handler: GET /metrics (and / for a pointer), basic auth where configured."""
-
-    class Handler(http.server.BaseHTTPRequestHandler):
-        server_version = "scistream-exporter"
-        sys_version = ""
-
-        def do_GET(self):  # noqa: N802 (the standard library's name)
-            if not web.authorized(self.headers.get("Authorization")):
-                self.send_response(401)
-                self.send_header("WWW-Authenticate", 'Basic realm="scistream-exporter"')
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-                return
-            path = self.path.split("?", 1)[0]
-            if path == "/metrics":
-                body, kind = generate_latest(registry), CONTENT_TYPE_LATEST
-            elif path == "/":
-                body, kind = b"scistream-exporter: metrics at /metrics\n", "text/plain; charset=utf-8"
-            else:
-                self.send_error(404)
-                return
-            self.send_response(200)
-            self.send_header("Content-Type", kind)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, fmt, *args):  # pylint: disable=arguments-differ
-            LOG.debug("%s %s", self.address_string(), fmt % args)
-
-    return Handler
+    return metrics_handler(lambda: (generate_latest(registry), CONTENT_TYPE_LATEST), web)
 
 
-class ExporterServer(http.server.ThreadingHTTPServer):
-    """The HTTP(S) server; IPv6 where the address is one. Handler threads do not block shutdown."""
-
-    daemon_threads = True
-    request_queue_size = 16
-
-    def __init__(self, address, handler, tls_context=None):
-        self.address_family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
-        self.tls_context = tls_context
-        super().__init__(address, handler)
-
-    def get_request(self):
-        """Accept; the TLS handshake happens later, in the request's own thread (a client that stalls
-        in it holds that thread for the timeout, never the accept loop)."""
-        sock, address = super().get_request()
-        sock.settimeout(10)
-        if self.tls_context is not None:
-            sock = self.tls_context.wrap_socket(sock, server_side=True, do_handshake_on_connect=False)
-        return sock, address
-
-    def finish_request(self, request, client_address):
-        if isinstance(request, ssl.SSLSocket):
-            try:
-                request.do_handshake()
-            except (OSError, ssl.SSLError) as exc:
-                LOG.debug("TLS handshake with %s failed: %s", client_address[0], exc)
-                return
-        super().finish_request(request, client_address)
-
-    def handle_error(self, request, client_address):
-        LOG.debug("request from %s failed", client_address[0], exc_info=True)
+def ExporterServer(address, handler, tls_context=None, **limits):  # noqa: N802 (kept for its callers)
+    """The exporter's HTTP(S) server: the collection's bounded metrics server (:class:`.web.MetricsHTTPServer`)."""
+    return MetricsHTTPServer(address, handler, tls_context, **limits)
 
 
 def parser():
@@ -149,7 +90,27 @@ def parser():
     p.add_argument("--pid_file", help="write the exporter's pid here once it listens")
     p.add_argument("--log_file", help="log here instead of stderr")
     p.add_argument("--verbose", action="store_true", help="log every request")
+    p.add_argument("--web.max-connections", dest="max_connections", type=int, default=DEFAULT_MAX_CONNECTIONS,
+                   help="connections open at once; at the cap the address holding most gives way (default %(default)s)")
+    p.add_argument("--web.max-connections-per-peer", dest="max_per_peer", type=int, default=DEFAULT_MAX_PER_PEER,
+                   help="connections open at once per client address (default %(default)s)")
+    p.add_argument("--web.request-deadline", dest="request_deadline", type=float, default=DEFAULT_REQUEST_DEADLINE,
+                   help="seconds from accept to a complete request (TLS handshake and headers), and again for the "
+                        "answer (default %(default)s)")
+    p.add_argument("--web.workers", dest="workers", type=int, default=DEFAULT_WORKERS,
+                   help="threads answering complete requests (default %(default)s)")
     return p
+
+
+def web_limits(args):
+    """The HTTP server's bounds from the options (each at least 1, the deadline a positive finite number)."""
+    limits = {name: getattr(args, name, default) for name, default in (
+        ("workers", DEFAULT_WORKERS), ("max_connections", DEFAULT_MAX_CONNECTIONS),
+        ("max_per_peer", DEFAULT_MAX_PER_PEER), ("request_deadline", DEFAULT_REQUEST_DEADLINE))}
+    for name, value in limits.items():
+        if not (value == value and 0 < value < float("inf")) or (name != "request_deadline" and value < 1):
+            raise SystemExit("--web.%s %r: must be a positive number" % (name.replace("_", "-"), value))
+    return limits
 
 
 def serve(args, ready=None):
@@ -163,7 +124,8 @@ def serve(args, ready=None):
     from .collector import SessionCollector  # pylint: disable=import-outside-toplevel
     registry.register(SessionCollector(build_gateway(args.state_dir, args.process_supervisor)))
     try:
-        server = ExporterServer((host, port), make_handler(registry, web), web.tls_context)
+        server = ExporterServer((host, port), make_handler(registry, web), web.tls_context,
+                                **web_limits(args))
     except OSError as exc:
         raise SystemExit("cannot listen on %s: %s" % (args.address, exc.strerror)) from None
     LOG.info("scistream-exporter on %s://%s/metrics (basic auth %s), state %s",

@@ -18,14 +18,36 @@ Supported keys (others are refused, naming the key, rather than ignored)::
 Passwords are checked with the ``bcrypt`` library (Debian python3-bcrypt);
 a check that succeeded is remembered (by a SHA-256 of the header) so a
 scrape every few seconds does not pay bcrypt's cost each time.
+
+:class:`MetricsHTTPServer` is the one HTTP server of the collection's
+metrics (the exporter's ``/metrics`` and the S2CS's ``--metrics_port``).
+It is built to stay up for the one client that matters (Prometheus) while
+others misbehave: one thread accepts and reads every request head without
+blocking (TLS handshake included), with a deadline for the whole head from
+the moment of accept (a slowloris client that sends a byte a second is
+closed at the deadline, and holds no thread meanwhile), a size bound for
+it, a cap on connections in total and per client address (at the cap the
+address holding most connections gives way), and only complete requests go
+to a small, fixed pool of worker threads. The standard library's
+ThreadingHTTPServer (and prometheus_client's start_http_server, built on
+it) gives each connection a thread of its own for as long as the client
+likes: about a thousand slow connections held every scrape off.
 """
 
 from __future__ import annotations
 
 import base64
+import collections
+import concurrent.futures
 import hashlib
+import http.server
+import io
+import logging
+import selectors
+import socket
 import ssl
 import threading
+import time
 
 try:
     import yaml
@@ -149,3 +171,332 @@ def tls_context(tls, path):
     if auth != "NoClientCert" and not tls.get("client_ca_file"):
         raise WebConfigError("web config %r: client_auth_type %s needs client_ca_file" % (path, auth))
     return context
+
+
+LOG = logging.getLogger("scistream.exporter")
+
+#: What a metrics client may take (see MetricsHTTPServer).
+DEFAULT_WORKERS = 4
+DEFAULT_MAX_CONNECTIONS = 256
+DEFAULT_MAX_PER_PEER = 16
+DEFAULT_REQUEST_DEADLINE = 10.0
+MAX_HEAD_BYTES = 16 * 1024
+
+
+def metrics_handler(render, web=None, name="scistream-exporter"):
+    """A request handler: GET /metrics (``render()`` -> (body, content type)) and / for a pointer; basic auth
+    where ``web`` (a WebConfig) has users."""
+    web = web or WebConfig()
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        server_version = name
+        sys_version = ""
+        # Every answer, errors included, with a status line and headers (the standard library's default is
+        # HTTP/0.9: a bare body for a request line of one or two words).
+        default_request_version = "HTTP/1.0"
+
+        def do_GET(self):  # noqa: N802 (the standard library's name)
+            if not web.authorized(self.headers.get("Authorization")):
+                self.send_response(401)
+                self.send_header("WWW-Authenticate", 'Basic realm="%s"' % name)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+                return
+            path = self.path.split("?", 1)[0]
+            if path == "/metrics":
+                body, kind = render()
+            elif path == "/":
+                body, kind = ("%s: metrics at /metrics\n" % name).encode("ascii"), "text/plain; charset=utf-8"
+            else:
+                self.send_error(404)
+                return
+            self.send_response(200)
+            self.send_header("Content-Type", kind)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, fmt, *args):  # pylint: disable=arguments-differ
+            LOG.debug("%s %s", self.address_string(), fmt % args)
+
+    return Handler
+
+
+class _Connection:
+    """A connection whose request head is still being read (on the server's selector thread)."""
+
+    __slots__ = ("sock", "peer", "started", "buffer", "handshaking")
+
+    def __init__(self, sock, peer, started, handshaking):
+        self.sock = sock
+        self.peer = peer
+        self.started = started
+        self.buffer = bytearray()
+        self.handshaking = handshaking
+
+
+class MetricsHTTPServer:
+    """A bounded HTTP(S) server for ``handler`` (a BaseHTTPRequestHandler class); IPv6 where the address is one.
+
+    * ``workers``: threads that answer complete requests (each request gets
+      ``request_deadline`` seconds to write its answer too);
+    * ``max_connections`` / ``max_per_peer``: connections open at once, in
+      total and per client address; at the total cap the address holding
+      most connections loses its oldest one that is still sending its head;
+    * ``request_deadline``: seconds from accept to a complete request head
+      (TLS handshake included); ``MAX_HEAD_BYTES`` at most.
+
+    The interface is socketserver's: ``server_address``, ``serve_forever()``,
+    ``shutdown()``, ``server_close()``.
+    """
+
+    def __init__(self, address, handler, tls_context=None, workers=DEFAULT_WORKERS,
+                 max_connections=DEFAULT_MAX_CONNECTIONS, max_per_peer=DEFAULT_MAX_PER_PEER,
+                 request_deadline=DEFAULT_REQUEST_DEADLINE, clock=time.monotonic):
+        self.handler = handler
+        self.tls_context = tls_context
+        self.max_connections = max_connections
+        self.max_per_peer = max_per_peer
+        self.request_deadline = request_deadline
+        self.clock = clock
+        family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
+        self.socket = socket.socket(family, socket.SOCK_STREAM)
+        try:
+            self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            self.socket.bind(address)
+            self.socket.listen(128)
+        except OSError:
+            self.socket.close()
+            raise
+        self.socket.setblocking(False)
+        self.server_address = self.socket.getsockname()
+        self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="metrics-http")
+        self._selector = selectors.DefaultSelector()
+        self._reading = collections.OrderedDict()   # fd -> _Connection, oldest first
+        self._per_peer = collections.Counter()       # address -> connections open (reading or answered)
+        self._lock = threading.Lock()                # _per_peer is touched by the workers too
+        self._stop = threading.Event()
+        self._stopped = threading.Event()
+        self._stopped.set()
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._wake_r.setblocking(False)
+        self.refused = 0    # connections closed at accept or evicted (for tests and benches)
+
+    # -- bookkeeping -------------------------------------------------------
+    def _open_count(self):
+        with self._lock:
+            return sum(self._per_peer.values())
+
+    def _forget(self, peer):
+        with self._lock:
+            self._per_peer[peer] -= 1
+            if self._per_peer[peer] <= 0:
+                del self._per_peer[peer]
+
+    def _drop(self, conn):
+        """Close a connection still reading its head."""
+        self._reading.pop(conn.sock.fileno(), None)
+        try:
+            self._selector.unregister(conn.sock)
+        except (KeyError, ValueError):
+            pass
+        _close(conn.sock)
+        self._forget(conn.peer)
+
+    def _make_room(self, peer):
+        """At the total cap: evict the oldest head-reading connection of the address holding most; False when the
+        newcomer's own address is that one (or nothing can be evicted)."""
+        with self._lock:
+            counts = dict(self._per_peer)
+        readers = collections.Counter(conn.peer for conn in self._reading.values())
+        if not readers:
+            return False
+        top = max(readers, key=lambda p: (counts.get(p, 0), readers[p]))
+        if counts.get(peer, 0) + 1 >= counts.get(top, 0):
+            return False
+        victim = next(conn for conn in self._reading.values() if conn.peer == top)
+        self._drop(victim)
+        self.refused += 1
+        return True
+
+    # -- the selector thread -------------------------------------------------
+    def _accept(self):
+        for dummy in range(64):
+            try:
+                sock, address = self.socket.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:  # EMFILE and friends: the next round may do better
+                LOG.warning("accept failed: %s", exc)
+                return
+            peer = address[0]
+            with self._lock:
+                mine = self._per_peer.get(peer, 0)
+            if mine >= self.max_per_peer or (self._open_count() >= self.max_connections and not self._make_room(peer)):
+                self.refused += 1
+                _close(sock)
+                continue
+            with self._lock:
+                self._per_peer[peer] += 1
+            sock.setblocking(False)
+            handshaking = False
+            if self.tls_context is not None:
+                try:
+                    sock = self.tls_context.wrap_socket(sock, server_side=True, do_handshake_on_connect=False)
+                except (OSError, ssl.SSLError):
+                    _close(sock)
+                    self._forget(peer)
+                    continue
+                handshaking = True
+            conn = _Connection(sock, peer, self.clock(), handshaking)
+            self._reading[sock.fileno()] = conn
+            self._selector.register(sock, selectors.EVENT_READ, conn)
+            self._advance(conn)
+
+    def _advance(self, conn):
+        """Read what there is; hand a complete head to the workers."""
+        try:
+            if conn.handshaking:
+                try:
+                    conn.sock.do_handshake()
+                    conn.handshaking = False
+                except ssl.SSLWantReadError:
+                    self._selector.modify(conn.sock, selectors.EVENT_READ, conn)
+                    return
+                except ssl.SSLWantWriteError:
+                    self._selector.modify(conn.sock, selectors.EVENT_WRITE, conn)
+                    return
+                self._selector.modify(conn.sock, selectors.EVENT_READ, conn)
+            while b"\r\n\r\n" not in conn.buffer:
+                try:
+                    chunk = conn.sock.recv(4096)
+                except (ssl.SSLWantReadError, BlockingIOError):
+                    return
+                except ssl.SSLWantWriteError:
+                    self._selector.modify(conn.sock, selectors.EVENT_WRITE, conn)
+                    return
+                if not chunk:
+                    self._drop(conn)
+                    return
+                conn.buffer += chunk
+                if len(conn.buffer) > MAX_HEAD_BYTES:
+                    LOG.debug("request head from %s is over %d bytes: closed", conn.peer, MAX_HEAD_BYTES)
+                    self._drop(conn)
+                    return
+        except (OSError, ssl.SSLError) as exc:
+            LOG.debug("connection from %s failed: %s", conn.peer, exc)
+            self._drop(conn)
+            return
+        del self._reading[conn.sock.fileno()]
+        self._selector.unregister(conn.sock)
+        deadline = conn.started + self.request_deadline
+        self._pool.submit(self._answer, conn.sock, conn.peer, bytes(conn.buffer), deadline)
+
+    def _expire(self):
+        """Close connections whose head is late; the seconds until the next deadline (or None)."""
+        now = self.clock()
+        for conn in list(self._reading.values()):
+            left = conn.started + self.request_deadline - now
+            if left > 0:
+                return left  # oldest first: the rest are later
+            LOG.debug("request head from %s not complete within %gs: closed", conn.peer, self.request_deadline)
+            self._drop(conn)
+            self.refused += 1
+        return None
+
+    def serve_forever(self, poll_interval=0.5):
+        self._stopped.clear()
+        self._selector.register(self.socket, selectors.EVENT_READ, "accept")
+        self._selector.register(self._wake_r, selectors.EVENT_READ, "wake")
+        try:
+            while not self._stop.is_set():
+                left = self._expire()
+                timeout = poll_interval if left is None else min(poll_interval, left)
+                for key, dummy in self._selector.select(timeout):
+                    if key.data == "accept":
+                        self._accept()
+                    elif key.data == "wake":
+                        try:
+                            self._wake_r.recv(64)
+                        except OSError:
+                            pass
+                    elif key.data.sock.fileno() in self._reading:
+                        self._advance(key.data)
+        finally:
+            for conn in list(self._reading.values()):
+                self._drop(conn)
+            for sock in (self.socket, self._wake_r):
+                try:
+                    self._selector.unregister(sock)
+                except (KeyError, ValueError):
+                    pass
+            self._stopped.set()
+
+    # -- the workers ---------------------------------------------------------
+    def _answer(self, sock, peer, head, deadline):
+        try:
+            left = deadline - self.clock()
+            if left <= 0:
+                return
+            sock.setblocking(True)
+            sock.settimeout(left)  # the whole answer, not each send
+            self.handler(_Request(sock, head), (peer, 0), self)
+        except Exception:  # pylint: disable=broad-exception-caught
+            LOG.debug("request from %s failed", peer, exc_info=True)
+        finally:
+            _close(sock)
+            self._forget(peer)
+
+    # -- socketserver's interface ------------------------------------------
+    def shutdown(self):
+        self._stop.set()
+        try:
+            self._wake_w.send(b"x")
+        except OSError:
+            pass
+        self._stopped.wait()
+
+    def server_close(self):
+        self._stop.set()
+        self._pool.shutdown(wait=False)
+        for sock in (self.socket, self._wake_r, self._wake_w):
+            _close(sock)
+        self._selector.close()
+
+
+class _Request:
+    """What a BaseHTTPRequestHandler gets as its request: the head already read, the socket to answer on."""
+
+    def __init__(self, sock, head):
+        self.sock = sock
+        self.head = head
+
+    def makefile(self, mode, bufsize=-1):  # StreamRequestHandler.setup() asks for rfile and wfile
+        if "r" in mode:
+            return io.BytesIO(self.head)
+        return _Writer(self.sock)
+
+    def __getattr__(self, name):  # settimeout, setsockopt, ... of the socket itself
+        return getattr(self.sock, name)
+
+
+class _Writer(io.BufferedIOBase):
+    """Unbuffered writes that send everything (within the socket's timeout) or raise."""
+
+    def __init__(self, sock):
+        super().__init__()
+        self._sock = sock
+
+    def writable(self):
+        return True
+
+    def write(self, data):
+        self._sock.sendall(data)
+        return len(data)
+
+
+def _close(sock):
+    try:
+        sock.close()
+    except OSError:
+        pass

@@ -22,15 +22,23 @@ except ImportError as exc:
 
 from ..s2ds.errors import S2DSError
 from ..s2ds.session import parse_target
+from .text import untrusted_text
 
 SESSION_KEY = "scistream-session"
 CHANGED_KEY = "scistream-changed"
 
 
 class ControlCallError(Exception):
-    """A control call failed: ``code`` is the gRPC status name, ``server`` where."""
+    """A control call failed: ``code`` is the gRPC status name, ``server`` where.
+
+    ``details`` is what the other server said: untrusted, so it is kept
+    escaped (printable ASCII, repr-like) and cut to 300 characters before it
+    goes into any message, warning or result; so is ``code``.
+    """
 
     def __init__(self, server, method, code, details):
+        code = untrusted_text(code, 40)
+        details = untrusted_text(details)
         super().__init__("%s %s: %s %s" % (server, method, code, details))
         self.server = server
         self.method = method

@@ -32,6 +32,7 @@ import hashlib
 import logging
 import os
 import re
+import time
 
 try:
     import grpc
@@ -44,7 +45,8 @@ except ImportError as exc:  # the Ansible modules report it through missing_requ
     GRPC_IMPORT_ERROR = exc
 
 from ..s2ds.errors import PortsExhausted, S2DSError
-from ..s2ds.session import SessionSpec, parse_target, parse_uid
+from ..s2ds.session import SessionSpec, parse_port_range, parse_target, parse_uid
+from .text import LOG_LIMIT, untrusted_text
 
 LOG = logging.getLogger("scistream.s2cs")
 
@@ -77,14 +79,31 @@ def _bad_input(exc, field=None):
 
 @dataclasses.dataclass(frozen=True)
 class Limits:
-    """What one client may hold. Each refusal is RESOURCE_EXHAUSTED and names its limit (the server option)."""
+    """What one client may hold. Each refusal is RESOURCE_EXHAUSTED and names its limit (the server option).
 
-    #: reqs (and early hellos) waiting at once from one peer address
-    pending_per_peer: int = 16
+    With authentication off the identity of a call is its peer address, so
+    the per-identity limits are per address then; with it on, several
+    identities share a host (a facility's login node) and the per-address
+    cap is the larger one.
+    """
+
+    #: reqs (and early hellos, and token checks) waiting at once from one peer address, all identities together
+    pending_per_peer: int = 128
+    #: reqs (and early hellos) waiting at once for one identity
+    pending_per_identity: int = 16
+    #: reqs (and early hellos) waiting at once on the whole server
+    max_pending: int = 256
+    #: sessions (held and pending) of anonymous callers (authentication off) on the whole server
+    max_anonymous_sessions: int = 128
     #: sessions one identity may hold (per peer address when auth is off)
     quota_sessions: int = 32
-    #: listener ports one identity may hold
-    quota_ports: int = 128
+    #: listener ports one identity may hold; None: half the port range (one identity never takes it all)
+    quota_ports: int = None
+    #: a req for more than a quarter of the port range waits at most this long for its hello (seconds)
+    large_req_hello_timeout: float = 20.0
+    #: calls per second per peer address (a token bucket), and the bucket's size
+    rate_per_peer: float = 50.0
+    rate_burst: int = 100
     #: prod_listeners / remote_listeners may be as long as the session's num_conn, or this when that is smaller
     max_listeners: int = 16
     #: largest request message, bytes (gRPC's max_receive_message_length)
@@ -92,6 +111,60 @@ class Limits:
 
     def list_cap(self, num_conn):
         return max(int(num_conn), self.max_listeners)
+
+    def ports_quota(self, port_range):
+        """The per-identity port quota for ``port_range``: the option, else half the range (at least 1)."""
+        if self.quota_ports:
+            return self.quota_ports
+        start, end = parse_port_range(port_range)
+        return max(1, (end - start + 1) // 2)
+
+    @staticmethod
+    def large_req(num_conn, port_range):
+        """Whether a req of ``num_conn`` ports asks for more than a quarter of ``port_range``."""
+        start, end = parse_port_range(port_range)
+        return num_conn > max(1, (end - start + 1) // 4)
+
+
+class RateLimiter:
+    """A token bucket per peer address: ``rate`` calls a second, ``burst`` at once.
+
+    ``allow(peer)`` takes one token or answers False. Buckets of quiet peers
+    (full again) are dropped once there are many, so a scan from many
+    addresses cannot grow the table without bound.
+    """
+
+    MAX_BUCKETS = 10000
+
+    def __init__(self, rate, burst, clock=time.monotonic):
+        self.rate = float(rate)
+        self.burst = float(burst)
+        self.clock = clock
+        self._buckets = {}   # peer -> [tokens, last]
+
+    def allow(self, peer, cost=1.0):
+        now = self.clock()
+        bucket = self._buckets.get(peer)
+        if bucket is None:
+            if len(self._buckets) >= self.MAX_BUCKETS:
+                self._prune(now)
+            bucket = self._buckets[peer] = [self.burst, now]
+        tokens = min(self.burst, bucket[0] + (now - bucket[1]) * self.rate)
+        bucket[1] = now
+        if tokens < cost:
+            bucket[0] = tokens
+            return False
+        bucket[0] = tokens - cost
+        return True
+
+    def _prune(self, now):
+        full = [peer for peer, (tokens, last) in self._buckets.items()
+                if tokens + (now - last) * self.rate >= self.burst]
+        for peer in full:
+            del self._buckets[peer]
+        if len(self._buckets) >= self.MAX_BUCKETS:  # all busy: forget the quietest half
+            for peer in sorted(self._buckets, key=lambda p: self._buckets[p][1])[:len(self._buckets) // 2]:
+                del self._buckets[peer]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -116,6 +189,22 @@ def peer_host(peer):
         text = host if sep else text
         return text.strip("[]").split("%", 1)[0] or "unknown"
     return text.split(":", 1)[0] or "unknown"
+
+
+#: The fields of a call's own input: an S2DSError naming one of these is the client's to fix.
+CLIENT_FIELDS = ("uid", "role", "num_conn", "prod_listeners", "remote_listeners", "targets")
+
+
+def setup_failed(what, uid, exc):
+    """The answer to a failure of the gateway itself (proxy, runtime, files): in the server's own words.
+
+    What the proxy or its checker printed (its version, a log tail, file
+    contents) never goes to a remote client; it goes to the server's log,
+    escaped and cut.
+    """
+    LOG.error("%s %s failed: %s", what, uid, untrusted_text(str(exc), LOG_LIMIT))
+    return ControlError("INTERNAL", "%s of session %s failed: the gateway could not set up its proxy; the server's "
+                        "log has the details" % (what, uid))
 
 
 _PATH = re.compile(r"(?<![\w.-])/(?:[\w.@+-]+/)+[\w.@+-]*")
@@ -212,10 +301,11 @@ class ControlService:
         self.psk_compat = psk_compat
         self.limits = limits or Limits()
         self.enforce_owner = enforce_owner
+        self.quota_ports = self.limits.ports_quota(port_range)
         self.marks = PendingMarks(gateway.store.state_dir)
         self._executor = concurrent.futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="s2cs-gateway")
         self._pending = {}
-        self._early_hellos = {}   # peer -> hellos waiting for their req
+        self._early_hellos = {}   # identity -> (hellos waiting for their req, peer)
         self._arrival = None      # asyncio.Condition, made on the loop
         self._hellos = {}         # uid -> prod_listeners of its hello (answers a repeated req)
         self._stopping = False
@@ -289,12 +379,25 @@ class ControlService:
 
     # -- limits ----------------------------------------------------------------
     def _check_pending(self, caller):
-        waiting = sum(1 for p in self._pending.values() if p.caller.peer == caller.peer)
-        waiting += self._early_hellos.get(caller.peer, 0)
-        if waiting >= self.limits.pending_per_peer:
+        """Calls waiting for their req or hello: per address, per identity, on the whole server."""
+        limits = self.limits
+        early = self._early_hellos
+        total = len(self._pending) + sum(n for n, dummy in early.values())
+        if total >= limits.max_pending:
+            raise ControlError("RESOURCE_EXHAUSTED", "limit max_pending (--max_pending %d) reached: the server has %d "
+                               "calls waiting for their req or hello" % (limits.max_pending, total))
+        per_peer = sum(1 for p in self._pending.values() if p.caller.peer == caller.peer)
+        per_peer += sum(n for n, peer in early.values() if peer == caller.peer)
+        if per_peer >= limits.pending_per_peer:
             raise ControlError("RESOURCE_EXHAUSTED", "limit pending_per_peer (--max_pending_per_peer %d) reached: %s has "
-                               "%d calls waiting for their req or hello" % (self.limits.pending_per_peer, caller.peer,
-                                                                            waiting))
+                               "%d calls waiting for their req or hello" % (limits.pending_per_peer, caller.peer,
+                                                                            per_peer))
+        mine = sum(1 for p in self._pending.values() if p.caller.identity == caller.identity)
+        mine += early.get(caller.identity, (0, None))[0]
+        if mine >= limits.pending_per_identity:
+            raise ControlError("RESOURCE_EXHAUSTED", "limit pending_per_identity (--max_pending_per_identity %d) "
+                               "reached: this identity has %d calls waiting for their req or hello" % (
+                                   limits.pending_per_identity, mine))
 
     def _check_quota(self, records, caller, num_conn):
         owned = {r.uid: len(r.ports) for r in records if getattr(r, "owner", None) == caller.identity}
@@ -302,9 +405,22 @@ class ControlService:
         if len(owned) + 1 > self.limits.quota_sessions:
             raise ControlError("RESOURCE_EXHAUSTED", "limit quota_sessions (--quota_sessions %d) reached: this identity "
                                "holds %d sessions" % (self.limits.quota_sessions, len(owned)))
-        if sum(owned.values()) + num_conn > self.limits.quota_ports:
+        if sum(owned.values()) + num_conn > self.quota_ports:
             raise ControlError("RESOURCE_EXHAUSTED", "limit quota_ports (--quota_ports %d) reached: this identity holds "
-                               "%d ports and asks for %d more" % (self.limits.quota_ports, sum(owned.values()), num_conn))
+                               "%d ports and asks for %d more" % (self.quota_ports, sum(owned.values()), num_conn))
+        if not self.enforce_owner:
+            anonymous = {r.uid for r in records if str(getattr(r, "owner", None) or "peer:").startswith("peer:")}
+            anonymous.update(self._pending)
+            if len(anonymous) >= self.limits.max_anonymous_sessions:
+                raise ControlError("RESOURCE_EXHAUSTED", "limit max_anonymous_sessions (--max_anonymous_sessions %d) "
+                                   "reached: the server holds %d sessions of unauthenticated callers" % (
+                                       self.limits.max_anonymous_sessions, len(anonymous)))
+
+    def hello_timeout_for(self, num_conn):
+        """A req for much of the port range holds it for a shorter while (``large_req_hello_timeout``)."""
+        if Limits.large_req(num_conn, self.port_range):
+            return min(self.hello_timeout, self.limits.large_req_hello_timeout)
+        return self.hello_timeout
 
     # -- req -------------------------------------------------------------------
     async def req(self, uid, role, num_conn, caller=None):
@@ -369,7 +485,8 @@ class ControlService:
                 await self._blocking(self.marks.remove, uid)
                 return
             except S2DSError as exc:
-                pending.error = _bad_input(exc)
+                pending.error = _bad_input(exc) if exc.field in CLIENT_FIELDS and exc.field != "uid" else \
+                    setup_failed("req", uid, exc)
                 await self._blocking(self.marks.remove, uid)
                 return
             except Exception:  # pylint: disable=broad-exception-caught
@@ -381,12 +498,13 @@ class ControlService:
                 pending.reserved.set()
             pending.listeners = outcome.session["listeners"]
             LOG.debug("req %s: %s reserved %s, waiting for hello", uid, spec.role, ", ".join(pending.listeners))
+            timeout = self.hello_timeout_for(spec.num_conn)
             try:
-                await asyncio.wait_for(pending.hello.wait(), self.hello_timeout)
+                await asyncio.wait_for(pending.hello.wait(), timeout)
             except asyncio.TimeoutError:
                 pending.error = ControlError("DEADLINE_EXCEEDED", "no hello for session %s within %gs: its ports are "
-                                             "released" % (uid, self.hello_timeout))
-                LOG.warning("req %s: no hello within %gs, reservation released", uid, self.hello_timeout)
+                                             "released" % (uid, timeout))
+                LOG.warning("req %s: no hello within %gs, reservation released", uid, timeout)
                 await self._release_quietly(uid)
                 return
             if pending.hello_error is not None:
@@ -467,7 +585,8 @@ class ControlService:
     async def _wait_for_req(self, uid, caller):
         """The pending req of ``uid`` once it arrives (within ``hello_grace``), else NOT_FOUND."""
         self._check_pending(caller)
-        self._early_hellos[caller.peer] = self._early_hellos.get(caller.peer, 0) + 1
+        count, dummy = self._early_hellos.get(caller.identity, (0, caller.peer))
+        self._early_hellos[caller.identity] = (count + 1, caller.peer)
         try:
             async with self._condition():
                 await asyncio.wait_for(self._arrival.wait_for(lambda: self._stopping or uid in self._pending),
@@ -475,9 +594,11 @@ class ControlService:
         except asyncio.TimeoutError:
             pass
         finally:
-            self._early_hellos[caller.peer] -= 1
-            if not self._early_hellos[caller.peer]:
-                del self._early_hellos[caller.peer]
+            count, peer = self._early_hellos[caller.identity]
+            if count > 1:
+                self._early_hellos[caller.identity] = (count - 1, peer)
+            else:
+                del self._early_hellos[caller.identity]
         pending = None if self._stopping else self._pending.get(uid)
         if pending is None:
             raise ControlError("NOT_FOUND", "no session %s: send req first" % uid)
@@ -517,7 +638,9 @@ class ControlService:
         except PortsExhausted as exc:
             raise ControlError("RESOURCE_EXHAUSTED", str(exc)) from None
         except S2DSError as exc:
-            raise _bad_input(exc) from None
+            if exc.field in CLIENT_FIELDS and exc.field != "uid":
+                raise _bad_input(exc) from None
+            raise setup_failed("update", uid, exc) from None
         LOG.debug("update %s: %s -> %s (%s)", uid, ", ".join(outcome.session["listeners"]), ", ".join(targets),
                   ", ".join(outcome.actions) or "unchanged")
         return outcome.session["listeners"], outcome.changed
@@ -533,6 +656,10 @@ class ControlService:
             pending.released = True
             await pending.reserved.wait()  # never race the reservation itself
             pending.hello.set()
+        elif not os.path.lexists(self.gateway.store.record_path(uid)):
+            # No record, nothing pending: answered on the loop, without the state-dir lock or a worker
+            # thread, so a flood of made-up uids costs a stat each.
+            raise ControlError("NOT_FOUND", "no session %s" % uid)
         else:
             # A broken record has no owner to read: with ownership on, only an admin may release it.
             record = await self._blocking(self.gateway.store.load_entry, uid)
@@ -558,9 +685,11 @@ class ControlServicer:
     :class:`Caller` or raises ControlError (UNAUTHENTICATED).
     """
 
-    def __init__(self, service, authenticate=None):
+    def __init__(self, service, authenticate=None, rate=None):
         self.service = service
         self.authenticate = authenticate or self._anonymous
+        limits = service.limits
+        self.rate = rate or RateLimiter(limits.rate_per_peer, limits.rate_burst)
 
     @staticmethod
     async def _anonymous(context):
@@ -569,6 +698,10 @@ class ControlServicer:
     async def _call(self, context, method, *args):
         name = method.__name__
         try:
+            peer = peer_host(context.peer())
+            if not self.rate.allow(peer):
+                raise ControlError("RESOURCE_EXHAUSTED", "limit rate_per_peer (--rate_per_peer %g, --rate_burst %g) "
+                                   "reached: %s makes calls faster than that" % (self.rate.rate, self.rate.burst, peer))
             caller = await self.authenticate(context)
             return await method(*args, caller=caller)
         except ControlError as exc:

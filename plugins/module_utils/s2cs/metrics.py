@@ -15,11 +15,18 @@ The bookkeeping (:class:`CallMetrics`) knows nothing of the transport; the
 gRPC adapter is :func:`interceptor` (``grpc.aio.ServerInterceptor``). The
 token check runs inside the servicer's methods, so the interceptor sees the
 calls it refuses too.
+
+They are served by the collection's one metrics HTTP server, the
+exporter's bounded one (:class:`..exporter.web.MetricsHTTPServer`: a fixed
+worker pool, a deadline for each request, caps on connections), in a
+thread of its own; not by prometheus_client's start_http_server, which
+gives every connection a thread for as long as the client likes.
 """
 
 from __future__ import annotations
 
 import contextlib
+import threading
 import time
 
 try:
@@ -31,8 +38,9 @@ except ImportError:  # the server reports it
     HAS_GRPC = False
 
 try:
-    from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+    from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
     from prometheus_client.core import GaugeMetricFamily
+    from prometheus_client.exposition import CONTENT_TYPE_LATEST
     HAS_PROMETHEUS_CLIENT = True
 except ImportError:  # reported by install()
     HAS_PROMETHEUS_CLIENT = False
@@ -152,9 +160,17 @@ def install(args, gateway):
         raise SystemExit("--metrics_port needs prometheus_client (Debian: python3-prometheus-client)")
     metrics = CallMetrics()
     metrics.watch_sessions(gateway)
-    try:
-        start_http_server(args.metrics_port, addr=args.metrics_address, registry=metrics.registry)
-    except OSError as exc:
-        raise SystemExit("--metrics_port %d: cannot listen on %s: %s" % (
-            args.metrics_port, args.metrics_address, exc.strerror)) from None
+    serve_http(metrics.registry, args.metrics_address, args.metrics_port)
     return [interceptor(metrics)]
+
+
+def serve_http(registry, address, port):
+    """Serve ``registry`` on ``address:port`` with the exporter's bounded HTTP server, in a daemon thread."""
+    from ..exporter.web import MetricsHTTPServer, metrics_handler  # pylint: disable=import-outside-toplevel
+    handler = metrics_handler(lambda: (generate_latest(registry), CONTENT_TYPE_LATEST), name="scistream-s2cs")
+    try:
+        server = MetricsHTTPServer((address.strip("[]"), port), handler)
+    except OSError as exc:
+        raise SystemExit("--metrics_port %d: cannot listen on %s: %s" % (port, address, exc.strerror)) from None
+    threading.Thread(target=server.serve_forever, name="s2cs-metrics-http", daemon=True).start()
+    return server

@@ -30,13 +30,13 @@ import hashlib
 import hmac
 import importlib
 import logging
+import math
 import os
 import re
 import signal
 import sys
 import threading
 import time
-import uuid
 
 try:
     import grpc
@@ -141,14 +141,20 @@ def read_tokens(path, option="--tokens_file"):
 _HOOK_IDENTITY = re.compile(r"[A-Za-z0-9._@+-]{1,128}")
 
 
+_CANONICAL_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+
+
 def globus_identity(sub):
-    """``globus:<uuid>`` for a Globus Auth ``sub`` (an identity id is a UUID), else None."""
-    if not isinstance(sub, str):
+    """``globus:<uuid>`` for a Globus Auth ``sub``, else None.
+
+    Only the canonical text (lower-case, hyphenated: what Globus sends) is
+    an identity: ``uuid.UUID`` also reads ``{UPPER}``, ``urn:uuid:...`` and
+    bare hex, and folding those onto one identity let another token act as
+    its owner.
+    """
+    if not isinstance(sub, str) or not _CANONICAL_UUID.fullmatch(sub):
         return None
-    try:
-        return "globus:%s" % uuid.UUID(sub)
-    except ValueError:
-        return None
+    return "globus:%s" % sub
 
 
 def hook_identity(answer):
@@ -161,6 +167,17 @@ def hook_identity(answer):
 def token_identity(token):
     """A token's identity as recorded and shown (its SHA-256: the token itself is never stored)."""
     return "token-sha256:" + hashlib.sha256(token.encode("utf-8")).hexdigest()
+
+
+def expiry(value):
+    """An introspection's ``exp`` as a finite float, or None (a bool, text, NaN, Infinity, 1e400)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    try:
+        number = float(value)
+    except OverflowError:
+        return None
+    return number if math.isfinite(number) else None
 
 
 class GlobusIntrospection:
@@ -176,6 +193,10 @@ class GlobusIntrospection:
     """
 
     MAX_CACHED = 10000
+    #: An accepted token is remembered this long at most (seconds), whatever its ``exp`` says.
+    MAX_CACHE_SECONDS = 600.0
+    #: An ``exp`` further ahead than this is not Globus' (its tokens live 48 hours): refused.
+    MAX_LIFETIME = 30 * 24 * 3600.0
 
     def __init__(self, client_id, client_secret, clock=time.time):
         import globus_sdk  # pylint: disable=import-outside-toplevel
@@ -233,8 +254,12 @@ class GlobusIntrospection:
             reason = "the answer is not a JSON object"
         elif data.get("active") is not True:
             reason = "not active"
-        elif isinstance(data.get("exp"), bool) or not isinstance(data.get("exp"), (int, float)) or data["exp"] <= now:
+        elif expiry(data.get("exp")) is None:
+            reason = "its exp is not a finite number"
+        elif expiry(data["exp"]) <= now:
             reason = "expired"
+        elif expiry(data["exp"]) > now + self.MAX_LIFETIME:
+            reason = "its exp is more than %d days ahead" % (self.MAX_LIFETIME // 86400)
         elif not isinstance(data.get("scope"), str) or self.scope not in data["scope"].split():
             reason = "without the scope %s" % self.scope
         elif globus_identity(data.get("sub")) is None:
@@ -242,13 +267,13 @@ class GlobusIntrospection:
         if reason:
             LOG.warning("Globus Auth token refused: %s", reason)
             return None
-        expires = data["exp"]
+        expires = min(expiry(data["exp"]), now + self.MAX_CACHE_SECONDS)
         identity = globus_identity(data["sub"])
         with self._lock:
             if len(self._cache) >= self.MAX_CACHED:
                 self._cache = {k: v for k, v in self._cache.items() if v[1] > now}
             if len(self._cache) < self.MAX_CACHED:
-                self._cache[key] = (identity, float(expires))
+                self._cache[key] = (identity, expires)
         return identity
 
 
@@ -524,12 +549,48 @@ def parser():
     defaults = Limits()
     lim.add_argument(*_spellings("--max_pending_per_peer"), dest="max_pending_per_peer", type=int,
                      default=defaults.pending_per_peer,
-                     help="reqs waiting for their hello (and hellos for their req, and token checks by the hook "
-                          "or Globus) per client address (default %(default)s)")
+                     help="reqs waiting for their hello (and hellos for their req) per client address, all its "
+                          "identities together; token checks by the hook or Globus under way per address count "
+                          "against the smaller of this and --max_pending_per_identity (default %(default)s)")
+    lim.add_argument(*_spellings("--max_pending_per_identity"), dest="max_pending_per_identity", type=int,
+                     default=defaults.pending_per_identity,
+                     help="reqs waiting for their hello (and hellos for their req) per identity; with "
+                          "authentication off the identity is the client address (default %(default)s)")
+    lim.add_argument(*_spellings("--max_pending"), dest="max_pending", type=int, default=defaults.max_pending,
+                     help="reqs waiting for their hello (and hellos for their req) on the whole server "
+                          "(default %(default)s)")
+    lim.add_argument(*_spellings("--max_anonymous_sessions"), dest="max_anonymous_sessions", type=int,
+                     default=defaults.max_anonymous_sessions,
+                     help="sessions, held and pending, of all unauthenticated callers together (authentication off) "
+                          "(default %(default)s)")
     lim.add_argument(*_spellings("--quota_sessions"), dest="quota_sessions", type=int, default=defaults.quota_sessions,
                      help="sessions per identity (per client address when auth is off) (default %(default)s)")
     lim.add_argument(*_spellings("--quota_ports"), dest="quota_ports", type=int, default=defaults.quota_ports,
-                     help="listener ports per identity (default %(default)s)")
+                     help="listener ports per identity (default: half of --port_range, so one identity never holds "
+                          "every port)")
+    lim.add_argument(*_spellings("--large_req_hello_timeout"), dest="large_req_hello_timeout", type=float,
+                     default=defaults.large_req_hello_timeout,
+                     help="seconds a req for more than a quarter of --port_range waits for its hello, when shorter "
+                          "than --hello_timeout (default %(default)s)")
+    lim.add_argument(*_spellings("--rate_per_peer"), dest="rate_per_peer", type=float, default=defaults.rate_per_peer,
+                     help="calls per second per client address, on average (a token bucket) (default %(default)s)")
+    lim.add_argument(*_spellings("--rate_burst"), dest="rate_burst", type=int, default=defaults.rate_burst,
+                     help="calls per client address at once before --rate_per_peer applies (default %(default)s)")
+    lim.add_argument(*_spellings("--max_connections"), dest="max_connections", type=int, default=MAX_CONNECTIONS,
+                     help="TCP connections the control server holds at once, in total; never more than its open-file "
+                          "limit allows (raised to the hard limit at start) less a reserve for proxies and files "
+                          "(default %(default)s)")
+    lim.add_argument(*_spellings("--handshake_timeout"), dest="handshake_timeout", type=float,
+                     default=HANDSHAKE_TIMEOUT,
+                     help="seconds a new connection has for its TLS and HTTP/2 handshake, else it is closed "
+                          "(an idle connection holds a descriptor) (default %(default)s)")
+    lim.add_argument(*_spellings("--max_connection_idle"), dest="max_connection_idle", type=float,
+                     default=MAX_CONNECTION_IDLE,
+                     help="seconds a connection may stay without calls before the server closes it "
+                          "(default %(default)s)")
+    lim.add_argument(*_spellings("--max_concurrent_streams"), dest="max_concurrent_streams", type=int,
+                     default=MAX_CONCURRENT_STREAMS,
+                     help="calls at once on one connection (HTTP/2 streams) (default %(default)s)")
     lim.add_argument(*_spellings("--max_listeners"), dest="max_listeners", type=int, default=defaults.max_listeners,
                      help="prod_listeners and remote_listeners may be as long as the session's num_conn, or this "
                           "(default %(default)s)")
@@ -549,10 +610,14 @@ def parse_args(argv=None):
         args.backend, args.runtime = resolve_type(args.type, args.runtime)
     except SystemExit as exc:
         p.error(str(exc.code))
-    for name in ("max_pending_per_peer", "quota_sessions", "quota_ports", "max_listeners", "max_message_bytes",
-                 "max_workers"):
-        if getattr(args, name) < 1:
+    for name in ("max_pending_per_peer", "max_pending_per_identity", "max_pending", "max_anonymous_sessions",
+                 "quota_sessions", "quota_ports", "max_listeners", "max_message_bytes", "max_workers", "rate_burst",
+                 "max_connections", "max_concurrent_streams"):
+        if getattr(args, name) is not None and getattr(args, name) < 1:
             p.error("--%s %r: must be at least 1" % (name, getattr(args, name)))
+    for name in ("rate_per_peer", "large_req_hello_timeout", "handshake_timeout", "max_connection_idle"):
+        if not (math.isfinite(getattr(args, name)) and getattr(args, name) > 0):
+            p.error("--%s %r: must be a positive, finite number" % (name, getattr(args, name)))
     if args.client_secret_file and args.client_secret:
         p.error("--client_secret and --client_secret_file: give one")
     args.insecure = not args.ssl
@@ -568,9 +633,61 @@ def read_secret(path):
 
 
 def limits_of(args):
-    return Limits(pending_per_peer=args.max_pending_per_peer, quota_sessions=args.quota_sessions,
-                  quota_ports=args.quota_ports, max_listeners=args.max_listeners,
+    return Limits(pending_per_peer=args.max_pending_per_peer, pending_per_identity=args.max_pending_per_identity,
+                  max_pending=args.max_pending, max_anonymous_sessions=args.max_anonymous_sessions,
+                  quota_sessions=args.quota_sessions, quota_ports=args.quota_ports,
+                  large_req_hello_timeout=args.large_req_hello_timeout, rate_per_peer=args.rate_per_peer,
+                  rate_burst=args.rate_burst, max_listeners=args.max_listeners,
                   max_message_bytes=args.max_message_bytes)
+
+
+#: Connection defaults of the control server (see --max_connections and the rest).
+MAX_CONNECTIONS = 4096
+HANDSHAKE_TIMEOUT = 10.0
+MAX_CONNECTION_IDLE = 300.0
+MAX_CONCURRENT_STREAMS = 64
+#: Descriptors kept for everything but connections (proxies started, state files, the exporter's reads).
+FD_RESERVE = 256
+
+
+def raise_nofile(resource_module=None):
+    """Raise the soft open-file limit to the hard one (a unit without LimitNOFILE gives 1,024); return the soft one."""
+    try:
+        import resource  # pylint: disable=import-outside-toplevel
+    except ImportError:  # not on Linux
+        return None
+    resource_module = resource_module or resource
+    soft, hard = resource_module.getrlimit(resource_module.RLIMIT_NOFILE)
+    if hard == resource_module.RLIM_INFINITY or soft < hard:
+        wanted = hard if hard != resource_module.RLIM_INFINITY else max(soft, 1 << 20)
+        try:
+            resource_module.setrlimit(resource_module.RLIMIT_NOFILE, (wanted, hard))
+            soft = wanted
+        except (ValueError, OSError) as exc:
+            LOG.warning("open-file limit stays %d: raising it to %d failed (%s)", soft, wanted, exc)
+    return soft
+
+
+def connection_cap(wanted, nofile):
+    """``--max_connections`` bounded by what the descriptors allow (at least 16)."""
+    if nofile is None or nofile == -1:
+        return wanted
+    return max(16, min(wanted, int(nofile) - FD_RESERVE))
+
+
+def grpc_options(args, nofile=None):
+    """The gRPC server's channel options: message size, connection count, handshake and idle timeouts."""
+    cap = connection_cap(args.max_connections, nofile)
+    if cap < args.max_connections:
+        LOG.warning("--max_connections %d lowered to %d: the open-file limit is %s", args.max_connections, cap, nofile)
+    return [("grpc.max_receive_message_length", args.max_message_bytes),
+            ("grpc.max_allowed_incoming_connections", cap),
+            ("grpc.server_handshake_timeout_ms", int(args.handshake_timeout * 1000)),
+            ("grpc.max_connection_idle_ms", int(args.max_connection_idle * 1000)),
+            ("grpc.max_concurrent_streams", args.max_concurrent_streams),
+            # Pings without calls cost the server nothing it must answer: refuse a flood of them.
+            ("grpc.http2.min_ping_interval_without_data_ms", 10000),
+            ("grpc.http2.max_ping_strikes", 2)]
 
 
 def build_checker(args):
@@ -620,8 +737,10 @@ async def serve_async(args, ready=None, interceptors=()):
     service.recover()
     auth_pool = concurrent.futures.ThreadPoolExecutor(max_workers=4, thread_name_prefix="s2cs-auth")
     server = grpc_aio.server(interceptors=metrics.install(args, gateway) + list(interceptors),
-                             options=[("grpc.max_receive_message_length", args.max_message_bytes)])
-    authenticate = authenticator(checker, auth_pool, per_peer=args.max_pending_per_peer)
+                             options=grpc_options(args, raise_nofile()))
+    # A caller whose token is still being checked has no identity yet: its address gets the smaller cap.
+    authenticate = authenticator(checker, auth_pool, per_peer=min(args.max_pending_per_peer,
+                                                                  args.max_pending_per_identity))
     scistream_pb2_grpc.add_ControlServicer_to_server(ControlServicer(service, authenticate), server)
     host = args.control_ip or args.listener_ip
     address = "[%s]:%d" % (host, args.port) if ":" in host else "%s:%d" % (host, args.port)
