@@ -283,7 +283,9 @@ def test_proxies_run_as_the_proxy_user_with_no_capability(open_state_dir, proxy_
         assert mode_owner(os.path.join(run_dir, "proxy")) == ("0o700", account.uid, account.gid)
         assert mode_owner(gateway.store.sessions_dir) == ("0o700", 0, 0)
         for name in os.listdir(run_dir):
-            if name != "proxy":
+            if name == "counting.json":  # the boot restore's, root's alone
+                assert mode_owner(os.path.join(run_dir, name)) == ("0o600", 0, 0)
+            elif name != "proxy":
                 assert mode_owner(os.path.join(run_dir, name)) == ("0o640", 0, account.gid), name
     assert carries(cons["ports"][0])
 

@@ -63,7 +63,8 @@ def test_check_mode_and_diff(tmp_path, sink):
     case = dict(uid=UID_A, role="PROD", port_range="46930-46939", num_conn=2, targets=["127.0.0.1:%d" % target.port])
     rc, checked = run_playbook(CASES, {"cases": [case], "state_dir": state_dir}, check=True, diff=True)
     [out] = results(checked)
-    assert out["changed"] and out["actions"] == ["reserve", "write_config", "start"]
+    # "count": the module counts its listeners whatever Python runs it (issue 22).
+    assert out["changed"] and out["actions"] in (["reserve", "write_config", "start"], ["reserve", "write_config", "start", "count"])
     assert "server target_0 127.0.0.1:%d" % target.port in out["diff"]["after"]
     assert files_under(state_dir) == [] and not {46930, 46931} & listening_ports("tcp")
 

@@ -201,9 +201,9 @@ class Gateway:
                 wait_for_listeners(runtime, backend, self.store, wanted)
             if "count" in actions:
                 self.counter.install(wanted)
-                # Kept for the boot-time restore (the gateway role's scistream-nft-restore).
+                # Kept for the boot-time restore (the gateway role's scistream-nft-restore, root): root's alone.
                 write_file_atomic(os.path.join(self.store.run_dir(wanted.uid), counting.RESTORE_FILE),
-                                  json.dumps(self._restore_document(wanted)) + "\n", mode=0o644)
+                                  json.dumps(self._restore_document(wanted)) + "\n", mode=0o600)
             self.store.save(wanted)
         except Exception:
             if existing is None:
