@@ -27,6 +27,7 @@ from ansible_collections.scistream.gateway.plugins.module_utils.s2ds.errors impo
 from ansible_collections.scistream.gateway.plugins.module_utils.s2ds.sandbox import unit_sandbox
 
 NAME = re.compile(r"[A-Za-z0-9_-]+")
+S2CS_CHOICES = {"backend": ("haproxy", "nginx", "stunnel"), "runtime": ("process", "docker")}
 ANY_ADDRESS = ("0.0.0.0", "::")
 
 
@@ -57,7 +58,8 @@ def s2cs_instances(instances, defaults, state_root, images=None):
     """Each instance over ``defaults``, with ``image`` (``images[backend]``) and ``state_dir`` of its own.
 
     Refuses (naming the instance and the field) what the argument spec cannot say: a bad or repeated name, a
-    repeated port or state dir, a client_secret without a client_id.
+    repeated port or state dir, a client_secret without a client_id, a backend or runtime (perhaps the gateway
+    role's, taken as the default) the control server does not run.
     """
     if not isinstance(instances, (list, tuple)) or not instances:
         raise AnsibleFilterError("scistream_s2cs_instances: must be a non-empty list of instances")
@@ -74,6 +76,10 @@ def s2cs_instances(instances, defaults, state_root, images=None):
         own = {"image": (images or {}).get(backend) or "", "state_dir": "%s/s2cs-%s" % (state_root, name)}
         entry = dict(defaults, **own)
         entry.update(instance)
+        for field, choices in S2CS_CHOICES.items():
+            if entry.get(field) not in choices:
+                raise AnsibleFilterError("%s: %s %s: must be one of %s (an instance's own, else the gateway role's)" % (
+                    where, field, quoted(entry.get(field)), ", ".join(choices)))
         if entry.get("client_secret") and not entry.get("client_id"):
             raise AnsibleFilterError("%s: client_secret needs a client_id" % where)
         for field in seen:

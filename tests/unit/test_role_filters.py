@@ -76,6 +76,8 @@ def test_instances_take_defaults_images_and_state_dirs():
     ([{"name": "a", "port": 1}, {"name": "b", "port": 1}], "instance 'b'.*port '1' is also the port of instance 'a'"),
     ([{"name": "a", "port": 1, "state_dir": "/s"}, {"name": "b", "port": 2, "state_dir": "/s"}], "state_dir '/s'"),
     ([{"name": "a", "port": 1, "client_secret": "s"}], "instance 'a'.*client_secret needs a client_id"),
+    ([{"name": "a", "port": 1, "backend": "nftables"}], "instance 'a'.*backend 'nftables': must be one of"),
+    ([{"name": "a", "port": 1, "runtime": "janus"}], "runtime 'janus'"),
 ])
 def test_instances_refused_naming_the_field(instances, message):
     with pytest.raises(AnsibleFilterError, match=message):
