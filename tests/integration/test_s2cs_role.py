@@ -83,7 +83,7 @@ def test_role_runs_daemons_idempotently(tmp_path):
         rc, run = run_playbook(PLAYBOOK, variables, timeout=600)
         assert rc == 0, run.failures()
         assert changed_tasks(run) == ["scistream.gateway.s2cs : Write each instance's options",
-                                      "scistream.gateway.daemon : Restart the daemons of scistream-s2cs"], changed_tasks(run)
+                                      "scistream.gateway.s2cs : Restart the daemons of scistream-s2cs"], changed_tasks(run)
         assert token_file.read_text().strip() == token
         for name, pid in zip(names, pids):
             assert pid_of(name) != pid and not process_alive(pid)
