@@ -66,7 +66,7 @@ def test_sc24_deployment_as_three_instances(tmp_path, sink):
     ctl = str(base / "home" / "bin" / "s2cs-ctl")
     consumers = []
     with GlobusAuthStandIn(auth, 41016, pki["server.crt"], pki["server.key"]) as standin:
-        variables = {"base": str(base), "scistream_s2cs_instances": instances,
+        variables = {"base": str(base), "scistream_s2cs_instances": instances, "scistream_s2cs_allow_anonymous": True,
                      "scistream_s2cs_environment": {"GLOBUS_SDK_SERVICE_URL_AUTH": standin.url,
                                                     "GLOBUS_SDK_VERIFY_SSL": pki["ca.crt"]}}
         try:

@@ -2,8 +2,10 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
 """The s2cs role on this host, for real: venv from a wheelhouse, self-signed TLS, two daemon instances.
 
-A second run with one instance's setting changed changes that instance only
-(and restarts it); the servers answer over TLS checked against the role's ca.crt.
+Secure by default: the role makes the deployment's token on the controller (0600, once) and the servers
+accept only it. A second run with one instance's setting changed rewrites that instance's options and the
+handler restarts the servers; a third run changes nothing. The servers answer over TLS checked against the
+role's ca.crt.
 Ports: 31030-31031 (control), 31032 (metrics), 31800-31819 (listeners).
 """
 
@@ -21,10 +23,14 @@ from conftest import ROOT, run_playbook
 
 pytest.importorskip("grpc")
 
-from ansible_collections.scistream.gateway.plugins.module_utils.s2cs.client import ControlClient  # noqa: E402
+from ansible_collections.scistream.gateway.plugins.module_utils.s2cs.client import ControlCallError, ControlClient  # noqa: E402
 from ansible_collections.scistream.gateway.plugins.module_utils.s2ds.runtimes.base import process_alive  # noqa: E402
 
 PLAYBOOK = os.path.join(ROOT, "tests", "integration", "playbooks", "s2cs_role.yml")
+
+
+def changed_tasks(run):
+    return [t["task"]["name"] for p in run.output["plays"] for t in p["tasks"] if any(h.get("changed") for h in t["hosts"].values())]
 
 
 def pid_of(name):
@@ -51,8 +57,18 @@ def test_role_runs_daemons_idempotently(tmp_path):
         assert run.changed > 0
         pids = [pid_of(n) for n in names]
         assert oct(os.stat(base / "etc" / "tls" / "server.key").st_mode & 0o777) == "0o600"
+        token_file = base / "controller" / "token"
+        assert oct(token_file.stat().st_mode & 0o777) == "0o600" and oct(token_file.parent.stat().st_mode & 0o777) == "0o700"
+        token = token_file.read_text().strip()
+        assert len(token) >= 40
+        assert (base / "etc" / "instances" / "tokens").read_text() == token + "\n"
+        ca = str(base / "etc" / "tls" / "ca.crt")
+        with ControlClient("127.0.0.1:31030", ca_path=ca) as anonymous:
+            with pytest.raises(ControlCallError) as refused:
+                anonymous.request(str(uuid.uuid4()), "PROD", 1, ["127.0.0.1:9"])
+            assert refused.value.code == "UNAUTHENTICATED"
         for instance in instances:
-            with ControlClient("127.0.0.1:%d" % instance["port"], ca_path=str(base / "etc" / "tls" / "ca.crt")) as client:
+            with ControlClient("127.0.0.1:%d" % instance["port"], ca_path=ca, token=token) as client:
                 uid = str(uuid.uuid4())
                 listeners, dummy, created = client.request(uid, "PROD", 1, ["127.0.0.1:9"])
                 assert created and listeners[0].startswith("127.0.0.1:318")
@@ -61,17 +77,21 @@ def test_role_runs_daemons_idempotently(tmp_path):
         with urllib.request.urlopen("http://127.0.0.1:31032/metrics", timeout=10) as response:
             text = response.read().decode()
         assert 'scistream_s2cs_calls_total{code="OK",method="req"} 1.0' in text, text[-2000:]
-        # A changed setting restarts its instance only, and nothing else changes (idempotence: the
-        # systemd flavour's second run is checked by Molecule's multisite scenario).
+        # A changed setting rewrites its instance's options, and the handler restarts the servers; the
+        # token stays (idempotence: the systemd flavour's second run is checked by Molecule's multisite scenario).
         instances[1]["port_range"] = "31812-31819"
         rc, run = run_playbook(PLAYBOOK, variables, timeout=600)
         assert rc == 0, run.failures()
-        changed = [t["task"]["name"] for p in run.output["plays"] for t in p["tasks"]
-                   if any(h.get("changed") for h in t["hosts"].values())]
-        assert changed == ["scistream.gateway.s2cs : Write each instance's options",
-                           "scistream.gateway.s2cs : Start or restart the instances that need it"], changed
-        assert pid_of(names[0]) == pids[0]
-        assert pid_of(names[1]) != pids[1] and not process_alive(pids[1])
+        assert changed_tasks(run) == ["scistream.gateway.s2cs : Write each instance's options",
+                                      "scistream.gateway.s2cs : Restart the daemons of scistream-s2cs"], changed_tasks(run)
+        assert token_file.read_text().strip() == token
+        for name, pid in zip(names, pids):
+            assert pid_of(name) != pid and not process_alive(pid)
+        # Nothing changed: nothing runs again.
+        pids = [pid_of(n) for n in names]
+        rc, run = run_playbook(PLAYBOOK, variables, timeout=600)
+        assert rc == 0 and run.changed == 0, changed_tasks(run)
+        assert [pid_of(n) for n in names] == pids
     finally:
         for name in names:
             if os.path.exists(ctl):

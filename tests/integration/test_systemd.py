@@ -105,17 +105,25 @@ def test_a_low_port_session_gets_net_bind_service_alone(gateway):
 
 
 def test_s2cs_unit_is_hardened(gateway):
-    """The control server's unit (roles/s2cs) as the role renders it: systemd-analyze scores it (reported, not
-    held to the session units' goal: the server stays root to manage the proxies)."""
+    """The control server's unit (roles/daemon's template with roles/s2cs's settings): systemd-analyze scores it
+    (reported, not held to the session units' goal: the server stays root to manage the proxies)."""
     import jinja2  # pylint: disable=import-outside-toplevel
+    import yaml  # pylint: disable=import-outside-toplevel
+    from ansible_collections.scistream.gateway.plugins.filter.roles import FilterModule  # pylint: disable=import-outside-toplevel
     container, dummy = gateway
-    with open(os.path.join(ROOT, "roles", "s2cs", "templates", "scistream-s2cs.service.j2"), encoding="utf-8") as handle:
-        text = jinja2.Template(handle.read()).render(
-            ansible_managed="test", scistream_s2cs_lib="/opt/scistream/s2cs/lib", scistream_s2cs_venv="/opt/scistream/s2cs/venv",
-            scistream_s2cs_module="scistream_s2cs", scistream_s2cs_config_dir="/etc/scistream/s2cs/instances",
-            scistream_s2cs_log_dir="/var/log/scistream", scistream_s2cs_resolved=[{"name": "main", "state_dir": "/var/lib/scistream"}])
+    with open(os.path.join(ROOT, "roles", "s2cs", "vars", "main.yml"), encoding="utf-8") as handle:
+        daemon = yaml.safe_load(handle)["scistream_s2cs_daemon"]
+    daemon.update(instances=["main"], python="/opt/scistream/s2cs/venv/bin/python", module="scistream_s2cs",
+                  config_dir="/etc/scistream/s2cs/instances", environment_file="/etc/scistream/s2cs/instances/environment",
+                  writable_paths=["-/var/lib/scistream", "-/etc/systemd/system", "-/var/log/scistream"],
+                  create_dirs=["/var/lib/scistream"], nofile=65536)
+    env = jinja2.Environment(trim_blocks=True)
+    env.filters.update({"scistream.gateway." + k: v for k, v in FilterModule().filters().items()})
+    with open(os.path.join(ROOT, "roles", "daemon", "templates", "unit.service.j2"), encoding="utf-8") as handle:
+        text = env.from_string(handle.read()).render(ansible_managed="test", scistream_daemon=daemon,
+                                                     scistream_daemon_lib="/opt/scistream/s2cs/lib")
     assert "ReadWritePaths=-/var/lib/scistream -/etc/systemd/system -/var/log/scistream" in text
-    assert "ExecStartPre=+/bin/mkdir -p -m 0700 /var/lib/scistream\n" in text
+    assert "ExecStartPre=+/bin/mkdir -p -m 0700 /var/lib/scistream\n" in text and "LimitNOFILE=65536\n" in text
     put_file(container, "/etc/systemd/system/scistream-s2cs@.service", text.encode())
     assert run(container, "systemctl daemon-reload")[0] == 0
     assert exposure(container, "scistream-s2cs@main.service", "scistream-s2cs@ (control server)") < 7.0
