@@ -31,7 +31,7 @@ import pytest
 import yaml
 
 from conftest import ROOT, streamcheck
-from test_s2cs import Server, make_pki, sessions
+from s2cs_real import Server, make_pki, sessions
 
 from ansible_collections.scistream.gateway.plugins.module_utils.s2cs.client import close_stream  # noqa: E402
 
