@@ -45,7 +45,7 @@ import re
 import tempfile
 import time
 
-from .errors import S2DSError, invalid
+from .errors import PortsExhausted, S2DSError, invalid
 
 __all__ = ["DEFAULT_PROXY_UID_RANGE", "DEFAULT_REGISTRY", "PoolAccount", "UidPool", "UidsExhausted",
            "parse_uid_range", "is_pool_uid", "uids_in_use"]
@@ -65,8 +65,8 @@ _RANGE_RE = re.compile(r"([1-9][0-9]{0,9})-([1-9][0-9]{0,9})")
 _KEY_RE = re.compile(r"[A-Za-z0-9._-]{1,80}")
 
 
-class UidsExhausted(S2DSError):
-    """Every uid of the pool is held (a RESOURCE_EXHAUSTED for a control server, like PortsExhausted)."""
+class UidsExhausted(PortsExhausted):
+    """Every uid of the pool is held: like the ports running out, so a control server answers RESOURCE_EXHAUSTED."""
 
 
 @dataclasses.dataclass(frozen=True)
