@@ -299,3 +299,41 @@ def test_a_proxy_output_error_keeps_proxy_bytes_out_of_its_public_message():
     assert untrusted.public_message(exc) == "haproxy for session u did not start"
     assert str(exc) == "haproxy for session u did not start: secret\\x0a\\x1b[0m"
     assert untrusted.public_message(ValueError("plain")) == "plain"
+
+
+# -- the exporter's readers (proxy_reports) ------------------------------------------
+def test_the_log_counter_refuses_hostile_logs_fast_and_holds_no_lock(dirs):
+    from ansible_collections.scistream.gateway.plugins.module_utils.s2ds import proxy_reports
+    secret, own = dirs
+    paths = {"run_dir": str(own.parent), "log_file": str(own / "proxy.log")}
+    for kind in ("symlink", "hardlink", "fifo", "devzero"):
+        hostile(kind, own, secret, "proxy.log")
+        result = within_one_second(lambda: proxy_reports.nginx_report(paths, [5100]))
+        assert isinstance(result.get("error"), UntrustedFileError), (kind, result)
+        assert not proxy_reports.LogCounter._lock.locked()  # pylint: disable=protected-access
+        os.unlink(str(own / "proxy.log"))
+
+
+def test_the_log_counter_reads_a_huge_log_in_bounded_steps(dirs):
+    from ansible_collections.scistream.gateway.plugins.module_utils.s2ds import proxy_reports
+    dummy, own = dirs
+    line = b"2026/12/02 [error] 7#7: *1 connect() failed (111: Connection refused), server: 127.0.0.1:5100\n"
+    with open(own / "proxy.log", "wb") as handle:
+        handle.write(line * 30000)  # ~2.8 MB: three reads of at most 1 MiB
+    paths = {"run_dir": str(own.parent), "log_file": str(own / "proxy.log")}
+    seen = [proxy_reports.nginx_report(paths, [5100])[0]["target"] for dummy2 in range(4)]
+    assert seen[0] <= proxy_reports.MAX_LOG_READ // len(line) + 1 and seen[-1] == 30000, seen
+
+
+def test_the_stats_reader_ignores_a_hostile_stats_socket(dirs, tmp_path):
+    from ansible_collections.scistream.gateway.plugins.module_utils.s2ds import proxy_reports
+    secret, own = dirs
+    target = tmp_path / "root.sock"
+    server = Server(str(target), answer=b"# pxname,svname,ereq\nlistener_0,FRONTEND,7\n")
+    try:
+        os.symlink(str(target), str(own / "haproxy.sock"))
+        paths = {"run_dir": str(own.parent), "stats_socket": str(own / "haproxy.sock")}
+        result = within_one_second(lambda: proxy_reports.haproxy_report(paths, [5100]))
+        assert isinstance(result.get("error"), UntrustedFileError) and server.requests == []
+    finally:
+        server.close()
