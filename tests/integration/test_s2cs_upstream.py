@@ -18,7 +18,7 @@ import uuid
 import pytest
 
 from conftest import streamcheck
-from test_s2cs import pki, servers, sessions  # noqa: F401  # pylint: disable=unused-import
+from s2cs_real import sessions
 
 pytest.importorskip("grpc")
 
