@@ -207,7 +207,7 @@ def plant(kind, path, secret, proxy_uid):
     assert done.returncode == 0, done.stderr
 
 
-def timed(call, limit):
+def timed(call, limit, label=""):
     """``call()``'s result or exception, failing when it takes more than ``limit`` seconds (it may block)."""
     box = {}
 
@@ -221,7 +221,7 @@ def timed(call, limit):
     thread = threading.Thread(target=run, daemon=True)
     thread.start()
     thread.join(limit)
-    assert not thread.is_alive(), "blocked for more than %ss" % limit
+    assert not thread.is_alive(), "blocked for more than %ss %s" % (limit, label)
     box["seconds"] = time.monotonic() - started
     return box
 
@@ -250,13 +250,13 @@ def test_hostile_pid_log_and_socket_are_never_trusted(place, backend):
                     assert killed.returncode == 0, killed.stderr
                     wait_until(lambda: not process_alive(pid), 5)
                 plant(kind, os.path.join(own, name), place["secret"], record.proxy_uid)
-                started = timed(lambda: gateway.present(spec(uid, backend)), 20)
+                started = timed(lambda: gateway.present(spec(uid, backend)), 15, (name, kind))
                 error = started.get("error")
                 if error is not None:
                     assert isinstance(error, S2DSError), (name, kind, error)
                     no_secret(str(error), public_message(error))
                     assert "\n" not in public_message(error)
-                listed = timed(lambda: gateway.sessions(uid), 3)
+                listed = timed(lambda: gateway.sessions(uid), 3, (name, kind))
                 assert "error" not in listed or isinstance(listed["error"], S2DSError), listed
                 no_secret(json.dumps(listed.get("value"), default=str))
                 report = timed(lambda: proxy_reports.connection_errors(
@@ -267,8 +267,10 @@ def test_hostile_pid_log_and_socket_are_never_trusted(place, backend):
                 path = os.path.join(own, name)
                 if os.path.lexists(path):
                     os.unlink(path)
-                healed = timed(lambda: gateway.present(spec(uid, backend)), 20)
+                healed = timed(lambda: gateway.present(spec(uid, backend)), 15, (name, kind))
                 assert "error" not in healed, (name, kind, healed)
+        if backend == "stunnel":
+            return  # a PROD stunnel listener speaks TLS-PSK only: the forwarding check needs a CONS side
         sink = Sink(port=SINK_PORT, timeout=20)
         port = gateway.store.load(uid).ports[0]
         sent = streamcheck.send("127.0.0.1", port, 256 * 1024, timeout=10)

@@ -51,7 +51,8 @@ __all__ = ["DEFAULT_PROXY_UID_RANGE", "DEFAULT_REGISTRY", "PoolAccount", "UidPoo
            "parse_uid_range", "is_pool_uid", "uids_in_use"]
 
 DEFAULT_PROXY_UID_RANGE = "7400-8399"
-DEFAULT_REGISTRY = "/var/lib/scistream/proxy-uids.json"
+#: In a directory of its own, so a sandboxed daemon (the S2CS unit, ProtectSystem=strict) can be given just that.
+DEFAULT_REGISTRY = "/var/lib/scistream/proxy-uids/registry.json"
 #: The largest uid the pool hands out: below 2**31 (no tool takes it for a negative number).
 MAX_POOL_UID = 2 ** 31 - 2
 #: Numbers a pool never covers: root, nobody / nogroup, the 16-bit "-1", and systemd's DynamicUser= range.

@@ -41,6 +41,7 @@ import contextlib
 import errno
 import os
 import re
+import shutil
 import socket
 import stat
 import time
@@ -48,7 +49,7 @@ import time
 from .errors import S2DSError
 
 __all__ = ["UntrustedFileError", "ProxyOutputError", "escape", "read_file", "read_tail", "read_from",
-           "read_pid_file", "query_unix_socket", "DEFAULT_LIMIT", "DEFAULT_TIMEOUT"]
+           "read_pid_file", "query_unix_socket", "remove_unless_plain", "DEFAULT_LIMIT", "DEFAULT_TIMEOUT"]
 
 #: Bytes read from a proxy's file when the caller names no bound.
 DEFAULT_LIMIT = 64 * 1024
@@ -292,6 +293,32 @@ def read_pid_file(path, verify=None, timeout=DEFAULT_TIMEOUT):
     if verify is not None and not verify(pid):
         return None
     return pid
+
+
+def remove_unless_plain(path, wanted=stat.S_ISREG, what="a regular file"):
+    """Remove whatever is at ``path`` unless it is ``wanted`` (a stat.S_IS* test) with a single link.
+
+    Called before a proxy starts on the names it will open (its log, its pid
+    file, its stats socket): a FIFO there would block the proxy's own open()
+    (and the start with it), a link would have it write through to elsewhere.
+    The name is removed from its directory (opened O_NOFOLLOW); nothing is
+    followed or opened. Returns why it was removed, or None.
+    """
+    name = os.path.basename(path)
+    with _parent_fd(path) as parent:
+        try:
+            info = os.stat(name, dir_fd=parent, follow_symlinks=False)
+        except FileNotFoundError:
+            return None
+        if wanted(info.st_mode) and info.st_nlink == 1:
+            return None
+        why = "it was %s, not %s" % (_kind(info.st_mode), what) if not wanted(info.st_mode) else \
+            "it had %d hard links" % info.st_nlink
+        if stat.S_ISDIR(info.st_mode):
+            shutil.rmtree(name, dir_fd=parent)
+        else:
+            os.unlink(name, dir_fd=parent)
+        return "%s removed: %s" % (path, why)
 
 
 def query_unix_socket(path, request, limit=1024 * 1024, timeout=DEFAULT_TIMEOUT):
