@@ -299,25 +299,36 @@ def test_a_fifo_does_not_hold_the_lock_from_other_sessions(place):
             gateway.absent(uid)
 
 
-def test_a_start_error_quotes_no_log_through_a_link(place):
+@pytest.mark.parametrize("backend", ["nginx", "haproxy"])
+def test_a_start_error_quotes_no_log_through_a_link(place, backend):
     """The issue's leak: the log is a link to a root-only file, the proxy cannot start; the error names what
-    failed, the proxy's own output is escaped, and not one byte of the secret is in it."""
+    failed, the proxy's own output is escaped, and not one byte of the secret is in it. (A start first removes
+    such a link: here it is planted after that, as a racing process of the proxy's uid could, and the port is
+    taken, so the start fails and its error reads the log.)"""
     gateway = pool_gateway(place)
     uid = str(uuid.uuid4())
+    blocker = None
     try:
-        gateway.present(spec(uid, "nginx"))
+        gateway.present(spec(uid, backend))
         record = gateway.store.load(uid)
+        runtime = gateway.runtime_for(record)
+        runtime.clear_own_files = lambda store, record: []
         own = os.path.join(gateway.store.run_dir(uid), "proxy")
-        pid = gateway.runtime_for(record).proxy_pid(get_backend("nginx"), gateway.store, record)
-        as_uid(record.proxy_uid, "kill -KILL %d" % pid)
-        wait_until(lambda: not process_alive(pid), 5)
+        as_uid(record.proxy_uid, "kill -KILL -1")  # every process of its uid: master and workers
+        assert wait_until(lambda: record.ports[0] not in listening_ports("tcp"), 5)
+        blocker = socket.socket()
+        blocker.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        blocker.bind(("127.0.0.1", record.ports[0]))
+        blocker.listen(1)
         plant("symlink", os.path.join(own, "proxy.log"), place["secret"], record.proxy_uid)
         with pytest.raises(S2DSError) as caught:
-            gateway.present(spec(uid, "nginx"))
-        no_secret(str(caught.value))
-        assert "did not start" in public_message(caught.value)
-        assert "\n" not in str(caught.value)
+            gateway.present(spec(uid, backend))
+        no_secret(str(caught.value), public_message(caught.value))
+        assert "did not start" in public_message(caught.value) or "did not listen" in public_message(caught.value)
+        assert "\n" not in str(caught.value) and all(" " <= char <= "~" for char in str(caught.value))
     finally:
+        if blocker is not None:
+            blocker.close()
         gateway.absent(uid)
 
 
@@ -361,6 +372,47 @@ def test_a_systemd_unit_names_the_pool_uid_numerically(place):
     record = SessionRecord(uid=record.uid, role="PROD", backend="haproxy", runtime="process", listener_ip="127.0.0.1",
                            ports=[46430], targets=["127.0.0.1:9"], proxy_uid=7463)
     gateway = Gateway(place["state_dir"], {"process": lambda session: runtime})
-    text = runtime.unit_text(get_backend("haproxy"), gateway.store, record)
+    text = runtime.supervisor.unit_text(get_backend("haproxy"), gateway.store, record)
     assert "\nUser=7463\nGroup=7463\n" in text
     assert signal.SIGTERM  # (the unit's KillSignal stays SIGTERM)
+
+
+# -- docker: the container runs as the session's pool uid, hardened ----------------------
+@pytest.mark.docker
+@pytest.mark.parametrize("backend", sorted(BACKENDS))
+def test_docker_sessions_run_as_their_own_uids_hardened(place, backend):
+    from conftest import docker_client  # pylint: disable=import-outside-toplevel
+    from ansible_collections.scistream.gateway.plugins.module_utils.s2ds.runtimes.docker import (  # pylint: disable=import-outside-toplevel
+        DockerRuntime)
+    runtime = DockerRuntime(image="scistream/%s:local" % backend, proxy_user="pool", proxy_uid_range="7480-7499",
+                            uid_registry=place["registry"])
+    gateway = Gateway(place["state_dir"], {"docker": lambda session: runtime})
+    first, second = str(uuid.uuid4()), str(uuid.uuid4())
+
+    def docker_spec(uid):
+        return SessionSpec.build(uid=uid, role="PROD", num_conn=1, listener_ip="127.0.0.1", port_range="46440-46459",
+                                 targets=["127.0.0.1:%d" % SINK_PORT], backend=backend, runtime="docker",
+                                 psk=PSK if backend == "stunnel" else None)
+    try:
+        for uid in (first, second):
+            gateway.present(docker_spec(uid))
+        records = {uid: gateway.store.load(uid) for uid in (first, second)}
+        assert records[first].proxy_uid != records[second].proxy_uid
+        pids = {}
+        for uid, record in records.items():
+            attrs = docker_client().containers.get("scistream-%s-prod-%s" % (backend, uid)).attrs
+            host = attrs["HostConfig"]
+            assert attrs["Config"]["User"] == "%d:%d" % (record.proxy_uid, record.proxy_uid)
+            assert host["ReadonlyRootfs"] is True and host["PidsLimit"] == 256
+            assert host["CapDrop"] == ["ALL"] and host["CapAdd"] in (None, [])
+            assert "no-new-privileges" in host["SecurityOpt"] and set(host["Tmpfs"]) == {"/tmp", "/run"}
+            pids[uid] = attrs["State"]["Pid"]
+            assert status_uid(pids[uid]) == record.proxy_uid
+        key = "psk.txt" if backend == "stunnel" else get_backend(backend).config_name
+        theirs = as_uid(records[first].proxy_uid, "cat %s/%s" % (gateway.store.run_dir(second), key))
+        assert theirs.returncode != 0 and PSK not in theirs.stdout
+        assert as_uid(records[first].proxy_uid, "kill -TERM %d" % pids[second]).returncode != 0
+        assert process_alive(pids[second])
+    finally:
+        for uid in (first, second):
+            gateway.absent(uid)
