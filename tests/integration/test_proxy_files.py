@@ -42,9 +42,6 @@ from ansible_collections.scistream.gateway.plugins.module_utils.s2ds.runtimes.pr
 from ansible_collections.scistream.gateway.plugins.module_utils.s2ds.session import SessionSpec
 from ansible_collections.scistream.gateway.plugins.module_utils.s2ds.untrusted import public_message
 
-pytestmark = pytest.mark.skipif("proxy_uid_range" not in ProcessRuntime.__init__.__code__.co_varnames,
-                                reason="the process runtime has no uid pool yet")
-
 SINK_PORT = 46499
 SECRET = "root-only: admin-token-%s" % uuid.uuid4().hex
 PSK = "k" * 32
