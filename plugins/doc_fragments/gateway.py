@@ -26,9 +26,17 @@ options:
   proxy_user:
     description:
       - The user the proxies of O(scistream.gateway.s2ds#module:runtime=process) and
-        O(scistream.gateway.s2ds#module:runtime=docker) run as. V(auto) is the C(scistream) system user where it
-        exists on the gateway (the P(scistream.gateway.gateway#role) role creates it), else root; V(root) keeps them
-        root; any other name must exist.
+        O(scistream.gateway.s2ds#module:runtime=docker) run as. V(pool) runs each session's proxy as a uid of its
+        own from O(proxy_uid_range), never shared by two live sessions of the host (whatever their state dirs);
+        V(auto) is V(pool) where the C(scistream) system user exists on the gateway (the
+        P(scistream.gateway.gateway#role) role creates it), else root; V(root) keeps them root; any other name must
+        exist, and is then shared by every session (a compromised proxy could read the others' keys and signal
+        their proxies).
+      - With a pool uid the session's run dir is C(root:<its uid>) 0750 and its files 0640, so the key and psk are
+        readable by that uid alone, which can neither read another session's files nor signal its proxy. The
+        session record keeps the uid (C(proxy_uid)); a session made before runs as before until its next change,
+        which restarts its proxy as a pool uid. The host-wide allocation is kept in
+        C(/var/lib/scistream/proxy-uids/registry.json).
       - Run as that user, a proxy holds no capability, or only C(CAP_NET_BIND_SERVICE) for a listener below port
         1024 (a container with such a port runs root with that one capability, as Docker gives a non-root user no
         ambient capability). The session's run dir is then C(root:<its group>) 0750, the config and key files in
@@ -37,4 +45,12 @@ options:
       - The state dir and every directory above it must let that user pass; the module says which one does not.
     type: str
     default: auto
+  proxy_uid_range:
+    description:
+      - The uids (first-last, inclusive; the group of the same number is each one's only group) that
+        O(proxy_user=pool) hands out, one per session. A uid that an account or a group of the host has, or that a
+        running process uses, is skipped. At most 65536 uids; root, 65534, 65535 and systemd's C(DynamicUser=)
+        range 61184-65519 are refused.
+    type: str
+    default: 7400-8399
 """

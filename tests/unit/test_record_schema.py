@@ -24,6 +24,8 @@ BAD = [
     ("listener_ip", "127.0.0.1 "), ("listener_ip", "::FFFF:1"), ("listener_ip", "any"),
     ("uid", "5E55E55E-0000-4000-8000-000000000001"), ("uid", "00000000-0000-4000-8000-000000000000"),
     ("config_sha256", "../../etc/passwd"), ("runtime_state", ["x"]), ("encryption", "rot13"),
+    ("proxy_uid", 0), ("proxy_uid", "7400"), ("proxy_uid", True), ("proxy_uid", 65534), ("proxy_uid", -1),
+    ("proxy_uid", 2 ** 31), ("proxy_uid", 7400.5),
 ]
 
 
@@ -38,6 +40,11 @@ def store_with(tmp_path, data, uid=UID):
 def test_a_good_record_loads(tmp_path):
     record = store_with(tmp_path, GOOD).load(UID)
     assert record.ports == [5100, 5101] and record.runtime_state["pid"] == 10
+
+
+def test_a_record_with_a_pool_uid_loads_and_one_without_keeps_working(tmp_path):
+    assert store_with(tmp_path / "old", GOOD).load(UID).proxy_uid is None  # written before the pool
+    assert store_with(tmp_path / "new", dict(GOOD, proxy_uid=7400)).load(UID).proxy_uid == 7400
 
 
 @pytest.mark.parametrize("field,value", BAD, ids=["%s=%r" % bad for bad in BAD])
@@ -55,7 +62,7 @@ def test_json_that_is_no_record_is_broken(tmp_path, text):
 
 
 @settings(max_examples=200, deadline=None)
-@given(field=st.sampled_from(sorted(GOOD)),
+@given(field=st.sampled_from(sorted(GOOD) + ["proxy_uid"]),
        value=st.one_of(st.none(), st.booleans(), st.integers(), st.text(max_size=40),
                        st.lists(st.one_of(st.integers(), st.text(max_size=20)), max_size=3),
                        st.dictionaries(st.text(max_size=5), st.integers(), max_size=2)))

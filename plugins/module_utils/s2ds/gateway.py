@@ -19,6 +19,7 @@ import os
 from . import counting
 from .backends import PSK_COMPAT, get_backend, render_config
 from .errors import S2DSError, invalid
+from .names import session_key
 from .ports import reserve_ports
 from .session import SessionRecord, SessionSpec
 from .store import BrokenRecord, SessionStore, sha256_text, write_checked_files, write_file_atomic
@@ -117,10 +118,29 @@ class Gateway:
         ports = reserve_ports(spec.num_conn, spec.port_range, spec.listener_ip, taken=taken, keep=keep,
                               protocols=backend.protocols_for(spec.encryption))
 
+        # Like its ports, a session's proxy uid (where the runtime has a pool) is its own on this host.
+        pool = getattr(runtime, "uid_pool", None)
+        proxy_uid = existing.proxy_uid if existing is not None else None
+        if pool is not None and not check_mode:
+            proxy_uid = pool.claim(self.store.state_dir, session_key(spec.uid), keep=proxy_uid)
+        try:
+            return self._present_with(spec, check_mode, owner, backend, existing, runtime, ports, proxy_uid, pool)
+        except Exception:
+            if existing is None and pool is not None and not check_mode:
+                pool.release(self.store.state_dir, session_key(spec.uid))
+            raise
+
+    def _present_with(self, spec, check_mode, owner, backend, existing, runtime, ports, proxy_uid, pool):
         wanted = SessionRecord(uid=spec.uid, role=spec.role, backend=spec.backend, runtime=spec.runtime,
                                listener_ip=spec.listener_ip, ports=ports, targets=[str(t) for t in spec.targets],
                                runtime_state=dict(existing.runtime_state) if existing else {},
-                               encryption=spec.encryption, owner=existing.owner if existing else owner)
+                               encryption=spec.encryption, owner=existing.owner if existing else owner,
+                               proxy_uid=proxy_uid)
+        # A proxy moving to another uid (a record from before the pool gets one) is restarted, never reloaded.
+        if check_mode:
+            uid_changes = existing is not None and pool is not None and existing.proxy_uid is None
+        else:
+            uid_changes = existing is not None and existing.proxy_uid != proxy_uid
         wanted.runtime_state.update(runtime.remembered(wanted))
         files = {}
         if spec.targets:
@@ -133,7 +153,7 @@ class Gateway:
         actions = []
         if existing is None:
             actions.append("reserve")
-        elif existing.to_dict() != dict(wanted.to_dict(), runtime_state=existing.runtime_state):
+        elif existing.to_dict() != dict(wanted.to_dict(), runtime_state=existing.runtime_state) or uid_changes:
             actions.append("update")
         old_config = self.store.read_run_file(spec.uid, backend.config_name) or ""
         changed_files = [name for name, text in files.items() if self.store.read_run_file(spec.uid, name) != text]
@@ -148,6 +168,8 @@ class Gateway:
                 actions.append("stop")
         elif not running:
             actions.append("start")
+        elif uid_changes:
+            actions.append("restart")
         elif changed_files or (existing.config_sha256 != wanted.config_sha256):
             actions.append("reload" if backend.reloadable else "restart")
 
@@ -216,6 +238,13 @@ class Gateway:
         finally:
             self._stop_counting(record.uid, record.role, record.ports)
             self.store.delete(record.uid)
+            self._release_uid(runtime, record.uid)
+
+    def _release_uid(self, runtime, uid):
+        """Give the session's proxy uid back to the runtime's pool (after its proxy is stopped)."""
+        pool = getattr(runtime, "uid_pool", None)
+        if pool is not None:
+            pool.release(self.store.state_dir, session_key(uid))
 
     def _restore_document(self, record):
         """The session's part of the counting table for the boot-time restore (with this gateway's chain names)."""
@@ -262,6 +291,7 @@ class Gateway:
                 warnings.append("stopped %s" % ", ".join(removed))
             self._stop_counting(broken.uid)
             self.store.delete(broken.uid)
+            self._release_uid(runtime, broken.uid)
         return Outcome(changed=True, actions=["stop", "release"], warnings=warnings,
                        session={"uid": broken.uid, "broken": True, "record_path": broken.path})
 

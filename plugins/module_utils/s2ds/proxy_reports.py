@@ -24,6 +24,11 @@ whole file, which holds notices and errors only. Counts are per listener
 index, by reason: ``target``, ``tls_handshake``, ``reset``, ``request``,
 ``response``. Only files in the session's run dir on this host are read,
 so containers (whose logs go to Docker) report kernel counts only.
+
+The proxy writes these files and may be compromised: every read goes through
+:mod:`.untrusted` (no link followed, regular files and sockets only, bounded
+in size and time), a log is read at most MAX_LOG_READ bytes a call, and no
+lock is held while a file is read.
 """
 
 from __future__ import annotations
@@ -31,13 +36,17 @@ from __future__ import annotations
 import csv
 import os
 import re
-import socket
 import threading
+
+from . import untrusted
 
 REASONS = ("target", "tls_handshake", "reset", "request", "response")
 STATS_SOCKET = "haproxy.sock"
 #: A Unix socket path holds at most 107 bytes, and HAProxy binds ``PATH.<pid>.tmp`` first.
 MAX_SOCKET_PATH = 94
+#: Most bytes of a log one count reads (the rest is read by the next scrape); most bytes ``show stat`` may answer.
+MAX_LOG_READ = 1024 * 1024
+MAX_STAT_ANSWER = 4 * 1024 * 1024
 
 
 def stats_socket_path(run_dir):
@@ -68,18 +77,10 @@ def empty_counts(size):
 
 # -- HAProxy -------------------------------------------------------------------
 def haproxy_stats(path, timeout=1.0):
-    """``show stat`` from the stats socket at ``path``: rows as dicts."""
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
-        sock.settimeout(timeout)
-        sock.connect(path)
-        sock.sendall(b"show stat\n")
-        chunks = []
-        while True:
-            chunk = sock.recv(65536)
-            if not chunk:
-                break
-            chunks.append(chunk)
-    return parse_stat(b"".join(chunks).decode("utf-8", "replace"))
+    """``show stat`` from the stats socket at ``path`` (a socket of one link; the whole exchange within
+    ``timeout`` and MAX_STAT_ANSWER bytes): rows as dicts, None when there is no socket."""
+    answer = untrusted.query_unix_socket(path, b"show stat\n", limit=MAX_STAT_ANSWER, timeout=timeout)
+    return None if answer is None else parse_stat(answer.decode("utf-8", "replace"))
 
 
 def parse_stat(text):
@@ -119,24 +120,27 @@ class LogCounter:
         self.classify = classify  # (line, state) -> (index, reason) or None
 
     def counts(self, size):
-        try:
-            stat = os.stat(self.path)
-        except OSError:
-            return empty_counts(size)
+        """The counts so far; raises untrusted.UntrustedFileError when the log is no plain file of its own."""
         with self._lock:
             inode, offset, counts, state = self._known.get(self.path, (None, 0, None, {}))
-            if inode != stat.st_ino or offset > stat.st_size or counts is None or len(counts) != size:
-                offset, counts, state = 0, empty_counts(size), {}
-            with open(self.path, "rb") as handle:
-                handle.seek(offset)
-                data = handle.read()
-            complete = data.rfind(b"\n") + 1  # a line still being written is read next time
-            for line in data[:complete].decode("utf-8", "replace").splitlines():
-                hit = self.classify(line, state)
-                if hit is not None and 0 <= hit[0] < size:
-                    counts[hit[0]][hit[1]] += 1
-            self._known[self.path] = (stat.st_ino, offset + complete, counts, state)
-            return [dict(c) for c in counts]
+        read = untrusted.read_from(self.path, offset, inode, limit=MAX_LOG_READ)  # no lock held while reading
+        if read is None:
+            return empty_counts(size)
+        new_inode, start, data = read
+        if new_inode != inode or start != offset or counts is None or len(counts) != size:
+            counts, state = empty_counts(size), {}
+        else:
+            counts, state = [dict(c) for c in counts], dict(state)
+        complete = data.rfind(b"\n") + 1  # a line still being written is read next time
+        if not complete and len(data) >= MAX_LOG_READ:
+            complete = len(data)  # one line longer than a whole read: skipped, never buffered
+        for line in data[:complete].decode("utf-8", "replace").splitlines():
+            hit = self.classify(line, state)
+            if hit is not None and 0 <= hit[0] < size:
+                counts[hit[0]][hit[1]] += 1
+        with self._lock:
+            self._known[self.path] = (new_inode, start + complete, counts, state)
+        return [dict(c) for c in counts]
 
 
 def _first_reason(patterns, line):
@@ -175,9 +179,8 @@ def stunnel_classifier(ports):
 def haproxy_report(paths, ports):
     """HAProxy: its stats socket, when it has one (host processes)."""
     path = paths.get("stats_socket")
-    if not path or not os.path.exists(path):
-        return None
-    return errors_from_stat(haproxy_stats(path), len(ports))
+    rows = haproxy_stats(path) if path else None
+    return None if rows is None else errors_from_stat(rows, len(ports))
 
 
 def nginx_report(paths, ports):

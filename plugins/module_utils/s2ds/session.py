@@ -398,6 +398,9 @@ class SessionRecord:
     encryption: str = "none"
     #: Who made the session (a control server's caller: a token's hash, a Globus identity), or None.
     owner: str = None
+    #: The uid (and gid: the same number) the session's proxy runs as, from the runtime's pool (uidpool.py);
+    #: None for a session without one (no pool, or a record written before the pool).
+    proxy_uid: int = None
 
     @property
     def listeners(self):

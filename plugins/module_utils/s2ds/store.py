@@ -33,6 +33,7 @@ from .backends import BACKENDS
 from .errors import S2DSError
 from .session import (ENCRYPTIONS, ROLES, RUNTIMES, SessionRecord, parse_choice, parse_ip, parse_target, parse_uid,
                       session_key)
+from .uidpool import is_pool_uid
 
 
 def sha256_text(text):
@@ -129,6 +130,8 @@ def check_record(record):
         raise ValueError("runtime_state %r is not a mapping" % (record.runtime_state,))
     if record.owner is not None and not (isinstance(record.owner, str) and _OWNER_RE.fullmatch(record.owner)):
         raise ValueError("owner %r is not an identity a control server records" % (record.owner,))
+    if not is_pool_uid(record.proxy_uid):
+        raise ValueError("proxy_uid %r is not a uid a proxy uid pool hands out" % (record.proxy_uid,))
 
 
 def _is_port(value):

@@ -9,10 +9,9 @@
 
 from __future__ import annotations
 
-import os
 import time
 
-from .. import counting, proxy_reports
+from .. import counting, proxy_reports, untrusted
 from ..backends import get_backend
 from ..errors import S2DSError
 # Re-exported: callers (and tests) have long imported these from here.
@@ -101,8 +100,17 @@ class Runtime:
         return listeners
 
     def log_tail(self, store, record):
-        """The last lines the proxy logged, for error messages."""
+        """The last lines the proxy logged, for error messages (proxy output: show it only escaped)."""
         return ""
+
+    def account_for(self, record):
+        """Who ``record``'s proxy runs as: its pool uid (a uidpool.PoolAccount) when the runtime has a uid
+        pool and the record one, else the runtime's account (None: root)."""
+        account = getattr(self, "account", None)
+        if getattr(self, "uid_pool", None) is not None and getattr(record, "proxy_uid", None) is not None:
+            from ..uidpool import PoolAccount  # pylint: disable=import-outside-toplevel
+            return PoolAccount(record.proxy_uid)
+        return account
 
     def release_orphan(self, store, uid):
         """Stop whatever proxy of session ``uid`` this runtime can find from the uid and the run dir alone.
@@ -137,20 +145,22 @@ def wait_for_listeners(runtime, backend, store, record, timeout=10.0):
     if wait_until(lambda: wanted <= listening_ports("tcp"), timeout):
         return
     missing = sorted(wanted - listening_ports("tcp"))
-    raise S2DSError("%s for session %s did not listen on port(s) %s within %ds%s" % (
-        backend.name, record.uid, ", ".join(map(str, missing)), timeout, _tail(runtime.log_tail(store, record))),
+    raise untrusted.ProxyOutputError("%s for session %s did not listen on port(s) %s within %ds" % (
+        backend.name, record.uid, ", ".join(map(str, missing)), timeout), _tail(runtime.log_tail(store, record)),
         field="uid", value=record.uid)
 
 
 def _tail(text):
     text = (text or "").strip()
-    return (": " + " | ".join(text.splitlines()[-5:])) if text else ""
+    return " | ".join(text.splitlines()[-5:]) if text else ""
 
 
 def read_log_tail(path, limit=4096):
+    """The last ``limit`` bytes of the proxy's log at ``path`` as text (through :mod:`..untrusted`: no link, no
+    FIFO, bounded), or why it was not read, in the gateway's words. The text is the proxy's: escape it to show it."""
     try:
-        with open(path, "rb") as handle:
-            handle.seek(max(0, os.path.getsize(path) - limit))
-            return handle.read().decode("utf-8", "replace")
+        return untrusted.read_tail(path, limit=limit).decode("utf-8", "replace")
+    except untrusted.UntrustedFileError as exc:
+        return "(the proxy's log was not read: %s)" % exc.why
     except OSError:
         return ""

@@ -27,7 +27,9 @@ import os
 from ..backends import get_backend
 from ..errors import S2DSError
 from ..names import session_key
+from ..uidpool import DEFAULT_PROXY_UID_RANGE, DEFAULT_REGISTRY, PoolAccount
 from .base import Runtime, config_rejected, needs_low_port, resolve_proxy_account, share_run_dir, wait_until
+from .privileges import resolve_uid_pool
 
 try:
     import docker
@@ -37,6 +39,11 @@ except ImportError:  # reported by callers through HAS_DOCKER
     HAS_DOCKER = False
 
 CONFIG_MOUNT = "/etc/scistream"
+#: Every proxy container's root file system is read-only; these are its only writable places (the pid file is
+#: in /tmp), tmpfs, writable by its user, nothing on them executable.
+WRITABLE_TMPFS = {"/tmp": "rw,nosuid,nodev,noexec,size=16m,mode=1777", "/run": "rw,nosuid,nodev,noexec,size=1m,mode=1777"}
+#: Most processes (and threads) one proxy container may hold: NGINX's workers, HAProxy's threads, with room to spare.
+PIDS_LIMIT = 256
 LABEL_PREFIX = "org.scistream."
 SPEC_LABEL = LABEL_PREFIX + "spec-sha256"
 # Capabilities each proxy needs, run as root, once Docker's defaults are dropped.
@@ -149,6 +156,9 @@ class ProxyContainer:
             "cap_drop": ["ALL"],
             "cap_add": caps,
             "security_opt": ["no-new-privileges"],
+            "read_only": True,
+            "tmpfs": dict(WRITABLE_TMPFS),
+            "pids_limit": PIDS_LIMIT,
             "restart_policy": {"Name": "unless-stopped"},
             "log_config": {"Type": "json-file", "Config": {"max-size": "10m", "max-file": "3"}},
         }
@@ -252,6 +262,7 @@ class ProxyContainer:
                 # addresses do not exist, so let it bind addresses it does not have.
                 sysctls=NONLOCAL_BIND_SYSCTLS,
                 volumes=options["volumes"], cap_drop=["ALL"], cap_add=options["cap_add"], remove=True,
+                security_opt=["no-new-privileges"], read_only=True, tmpfs=dict(WRITABLE_TMPFS), pids_limit=PIDS_LIMIT,
                 stdout=True, stderr=True, labels={LABEL_PREFIX + "check": self.name})
         except docker.errors.ContainerError as exc:
             output = exc.stderr.decode("utf-8", "replace") if isinstance(exc.stderr, bytes) else str(exc.stderr)
@@ -274,9 +285,12 @@ class DockerRuntime(Runtime):
 
     name = "docker"
 
-    def __init__(self, image=None, proxy_user="auto", **engine_options):
+    def __init__(self, image=None, proxy_user="auto", proxy_uid_range=DEFAULT_PROXY_UID_RANGE,
+                 uid_registry=DEFAULT_REGISTRY, **engine_options):
         self.image = image
-        #: Who the proxies run as in their containers (None: root); see base.resolve_proxy_account.
+        #: Each session's proxy uid (``proxy_user: pool``, or ``auto`` where the role made the proxy account).
+        self.uid_pool = resolve_uid_pool(proxy_user, proxy_uid_range, uid_registry)
+        #: Who the proxies run as in their containers without a pool uid (None: root); see base.resolve_proxy_account.
         self.account = resolve_proxy_account(proxy_user)
         self.engine_options = engine_options
         self._engine = None
@@ -296,7 +310,13 @@ class DockerRuntime(Runtime):
         """The image, and the user its containers run as (decided when its first container starts)."""
         image = self.image_for(record)
         state = record.runtime_state
-        if "image" in state and "container_user" not in state:
+        account = self.account_for(record)
+        if isinstance(account, PoolAccount):
+            # A pool uid is the session's own: its containers run as it (a low port: root, NET_BIND_SERVICE only).
+            user = ROOT_USER if needs_low_port(record) else "%d:%d" % (account.uid, account.gid)
+            if state.get("image") != image or state.get("container_user") != user:
+                user = None  # probed (and refused if the image cannot run as it) when its container starts
+        elif "image" in state and "container_user" not in state:
             user = ROOT_USER  # made by a version that ran every container root: left so until released
         elif state.get("image") != image:
             user = None  # a new session or a new image: probed when its container starts
@@ -311,16 +331,21 @@ class DockerRuntime(Runtime):
         container prints the proxy's version as that user. (Some storage
         drivers give a container a root directory only root may enter.)
         """
-        if self.account is None or needs_low_port(record):
+        account = self.account_for(record)
+        if account is None or needs_low_port(record):
             return ROOT_USER
-        user = "%d:%d" % (self.account.uid, self.account.gid)
+        user = "%d:%d" % (account.uid, account.gid)
         self.engine.ensure_image(image, backend.name)
         try:
             self.engine.client.containers.run(
                 image, entrypoint=backend.foreground_argv("/dev/null")[:1], command=VERSION_ARGS[backend.name],
                 user=user, network_mode="none", cap_drop=["ALL"], security_opt=["no-new-privileges"], remove=True,
                 stdout=True, stderr=True, labels={LABEL_PREFIX + "probe": record.uid})
-        except (docker.errors.ContainerError, APIError, DockerException):
+        except (docker.errors.ContainerError, APIError, DockerException) as exc:
+            if isinstance(account, PoolAccount):
+                # Never root in place of the session's own uid.
+                raise S2DSError("image %s cannot run %s as the session's proxy uid %s (%s)" % (
+                    image, backend.name, user, _explain(exc)), field="image", value=image) from None
             return ROOT_USER
         return user
 
@@ -347,14 +372,17 @@ class DockerRuntime(Runtime):
     def is_running(self, backend, store, record):
         return self.container(backend, store, record).state() == "running"
 
-    def start(self, backend, store, record):
-        share_run_dir(store, record.uid, self.account)
+    def _ensure_user(self, backend, record):
         if record.runtime_state.get("container_user") is None:
             record.runtime_state["container_user"] = self.container_user(backend, self.image_for(record), record)
+
+    def start(self, backend, store, record):
+        share_run_dir(store, record.uid, self.account_for(record))
+        self._ensure_user(backend, record)
         self.container(backend, store, record).start()
 
     def reload(self, backend, store, record):
-        share_run_dir(store, record.uid, self.account)  # the rewritten files are root's 0600 until shared
+        share_run_dir(store, record.uid, self.account_for(record))  # the rewritten files are root's 0600 until shared
         container = self.container(backend, store, record)
         if backend.reload_signal is None:
             container.restart()
@@ -362,8 +390,13 @@ class DockerRuntime(Runtime):
             container.signal(backend.reload_signal)
 
     def restart(self, backend, store, record):
-        share_run_dir(store, record.uid, self.account)
-        self.container(backend, store, record).restart()
+        share_run_dir(store, record.uid, self.account_for(record))
+        self._ensure_user(backend, record)
+        container = self.container(backend, store, record)
+        if container.state() in ("running", "stopped"):
+            container.restart()
+        else:
+            container.start()  # missing, or created with other options (another user): made anew
 
     def stop(self, backend, store, record):
         self.container(backend, store, record).remove()

@@ -9,16 +9,20 @@ from __future__ import annotations
 import dataclasses
 import os
 import pwd
+import shutil
 import stat
 
 from ..errors import S2DSError
+from ..uidpool import DEFAULT_PROXY_UID_RANGE, DEFAULT_REGISTRY, PoolAccount, UidPool
 
-__all__ = ["DEFAULT_PROXY_USER", "PRIVILEGED_PORT_LIMIT", "PROXY_OWN_DIR", "ProxyAccount", "drop_privileges_argv",
-           "needs_low_port", "resolve_proxy_account", "share_run_dir"]
+__all__ = ["DEFAULT_PROXY_USER", "POOL", "PRIVILEGED_PORT_LIMIT", "PROXY_OWN_DIR", "ProxyAccount", "drop_privileges_argv",
+           "needs_low_port", "resolve_proxy_account", "resolve_uid_pool", "share_run_dir"]
 
 
 #: The account the gateway role creates for the proxies; ``proxy_user: auto`` uses it where it exists.
 DEFAULT_PROXY_USER = "scistream"
+#: ``proxy_user: pool``: each session's proxy runs as a uid of its own (:mod:`..uidpool`).
+POOL = "pool"
 #: The run dir's subdirectory the proxy itself writes (its pid file and log); everything else it only reads.
 PROXY_OWN_DIR = "proxy"
 #: Below this port a proxy needs CAP_NET_BIND_SERVICE, and is given it and nothing else.
@@ -39,10 +43,13 @@ def resolve_proxy_account(value="auto"):
 
     ``auto`` is the ``scistream`` user where it exists on this host (the
     gateway role creates it) and root elsewhere, as before there was one;
-    ``root`` keeps the proxies root; any other name must exist.
+    ``root`` keeps the proxies root; any other name must exist. With a uid
+    pool (``pool``, or ``auto`` where that user exists: see
+    :func:`resolve_uid_pool`) this account is only for records from before
+    the pool (``pool`` alone: root).
     """
     value = "auto" if value is None else str(value)
-    if value == "root":
+    if value in ("root", POOL):
         return None
     name = DEFAULT_PROXY_USER if value == "auto" else value
     try:
@@ -55,6 +62,19 @@ def resolve_proxy_account(value="auto"):
     if entry.pw_uid == 0:
         return None
     return ProxyAccount(name, entry.pw_uid, entry.pw_gid)
+
+
+def resolve_uid_pool(proxy_user="auto", proxy_uid_range=DEFAULT_PROXY_UID_RANGE, registry=DEFAULT_REGISTRY):
+    """The UidPool each session's proxy gets its own uid from, or None (one account, or root, for all).
+
+    ``pool`` always has one; ``auto`` has one where the gateway role made the
+    proxy account (a host set up for unprivileged proxies); ``root`` and a
+    named account have none (a named account is shared by every session).
+    """
+    value = "auto" if proxy_user is None else str(proxy_user)
+    if value == POOL or (value == "auto" and resolve_proxy_account("auto") is not None):
+        return UidPool(proxy_uid_range or DEFAULT_PROXY_UID_RANGE, registry=registry or DEFAULT_REGISTRY)
+    return None
 
 
 def needs_low_port(record):
@@ -72,6 +92,12 @@ def share_run_dir(store, uid, account):
     records (``sessions/``) stay 0700 root. Without one (root) the modes stay
     0700 / as written. Nothing in a directory the account can write is
     chowned or chmodded (no symlink can redirect these calls).
+
+    A pool account (one uid per session, its group of the same number held
+    by nobody else) cannot share the state dir's group with the other
+    sessions: the state dir and run root become 0711 root:root (anyone may
+    pass, nobody list), so the run dir's 0750 root:<its gid> is what keeps
+    every other uid out of it. A state dir once opened that way stays so.
     """
     run_dir = store.run_dir(uid)
     own_dir = os.path.join(run_dir, PROXY_OWN_DIR)
@@ -80,12 +106,20 @@ def share_run_dir(store, uid, account):
         os.chown(own_dir, 0, 0)
         return
     for path in (store.state_dir, store.run_root):
-        _set_owner(path, 0, account.gid, 0o710)
+        if isinstance(account, PoolAccount) or os.lstat(path).st_mode & stat.S_IXOTH:
+            _set_owner(path, 0, 0, 0o711)
+        else:
+            _set_owner(path, 0, account.gid, 0o710)
     _set_owner(run_dir, 0, account.gid, 0o750)
     for name in os.listdir(run_dir):
         path = os.path.join(run_dir, name)
         if name != PROXY_OWN_DIR and stat.S_ISREG(os.lstat(path).st_mode):
             _set_owner(path, 0, account.gid, 0o640)
+    if os.lstat(own_dir).st_uid != account.uid:
+        # Another uid had it (a session moving to its pool uid): what that uid left (its log, its pid file)
+        # is not handed on. rmtree works on descriptors and never follows a link.
+        shutil.rmtree(own_dir)
+        os.mkdir(own_dir, 0o700)
     _set_owner(own_dir, account.uid, account.gid, 0o700)
     _check_reachable(account, os.path.dirname(store.state_dir))
 

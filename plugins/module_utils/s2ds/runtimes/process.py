@@ -13,11 +13,15 @@ session), ``daemon`` anywhere else (the proxy daemonizes, with a pid file).
 from __future__ import annotations
 
 import os
+import stat
 
+from .. import untrusted
 from ..errors import S2DSError
 from ..proxy_reports import stats_socket_path
+from ..uidpool import DEFAULT_PROXY_UID_RANGE, DEFAULT_REGISTRY
 from .base import Runtime, config_rejected, read_log_tail
-from .privileges import PROXY_OWN_DIR, drop_privileges_argv, needs_low_port, resolve_proxy_account, share_run_dir
+from .privileges import PROXY_OWN_DIR, drop_privileges_argv, needs_low_port, resolve_proxy_account, resolve_uid_pool, \
+    share_run_dir
 from .supervisors import run_command, systemd_is_pid1
 from .supervisors.daemon import DaemonSupervisor
 from .supervisors.systemd import SYSTEMD_UNIT_DIR, SYSTEMD_WANTS_DIR, SystemdSupervisor, hardening_lines
@@ -31,13 +35,17 @@ SUPERVISORS = {"systemd": SystemdSupervisor, "daemon": DaemonSupervisor}
 class ProcessRuntime(Runtime):
     name = "process"
 
-    def __init__(self, supervisor="auto", proxy_user="auto"):
+    def __init__(self, supervisor="auto", proxy_user="auto", proxy_uid_range=DEFAULT_PROXY_UID_RANGE,
+                 uid_registry=DEFAULT_REGISTRY):
         if supervisor == "auto":
             supervisor = "systemd" if systemd_is_pid1() else "daemon"
         if supervisor not in SUPERVISORS:
             raise S2DSError("process_supervisor %r: must be auto, systemd or daemon" % supervisor,
                             field="process_supervisor", value=supervisor)
-        #: Who the proxies run as (None: root); see privileges.resolve_proxy_account.
+        #: Where each session's proxy gets a uid of its own (``proxy_user: pool``, or ``auto`` where the
+        #: gateway role made the proxy account); None: every proxy runs as ``account``.
+        self.uid_pool = resolve_uid_pool(proxy_user, proxy_uid_range, uid_registry)
+        #: Who the proxies run as without a pool uid (None: root); see privileges.resolve_proxy_account.
         self.account = resolve_proxy_account(proxy_user)
         #: Keeps the proxies running (``supervisor.name``: systemd or daemon).
         self.supervisor = SUPERVISORS[supervisor](self)
@@ -66,8 +74,9 @@ class ProcessRuntime(Runtime):
             return
         # As the proxy user: the check then also proves the proxy can read its files, and
         # whatever the checker creates (NGINX opens its error log) belongs to that user.
-        share_run_dir(store, record.uid, self.account)
-        result = run_command(drop_privileges_argv(self.account, needs_low_port(record)) + argv)
+        account = self.account_for(record)
+        share_run_dir(store, record.uid, account)
+        result = run_command(drop_privileges_argv(account, needs_low_port(record)) + argv)
         if result.returncode != 0:
             raise config_rejected(backend.name, result.stdout)
 
@@ -88,11 +97,21 @@ class ProcessRuntime(Runtime):
         return self.supervisor.is_running(backend, store, record)
 
     def start(self, backend, store, record):
-        share_run_dir(store, record.uid, self.account)
+        share_run_dir(store, record.uid, self.account_for(record))
+        self.clear_own_files(store, record)
         self.supervisor.start(backend, store, record)
 
+    def clear_own_files(self, store, record):
+        """Before a start: remove what the (maybe compromised) proxy left where it will open its files, unless it
+        is a plain file (a socket at the stats socket's path): a FIFO as its log would block its own start."""
+        paths = self.paths(store, record)
+        removed = [untrusted.remove_unless_plain(paths[name]) for name in ("pid_file", "log_file")]
+        if paths.get("stats_socket"):
+            removed.append(untrusted.remove_unless_plain(paths["stats_socket"], stat.S_ISSOCK, "a socket"))
+        return [entry for entry in removed if entry]
+
     def reload(self, backend, store, record):
-        share_run_dir(store, record.uid, self.account)  # the rewritten files are root's 0600 until shared
+        share_run_dir(store, record.uid, self.account_for(record))  # the rewritten files are root's 0600 until shared
         if backend.reload_signal is None:
             self.restart(backend, store, record)
         else:

@@ -95,6 +95,7 @@ RUNTIMES = {
         options=dict(
             process_supervisor=dict(type="str", default="auto", choices=["auto", "systemd", "daemon"]),
             proxy_user=dict(type="str", default="auto"),
+            proxy_uid_range=dict(type="str", default="7400-8399"),
         ),
         arguments=dict(process_supervisor="supervisor")),
     # How to reach a Docker Engine (names as in community.docker).
@@ -108,7 +109,7 @@ RUNTIMES = {
             client_cert=dict(type="path"),
             client_key=dict(type="path"),
         ),
-        uses=("proxy_user",), per_image=True,
+        uses=("proxy_user", "proxy_uid_range"), per_image=True,
         library=("HAS_DOCKER", "docker (the Docker SDK for Python; Debian: python3-docker)")),
     # How to reach an ESnet Janus controller.
     "janus": RuntimeEntry(

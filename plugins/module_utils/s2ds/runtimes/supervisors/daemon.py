@@ -16,8 +16,8 @@ import contextlib
 import os
 import signal
 
-from ...errors import S2DSError
-from ...store import read_text
+from ... import untrusted
+from ...uidpool import PoolAccount
 from ..base import wait_until
 from ..privileges import drop_privileges_argv, needs_low_port
 from ..procfs import listening_ports, live_processes, parent_pid, process_alive, process_name, process_start_time, \
@@ -31,12 +31,24 @@ _PROGRAMS = ("haproxy", "nginx", "stunnel")
 
 
 def _read_pid(path):
-    """The pid in a pid file, or None when there is none or it holds no number."""
-    text = read_text(path)
+    """The pid in the proxy's pid file, or None when there is none, it holds anything but a pid, or it is no plain
+    file of its own (a link, a FIFO, a socket, a hard link: :mod:`...untrusted`; never blocks)."""
     try:
-        return int(text.split()[0]) if text else None
-    except ValueError:
+        return untrusted.read_pid_file(path)
+    except OSError:
         return None
+
+
+def _uids_of(pid):
+    """Real, effective, saved and file system uid of ``pid`` (from /proc/PID/status), or () when it is gone."""
+    try:
+        with open("/proc/%d/status" % pid, "rb") as handle:
+            for line in handle.read(4096).splitlines():
+                if line.startswith(b"Uid:"):
+                    return tuple(int(field) for field in line.split()[1:5])
+    except (OSError, ValueError):
+        pass
+    return ()
 
 
 def _is_pid(value):
@@ -134,6 +146,15 @@ class DaemonSupervisor(Supervisor):
                 os.kill(pid, signal.SIGKILL)
         wait_until(lambda: not any(process_alive(pid) for pid in leftovers), 5)
 
+    @staticmethod
+    def _kill_uid(uid):
+        """SIGKILL every process whose real, effective or saved uid is ``uid`` (a pool uid: one session's)."""
+        victims = [pid for pid in live_processes() if uid in _uids_of(pid)]
+        for pid in victims:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        wait_until(lambda: not any(process_alive(pid) for pid in victims), 5)
+
     def _stop_daemon(self, program, pid, stop_signal):
         """Stop the verified master ``pid`` and whatever its group leaves behind."""
         since = process_start_time(pid) or 0
@@ -153,7 +174,7 @@ class DaemonSupervisor(Supervisor):
     def start(self, backend, store, record):
         paths = self.runtime.paths(store, record)
         config = os.path.join(paths["run_dir"], backend.config_name)
-        account = self.runtime.account
+        account = self.runtime.account_for(record)
         # Never two proxies for one session: one still running (found by its
         # command line) is stopped first, and so are workers of a master that
         # died, which still hold the ports. A stale pid file would make a daemon refuse to start.
@@ -161,6 +182,10 @@ class DaemonSupervisor(Supervisor):
         if running is not None:
             self._stop_daemon(backend.name, running, backend.stop_signal)
         self._stop_recorded_orphans(backend, record)
+        if isinstance(account, PoolAccount):
+            # The uid is this session's alone: whatever still runs as it is what is left of its proxy (a process
+            # that left the proxy's group, say), and goes before the new proxy starts.
+            self._kill_uid(account.uid)
         with contextlib.suppress(FileNotFoundError):
             os.unlink(paths["pid_file"])
         result = run_command(drop_privileges_argv(account, needs_low_port(record))
@@ -168,9 +193,11 @@ class DaemonSupervisor(Supervisor):
         started = result.returncode == 0 and wait_until(
             lambda: self._pid(store, record) and _names_config(self._pid(store, record), backend.name, config), 10)
         if not started:
-            output = result.stdout.decode("utf-8", "replace").strip() or self.runtime.log_tail(store, record).strip()
-            raise S2DSError("%s for session %s did not start: %s" % (backend.name, record.uid, output[-2000:]),
-                            field="uid", value=record.uid)
+            # The proxy's own words (its stderr, its log) are shown escaped and cut, and kept out of the
+            # message a control server may send to a remote client (ProxyOutputError.public_message).
+            output = result.stdout[-4000:].strip() or self.runtime.log_tail(store, record).strip()
+            raise untrusted.ProxyOutputError("%s for session %s did not start" % (backend.name, record.uid), output,
+                                             field="uid", value=record.uid)
         self._remember(record, self._pid(store, record))
 
     def reload(self, backend, store, record):

@@ -68,13 +68,15 @@ class SystemdSupervisor(Supervisor):
             "[Unit]\nDescription=SciStream %s %s session %s\nAfter=network-online.target\n\n"
             "[Service]\nType=simple\n%sExecStart=%s\n%sRestart=on-failure\nRestartSec=1\n"
             "KillSignal=SIGTERM\nTimeoutStopSec=10\n%s\n[Install]\nWantedBy=multi-user.target\n"
-        ) % (record.uid, record.role, backend.name, record.role, record.uid, self._unit_identity(),
+        ) % (record.uid, record.role, backend.name, record.role, record.uid, self._unit_identity(record),
              shlex.join(backend.foreground_argv(config, paths["log_file"])), reload_line,
              hardening_lines(paths["run_dir"], os.path.dirname(paths["pid_file"]), needs_low_port(record),
-                             as_root=self.runtime.account is None))
+                             as_root=self.runtime.account_for(record) is None))
 
-    def _unit_identity(self):
-        account = self.runtime.account
+    def _unit_identity(self, record):
+        """``User=`` and ``Group=``: the session's pool uid and gid (numbers: no account has them), else the proxy
+        account; nothing for root."""
+        account = self.runtime.account_for(record)
         if account is None:
             return ""
         return "User=%s\nGroup=%d\n" % (account.name, account.gid)
