@@ -26,8 +26,12 @@ sys.path.insert(0, os.path.join(ROOT, "playbooks", "files"))
 
 import streamcheck  # noqa: E402  (playbooks/files/streamcheck.py)
 from ansible_collections.scistream.gateway.plugins.module_utils.s2ds.gateway import Gateway  # noqa: E402
+from ansible_collections.scistream.gateway.plugins.module_utils.s2ds.policy import WITH_LOOPBACK, TargetPolicy  # noqa: E402
 from ansible_collections.scistream.gateway.plugins.module_utils.s2ds.runtimes.docker import DockerRuntime  # noqa: E402
 from ansible_collections.scistream.gateway.plugins.module_utils.s2ds.runtimes.process import ProcessRuntime  # noqa: E402
+
+# Its gateways forward to services on loopback: allowed explicitly, as an operator would.
+LOOPBACK_POLICY = TargetPolicy(allow=WITH_LOOPBACK)
 
 BIN = os.path.dirname(sys.executable)
 
@@ -158,7 +162,7 @@ def release_leftovers(tmp_path):
     runtimes = {"process": lambda session: ProcessRuntime("daemon"), "docker": lambda session: DockerRuntime()}
     for top, dirs, dummy in os.walk(str(tmp_path)):
         if "sessions" in dirs and os.path.exists(os.path.join(top, "lock")):
-            gateway = Gateway(top, runtimes)
+            gateway = Gateway(top, runtimes, policy=LOOPBACK_POLICY)
             for record in gateway.store.all():
                 if record.runtime in runtimes:
                     try:

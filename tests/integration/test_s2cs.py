@@ -33,9 +33,13 @@ from cryptography.x509.oid import NameOID  # noqa: E402
 from ansible_collections.scistream.gateway.plugins.module_utils.s2cs.client import (  # noqa: E402
     ControlCallError, ControlClient, close_stream, open_stream)
 from ansible_collections.scistream.gateway.plugins.module_utils.s2ds.gateway import Gateway  # noqa: E402
+from ansible_collections.scistream.gateway.plugins.module_utils.s2ds.policy import WITH_LOOPBACK, TargetPolicy  # noqa: E402
 from ansible_collections.scistream.gateway.plugins.module_utils.s2ds.runtimes.base import (  # noqa: E402
     listening_ports, process_alive, wait_until)
 from ansible_collections.scistream.gateway.plugins.module_utils.s2ds.runtimes.process import ProcessRuntime  # noqa: E402
+
+# Its gateways forward to services on loopback: allowed explicitly, as an operator would.
+LOOPBACK_POLICY = TargetPolicy(allow=WITH_LOOPBACK)
 
 PAYLOAD = 200 * 1024 * 1024
 SERVER_MODULE = "ansible_collections.scistream.gateway.plugins.module_utils.s2cs.server"
@@ -143,7 +147,7 @@ def servers(pki, tmp_path):
 
 
 def sessions(state_dir):
-    return Gateway(state_dir, {"process": lambda s: ProcessRuntime("daemon")}).sessions()
+    return Gateway(state_dir, {"process": lambda s: ProcessRuntime("daemon")}, policy=LOOPBACK_POLICY).sessions()
 
 
 def status(exc_info):

@@ -12,7 +12,11 @@ from test_gateway import FakeRuntime
 from ansible_collections.scistream.gateway.plugins.module_utils.s2ds.backends import get_backend, render_config
 from ansible_collections.scistream.gateway.plugins.module_utils.s2ds.errors import S2DSError
 from ansible_collections.scistream.gateway.plugins.module_utils.s2ds.gateway import Gateway
+from ansible_collections.scistream.gateway.plugins.module_utils.s2ds.policy import WITH_LOOPBACK, TargetPolicy
 from ansible_collections.scistream.gateway.plugins.module_utils.s2ds.session import SessionRecord, SessionSpec, TLSMaterial
+
+# Its gateways forward to services on loopback: allowed explicitly, as an operator would.
+LOOPBACK_POLICY = TargetPolicy(allow=WITH_LOOPBACK)
 
 UID = "4f6c1b7e-2a3d-4c5e-9f00-1234567890ab"
 CERT = "-----BEGIN CERTIFICATE-----\nMIIcert\n-----END CERTIFICATE-----\n"
@@ -90,7 +94,7 @@ def test_gateway_writes_tls_files_and_removes_them_when_encryption_is_turned_off
     for name, text in (("c.crt", CERT), ("k.key", KEY), ("ca.crt", CA)):
         (tmp_path / name).write_text(text)
     fake = FakeRuntime()
-    gateway = Gateway(str(tmp_path / "state"), {"process": lambda spec: fake})
+    gateway = Gateway(str(tmp_path / "state"), {"process": lambda spec: fake}, policy=LOOPBACK_POLICY)
     files = dict(tls_cert=str(tmp_path / "c.crt"), tls_key=str(tmp_path / "k.key"), tls_ca=str(tmp_path / "ca.crt"))
     common = dict(uid=UID, role="PROD", backend="nginx", targets=["127.0.0.1:9"], port_range="30990-30999")
     outcome = gateway.present(SessionSpec.build(encryption="tls", **common, **files))
