@@ -19,11 +19,12 @@ from ansible.module_utils.common.arg_spec import ArgumentSpecValidator
 from ansible_collections.scistream.gateway.plugins.module_utils.s2ds.backends import HAS_JINJA2
 from ansible_collections.scistream.gateway.plugins.module_utils.s2ds.errors import S2DSError, quoted
 from ansible_collections.scistream.gateway.plugins.module_utils.s2ds.gateway import Gateway
+from ansible_collections.scistream.gateway.plugins.module_utils.s2ds.policy import TargetPolicy
 from ansible_collections.scistream.gateway.plugins.module_utils.s2ds.runtimes.process import ProcessRuntime
 
 __all__ = ["ALL_GATEWAY_OPTIONS", "DOCKER_OPTIONS", "GATEWAY_OPTIONS", "JANUS_OPTIONS", "S2DSError", "SESSION_OPTIONS",
            "SESSION_REQUIRED_IF", "TLS_OPTIONS", "apply_sessions", "build_gateway", "docker_engine_options", "fail_from",
-           "request_from_params", "require_core", "require_docker"]
+           "policy_from_params", "request_from_params", "require_core", "require_docker"]
 
 DEFAULT_STATE_DIR = "/var/lib/scistream"
 
@@ -66,6 +67,9 @@ GATEWAY_OPTIONS = dict(
     state_dir=dict(type="path", default=DEFAULT_STATE_DIR),
     process_supervisor=dict(type="str", default="auto", choices=["auto", "systemd", "daemon"]),
     proxy_user=dict(type="str", default="auto"),
+    # Where sessions may forward (the target policy, s2ds/policy.py); None: the strict default.
+    allowed_targets=dict(type="list", elements="str"),
+    protected_ports=dict(type="list", elements="str"),
 )
 
 # How to reach a Docker Engine (names as in community.docker).
@@ -120,6 +124,11 @@ def request_from_params(session_params):
     return SessionSpec.build(**{name: value for name, value in session_params.items() if name in accepted})
 
 
+def policy_from_params(params):
+    """The target policy of ``allowed_targets`` and ``protected_ports`` (S2DSError naming the option when bad)."""
+    return TargetPolicy(allow=params.get("allowed_targets"), protected_ports=params.get("protected_ports"))
+
+
 def build_gateway(module, images=None):
     """A Gateway over ``state_dir`` with every runtime this host can offer.
 
@@ -170,7 +179,7 @@ def build_gateway(module, images=None):
         "janus": janus_runtime,
         "kernel": kernel_runtime,
     }
-    return Gateway(params["state_dir"], runtimes)
+    return Gateway(params["state_dir"], runtimes, policy=policy_from_params(params))
 
 
 def fail_from(module, exc, **result):

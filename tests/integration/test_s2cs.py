@@ -79,7 +79,8 @@ def make_pki(directory):
 class Server:
     """One S2CS process (started with --daemon: it returns once it listens)."""
 
-    def __init__(self, pki, state_dir, port, port_range, backend="haproxy", extra=(), env=None, start=True):
+    def __init__(self, pki, state_dir, port, port_range, backend="haproxy", extra=(), env=None, start=True,
+                 allowed_targets=WITH_LOOPBACK):
         self.pki = pki
         self.env = dict(env or {})
         self.state_dir = str(state_dir)
@@ -92,6 +93,9 @@ class Server:
                      "--process_supervisor", "daemon", "--server_cert", pki["server.crt"],
                      "--server_key", pki["server.key"], "--daemon", "--pid_file", self.pid_file,
                      "--log_file", self.log_file, "--verbose"] + list(extra)
+        if allowed_targets is not None:
+            # Its sessions forward to services on loopback: allowed explicitly, as an operator would.
+            self.argv += ["--allowed_targets", ",".join(allowed_targets)]
         if start:
             self.start()
 

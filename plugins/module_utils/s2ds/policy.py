@@ -178,8 +178,10 @@ class TargetPolicy:
                  resolver=resolve, refresh=60.0, field="allowed_targets"):
         self.field = field
         self.allow = parse_target_rules(allow, field) or None
-        self.by_role = {"PROD": parse_target_rules(prod_allow, "allowed_prod_targets") or None,
-                        "CONS": parse_target_rules(cons_allow, "allowed_cons_targets") or None}
+        dashes = "--" if field.startswith("--") else ""
+        self.role_fields = {role: "%sallowed_%s_targets" % (dashes, role.lower()) for role in ("PROD", "CONS")}
+        self.by_role = {"PROD": parse_target_rules(prod_allow, self.role_fields["PROD"]) or None,
+                        "CONS": parse_target_rules(cons_allow, self.role_fields["CONS"]) or None}
         self.protected = parse_protected_ports(protected_ports)
         self._addresses = frozenset(ipaddress.ip_address(a) for a in addresses) if addresses is not None else None
         self._read_at = None
@@ -189,8 +191,17 @@ class TargetPolicy:
     def rules_for(self, role=None):
         """(rules, their option name) for a session of ``role``."""
         if role in self.by_role and self.by_role[role] is not None:
-            return self.by_role[role], "allowed_%s_targets" % role.lower()
+            return self.by_role[role], self.role_fields[role]
         return (self.allow, self.field) if self.allow is not None else (DEFAULT_RULES, "%s (default)" % self.field)
+
+    def describe(self):
+        """One line for a log: the rules of each role and the protected ports."""
+        parts = []
+        for role in ("PROD", "CONS"):
+            rules, option = self.rules_for(role)
+            parts.append("%s targets %s (%s)" % (role, _listed(rules), option))
+        ports = ", ".join("%d" % low if low == high else "%d-%d" % (low, high) for low, high in self.protected)
+        return "%s; special addresses only by a rule inside their class; protected ports %s" % ("; ".join(parts), ports)
 
     def own(self):
         if self._addresses is not None and self._read_at is None:
