@@ -47,7 +47,7 @@ sys.path.insert(0, os.path.join(ROOT, "bench"))
 
 # pylint: disable=wrong-import-position
 from ansible_collections.scistream.gateway.plugins.module_utils.s2cs.client import (  # noqa: E402
-    close_stream, open_stream)
+    close_stream, consumer_policy, open_stream)
 from ansible_collections.scistream.gateway.plugins.module_utils.s2ds.gateway import Gateway  # noqa: E402
 from ansible_collections.scistream.gateway.plugins.module_utils.s2ds.policy import WITH_LOOPBACK, TargetPolicy  # noqa: E402
 from ansible_collections.scistream.gateway.plugins.module_utils.s2ds.runtimes.process import ProcessRuntime  # noqa: E402
@@ -56,6 +56,7 @@ from test_s2cs import Server, make_pki  # noqa: E402  (tests/integration/test_s2
 
 # Its gateways forward to services on loopback: allowed explicitly, as an operator would.
 LOOPBACK_POLICY = TargetPolicy(allow=WITH_LOOPBACK)
+LOOPBACK_ANSWERS = consumer_policy(WITH_LOOPBACK)  # what open_stream lets PROD answer
 
 TARGET = "127.0.0.1:9"  # proxies start and listen; nothing is sent
 
@@ -110,7 +111,7 @@ def task_seconds(playbook, extra):
 def through_servers(prod_server, cons_server, uid):
     start = time.perf_counter()
     with prod_server.client() as prod, cons_server.client() as cons:
-        open_stream(prod, cons, uid, 1, [TARGET])
+        open_stream(prod, cons, uid, 1, [TARGET], cons_policy=LOOPBACK_ANSWERS)
         seconds = time.perf_counter() - start
         close_stream(prod, cons, uid)
     return seconds

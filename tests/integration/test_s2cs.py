@@ -31,7 +31,7 @@ from cryptography.hazmat.primitives.asymmetric import ec  # noqa: E402
 from cryptography.x509.oid import NameOID  # noqa: E402
 
 from ansible_collections.scistream.gateway.plugins.module_utils.s2cs.client import (  # noqa: E402
-    ControlCallError, ControlClient, close_stream, open_stream)
+    ControlCallError, ControlClient, close_stream, consumer_policy, open_stream)
 from ansible_collections.scistream.gateway.plugins.module_utils.s2ds.gateway import Gateway  # noqa: E402
 from ansible_collections.scistream.gateway.plugins.module_utils.s2ds.policy import WITH_LOOPBACK, TargetPolicy  # noqa: E402
 from ansible_collections.scistream.gateway.plugins.module_utils.s2ds.runtimes.base import (  # noqa: E402
@@ -40,6 +40,7 @@ from ansible_collections.scistream.gateway.plugins.module_utils.s2ds.runtimes.pr
 
 # Its gateways forward to services on loopback: allowed explicitly, as an operator would.
 LOOPBACK_POLICY = TargetPolicy(allow=WITH_LOOPBACK)
+LOOPBACK_ANSWERS = consumer_policy(WITH_LOOPBACK)  # what open_stream lets PROD answer
 
 PAYLOAD = 200 * 1024 * 1024
 SERVER_MODULE = "ansible_collections.scistream.gateway.plugins.module_utils.s2cs.server"
@@ -167,7 +168,7 @@ def test_stream_across_two_servers(servers, sink, backend, slot):
     receiver = sink()
     uid = str(uuid.uuid4())
     with prod_server.client() as prod, cons_server.client() as cons:
-        stream = open_stream(prod, cons, uid, 2, ["127.0.0.1:%d" % receiver.port])
+        stream = open_stream(prod, cons, uid, 2, ["127.0.0.1:%d" % receiver.port], cons_policy=LOOPBACK_ANSWERS)
         assert stream["changed"]
         assert [int(l.rsplit(":", 1)[1]) for l in stream["prod_listeners"]] == [base, base + 1]
         assert [int(l.rsplit(":", 1)[1]) for l in stream["listeners"]] == [base + 100, base + 101]
@@ -181,7 +182,7 @@ def test_stream_across_two_servers(servers, sink, backend, slot):
         assert got["bytes"] == sent["bytes"] == PAYLOAD
         assert got["sha256"] == sent["sha256"]
         # Asked again: same listeners, nothing changed.
-        again = open_stream(prod, cons, uid, 2, ["127.0.0.1:%d" % receiver.port])
+        again = open_stream(prod, cons, uid, 2, ["127.0.0.1:%d" % receiver.port], cons_policy=LOOPBACK_ANSWERS)
         assert again == dict(stream, changed=False)
         assert close_stream(prod, cons, uid)
         assert not close_stream(prod, cons, uid)
