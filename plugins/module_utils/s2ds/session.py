@@ -256,6 +256,8 @@ def parse_target_rule(value, field="allowed_targets"):
             raise invalid(field, value, "brackets must hold an IPv6 network")
         return TargetRule(network, _rule_ports(field, value, rest[1:]) if rest else (1, 65535))
     if text.count(":") > 1:  # an IPv6 network without ports
+        if ":" in text.partition("/")[2]:
+            raise invalid(field, value, "an IPv6 network with ports needs brackets: [2001:db8::/32]:5000")
         return TargetRule(_rule_network(field, value, text))
     net, sep, ports = text.partition(":")
     network = _rule_network(field, value, net)
