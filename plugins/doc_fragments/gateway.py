@@ -39,10 +39,10 @@ options:
     default: auto
   allowed_targets:
     description:
-      - Where sessions may forward (the target policy; the gateway is no open proxy). Each rule is a network with an
+      - Where sessions may forward (the target policy - the gateway is no open proxy). Each rule is a network with an
         optional port or port range, V(10.0.3.0/24), V(10.0.3.10) (one host), V(10.0.3.10/32:5074-5075),
         V(2001:db8::/32) or V([2001:db8::/32]:5000). A target passes when a rule matches its address and port.
-      - Left out (or empty), the rules are V(0.0.0.0/0) and V(::/0): every address and port, but none of the
+      - Left out (or empty), the rules are V(0.0.0.0/0) and V(::/0), every address and port but none of the
         special classes. Whatever the rules, an address that is loopback, unspecified (V(0.0.0.0/8), V(::)),
         link-local, multicast, reserved or broadcast (V(240.0.0.0/4)), local NAT64, or one of the gateway's own
         interface addresses passes only a rule that lies inside that class, so V(0.0.0.0/0) does not open loopback
@@ -62,7 +62,7 @@ options:
       - Ports (V(5000)) and port ranges (V(9000-9010)) of this gateway's own services (its control servers, their
         metrics, the exporter) that no session may forward to on a loopback, unspecified or own address, whatever
         O(allowed_targets) says.
-      - Left out, V(5000) (the control server's default port) and V(9787) (the exporter's).
+      - Left out, V(5000) (the control server's default port) and V(9787) (the exporter's port).
     type: list
     elements: str
 """

@@ -25,7 +25,7 @@ description:
     fails the task naming the field (C(listeners), C(prod_listeners)) with the value escaped, releases the
     producer-side session this run created, and creates nothing on the consumer side.
   - The listeners the producer-side server answers must also pass the consumer side's target policy
-    (O(cons_allowed_targets)) before the consumer-side server is contacted: a hostile producer-side server cannot make
+    (O(cons_allowed_targets)) before the consumer-side server is contacted, so a hostile producer-side server cannot make
     the consumer gateway forward to a loopback service. A refusal fails the task with code C(PERMISSION_DENIED),
     naming the listener and the rule, and releases the producer-side session this run created.
   - With O(state=absent), releases O(uid) on both servers; a server that does not know it is no change.
@@ -80,7 +80,7 @@ options:
     elements: str
   cons_allowed_targets:
     description:
-      - The consumer side's target policy, applied here to the producer gateway's listeners: rules as in
+      - The consumer side's target policy, applied here to the producer gateway's listeners, with rules as in
         O(scistream.gateway.s2ds#module:allowed_targets), such as V(10.0.2.0/24) or V(10.0.2.1/32:5100-5200).
       - Left out, the strict default (any address but loopback, unspecified, link-local, multicast, broadcast and
         their IPv4-mapped, NAT64 and 6to4 forms). A listener must be an address, not a host name.
