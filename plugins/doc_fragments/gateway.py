@@ -51,7 +51,8 @@ options:
         NAT64 (V(64:ff9b::/96)), 6to4 or Teredo address as itself and as the IPv4 address it carries.
       - A host name is resolved once, by the module (at most 5 seconds); every address it has must pass, and the
         session forwards to the first of them (IPv4 first), so the proxy never looks the name up. The session's
-        RV(scistream.gateway.s2ds#module:targets) show that address.
+        RV(scistream.gateway.s2ds#module:targets) show that address; with encryption tls the name is still what the
+        certificate is checked against and what is sent as SNI.
       - A refused target fails the task naming the target and the rules, before anything is reserved or written.
       - Rules given replace the default ones; to open loopback as well as the rest, give
         V([127.0.0.0/8, "::1/128", 0.0.0.0/0, "::/0"]).

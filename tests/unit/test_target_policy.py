@@ -195,7 +195,7 @@ def test_a_name_is_resolved_once_and_every_address_checked():
                 "sneaky.example.org": [ipaddress.ip_address("10.0.3.10"), ipaddress.ip_address("127.0.0.1")]}[host]
 
     checking = policy(resolver=resolver)
-    assert checking.check([parse_target("data.example.org:5074")]) == (Target("10.0.3.10", 5074),)
+    assert checking.check([parse_target("data.example.org:5074")]) == (Target("10.0.3.10", 5074, "data.example.org"),)
     assert asked == ["data.example.org"]
     with pytest.raises(TargetRefused, match="sneaky.example.org:5074.*127.0.0.1 is loopback"):
         checking.check([parse_target("sneaky.example.org:5074")])
@@ -242,6 +242,7 @@ def test_gateway_refuses_before_anything_and_keeps_the_checked_address(tmp_path)
     with open(outcome.session["config_path"], encoding="utf-8") as handle:
         config = handle.read()
     assert "10.0.3.10:5074" in config and "daq.example.org" not in config
+    assert named.store.load(uid).target_names == ["daq.example.org"]  # for TLS's name check and SNI
     assert not named.present(spec).changed  # the same address: no change
     named.absent(uid)
 

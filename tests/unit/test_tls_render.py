@@ -109,3 +109,17 @@ def test_gateway_writes_tls_files_and_removes_them_when_encryption_is_turned_off
     plain = gateway.present(SessionSpec.build(**common))
     assert plain.changed and "write_config" in plain.actions and plain.session["encryption"] == "none"
     assert sorted(os.listdir(run_dir)) == ["nginx.conf"]
+
+
+def test_a_resolved_name_is_dialled_by_address_and_checked_by_name():
+    """The target policy resolved gw-a.example.org: the proxy dials the checked address, TLS checks the name."""
+    record = SessionRecord(uid=UID, role="CONS", backend="haproxy", runtime="process", listener_ip="0.0.0.0",
+                           ports=[5200, 5201], targets=["10.0.0.2:5100", "10.0.0.3:5101"],
+                           target_names=[None, "gw-a.example.org"])
+    paths = {"run_dir": "/etc/scistream", "pid_file": "/tmp/pid", "log_file": "/dev/stderr",
+             "psk_file": "/etc/scistream/psk.txt", "foreground": True}
+    text = render_config(get_backend("haproxy"), record, paths, "PSK-AES128-GCM-SHA256", tls=TLS)
+    assert "server target_1 10.0.0.3:5101 ssl" in text
+    assert "verifyhost gw-a.example.org sni str(gw-a.example.org)\n" in text and "verifyhost 10.0.0.2\n" in text
+    nginx = render_config(get_backend("nginx"), record, paths, "PSK-AES128-GCM-SHA256", tls=TLS)
+    assert "proxy_ssl_name gw-a.example.org;" in nginx and "proxy_pass 10.0.0.3:5101;" in nginx

@@ -127,7 +127,8 @@ class Gateway:
         wanted = SessionRecord(uid=spec.uid, role=spec.role, backend=spec.backend, runtime=spec.runtime,
                                listener_ip=spec.listener_ip, ports=ports, targets=[str(t) for t in spec.targets],
                                runtime_state=dict(existing.runtime_state) if existing else {},
-                               encryption=spec.encryption, owner=existing.owner if existing else owner)
+                               encryption=spec.encryption, owner=existing.owner if existing else owner,
+                               target_names=[t.name for t in spec.targets] if any(t.name for t in spec.targets) else [])
         wanted.runtime_state.update(runtime.remembered(wanted))
         files = {}
         if spec.targets:

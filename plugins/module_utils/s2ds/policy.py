@@ -267,7 +267,7 @@ class TargetPolicy:
                     raise TargetRefused("%s %r: refused by the target policy: %s" % (field, str(target), why),
                                         field=field, value=str(target))
             first = sorted(addresses, key=lambda a: (a.version, int(a)))[0]
-            checked.append(target if str(first) == target.host else Target(str(first), target.port))
+            checked.append(target if str(first) == target.host else Target(str(first), target.port, name=target.host))
         return tuple(checked)
 
     def _resolve(self, target, field):

@@ -60,6 +60,8 @@ class Target:
 
     host: str
     port: int
+    #: The host name ``host`` was resolved from (by the target policy), else None: TLS checks it and sends it as SNI.
+    name: str = None
 
     @property
     def is_ipv6(self):
@@ -485,6 +487,8 @@ class SessionRecord:
     encryption: str = "none"
     #: Who made the session (a control server's caller: a token's hash, a Globus identity), or None.
     owner: str = None
+    #: The host name each target was resolved from (None for an address); empty when no target was a name.
+    target_names: list = dataclasses.field(default_factory=list)
 
     @property
     def listeners(self):
