@@ -60,8 +60,7 @@ def test_module_refuses_each_bad_target_and_leaves_nothing(tmp_path, sink):
     targets = bad_targets(service.port, 5000)
     cases = [{"uid": str(uuid.uuid4()), "role": "PROD", "num_conn": 1, "port_range": "46300-46309", "targets": [t],
               "label": t} for t in targets]
-    rc, run = run_playbook(CASES, {"cases": cases, "state_dir": state_dir, "allowed_targets": []})
-    assert rc != 0
+    rc, run = run_playbook(CASES, {"cases": cases, "state_dir": state_dir, "allowed_targets": []})  # errors ignored
     results = run.output["plays"][0]["tasks"][0]["hosts"]["localhost"]["results"]
     assert len(results) == len(targets)
     for target, result in zip(targets, results):
@@ -74,7 +73,7 @@ def test_module_refuses_each_bad_target_and_leaves_nothing(tmp_path, sink):
     protected = [dict(cases[-1], uid=str(uuid.uuid4()))]
     rc, run = run_playbook(CASES, {"cases": protected, "state_dir": state_dir, "allowed_targets": list(WITH_LOOPBACK)})
     [result] = run.output["plays"][0]["tasks"][0]["hosts"]["localhost"]["results"]
-    assert rc != 0 and "protected port" in result["msg"], result
+    assert result.get("failed") and "protected port" in result["msg"], result
     _nothing_left(state_dir)
 
 
