@@ -25,13 +25,7 @@ sys.path.insert(0, BUILD)
 sys.path.insert(0, os.path.join(ROOT, "playbooks", "files"))
 
 import streamcheck  # noqa: E402  (playbooks/files/streamcheck.py)
-from ansible_collections.scistream.gateway.plugins.module_utils.s2ds.gateway import Gateway  # noqa: E402
-from ansible_collections.scistream.gateway.plugins.module_utils.s2ds.policy import WITH_LOOPBACK, TargetPolicy  # noqa: E402
-from ansible_collections.scistream.gateway.plugins.module_utils.s2ds.runtimes.docker import DockerRuntime  # noqa: E402
-from ansible_collections.scistream.gateway.plugins.module_utils.s2ds.runtimes.process import ProcessRuntime  # noqa: E402
-
-# Its gateways forward to services on loopback: allowed explicitly, as an operator would.
-LOOPBACK_POLICY = TargetPolicy(allow=WITH_LOOPBACK)
+from ansible_collections.scistream.gateway.plugins.module_utils.s2ds.runtimes.registry import make_gateway  # noqa: E402
 
 BIN = os.path.dirname(sys.executable)
 
@@ -141,8 +135,98 @@ def docker_available():
         return False
 
 
+# What each test module holds while it runs: its port block(s) and the host-wide resources it uses.
+# Modules that share any of these form one xdist group (``--dist loadgroup``, pytest_xdist_make_scheduler below:
+# one worker runs the group's tests one after another), so no two workers use the same block or resource at once. Every integration
+# module is at least its own group (tests of one module may share ports); unit tests have none and spread.
+RESOURCES = {
+    "unit/test_s2cs_control.py": {"ports-41000"},
+    "integration/test_chain.py": {"ports-20000"},
+    "integration/test_docker.py": {"ports-23000"},
+    "integration/test_tls.py": {"ports-30000"},
+    "integration/test_pki.py": {"ports-30000"},
+    "integration/test_s2cs.py": {"ports-31000"},
+    "integration/test_s2cs_role.py": {"ports-31000"},
+    "integration/test_nftables.py": {"netns-t"},
+    "integration/test_scale.py": {"ports-33000"},
+    "integration/test_restart.py": {"ports-33000", "systemd-container"},
+    "integration/test_systemd.py": {"systemd-container"},  # systemd as PID 1 on the host's cgroup tree
+    "integration/test_injection.py": {"ports-40000"},
+    "integration/test_render_fuzz.py": {"ports-40000"},
+    "integration/test_s2cs_hostile.py": {"ports-41000"},
+    "integration/test_s2cs_globus.py": {"ports-41000"},
+    "integration/test_s2cs_upstream.py": {"ports-41000"},
+    "integration/test_s2cs_migration.py": {"ports-41000"},
+    "integration/test_faults.py": {"ports-42000"},
+    "integration/test_psk_compat.py": {"ports-42300", "ports-45000"},
+    "integration/test_metrics_errors.py": {"ports-45000"},
+    # the root namespace's counting table (inet scistream-count): test_metrics_verify deletes it
+    "integration/test_metrics.py": {"ports-43100", "nft-count", "prometheus"},
+    "integration/test_metrics_verify.py": {"ports-43100", "nft-count"},
+    "integration/test_metrics_role.py": {"ports-43100"},
+    "integration/test_metrics_nftables.py": {"netns-m"},
+    "integration/test_janus.py": {"ports-44000", "janus"},
+    "integration/test_janus_users.py": {"ports-44000", "janus"},
+    "integration/test_module_behaviour.py": {"ports-46900"},
+}
+
+
+def xdist_groups(resources):
+    """{module: group name}: modules joined (transitively) by a shared resource get one group."""
+    group = {module: module for module in resources}
+
+    def find(module):
+        while group[module] != module:
+            module = group[module]
+        return module
+
+    holders = {}
+    for module in sorted(resources):
+        for resource in resources[module]:
+            if resource in holders:
+                group[find(module)] = find(holders[resource])
+            holders.setdefault(resource, module)
+    members = {}
+    for module in sorted(resources):
+        members.setdefault(find(module), set()).update(resources[module])
+    return {module: "+".join(sorted(members[find(module)])) for module in resources}
+
+
+GROUPS = xdist_groups(RESOURCES)
+
+
+def xdist_scope(nodeid):
+    """The group a test runs in: its module's from GROUPS, its module for the other integration modules, else its own."""
+    module = nodeid.split("::", 1)[0]
+    module = module[len("tests/"):] if module.startswith("tests/") else module
+    if module in GROUPS:
+        return GROUPS[module]
+    return module if module.startswith("integration/") else nodeid
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config, log):
+    """``--dist loadgroup`` with the groups of RESOURCES.
+
+    xdist's own loadgroup reads ``xdist_group`` markers by renaming node ids, which pytest 9 no longer
+    allows; its scope scheduler with this module's ``xdist_scope`` does the same, from the table.
+    """
+    if config.getvalue("dist") != "loadgroup":
+        return None
+    from xdist.scheduler import LoadScopeScheduling  # pylint: disable=import-outside-toplevel
+
+    class ResourceGroupScheduling(LoadScopeScheduling):
+        def _split_scope(self, nodeid):
+            return xdist_scope(nodeid)
+
+    return ResourceGroupScheduling(config, log)
+
+
 def pytest_collection_modifyitems(config, items):
-    """Tests marked docker are skipped, with the reason, where no Engine or images are here."""
+    """Integration tests first under xdist (their groups are the long ones; unit tests fill the gaps);
+    docker tests are skipped, with the reason, where no Engine or images are here."""
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        items.sort(key=lambda item: not xdist_scope(item.nodeid).startswith(("integration/", "ports-", "janus", "netns")))
     if any(item.get_closest_marker("docker") for item in items) and not docker_available():
         skip = pytest.mark.skip(reason="no Docker Engine with the scistream/*:local images (run .ci/setup)")
         for item in items:
@@ -159,12 +243,11 @@ def release_leftovers(tmp_path):
     module and assert that themselves; this is only the safety net.
     """
     yield
-    runtimes = {"process": lambda session: ProcessRuntime("daemon"), "docker": lambda session: DockerRuntime()}
     for top, dirs, dummy in os.walk(str(tmp_path)):
         if "sessions" in dirs and os.path.exists(os.path.join(top, "lock")):
-            gateway = Gateway(top, runtimes, policy=LOOPBACK_POLICY)
+            gateway = make_gateway(top, dict(process_supervisor="daemon"), runtimes=("process", "docker"))
             for record in gateway.store.all():
-                if record.runtime in runtimes:
+                if record.runtime in gateway.runtimes:
                     try:
                         gateway.absent(record.uid)
                     except Exception:  # pylint: disable=broad-exception-caught
@@ -188,3 +271,39 @@ def sink():
     yield make
     for s in sinks:
         s.sock.close()
+
+
+@pytest.fixture
+def pki(tmp_path):
+    """A CA and a server certificate for 127.0.0.1 / localhost (tests/s2cs_real.py)."""
+    import s2cs_real  # pylint: disable=import-outside-toplevel
+    return s2cs_real.make_pki(tmp_path)
+
+
+@pytest.fixture
+def servers(pki, tmp_path):  # pylint: disable=redefined-outer-name
+    """Start real S2CS servers: ``servers(name, port, port_range, **kwargs)``; all stopped after the test."""
+    import s2cs_real  # pylint: disable=import-outside-toplevel
+    started = []
+
+    def start(name, port, port_range, **kwargs):
+        server = s2cs_real.Server(pki, tmp_path / name, port, port_range, **kwargs)
+        started.append(server)
+        return server
+
+    yield start
+    for server in started:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def janus_controller(tmp_path_factory):
+    """The run's one real Janus controller (tests/janus_real.py), admin, ports 44000-44099."""
+    import janus_real  # pylint: disable=import-outside-toplevel
+    if not janus_real.janus_installed():
+        pytest.skip("no janus-dtnaas venv (.venv-janus; run .ci/setup)")
+    controller = janus_real.start_controller(tmp_path_factory.mktemp("janus-real"))
+    try:
+        yield controller
+    finally:
+        controller.close()

@@ -11,12 +11,18 @@ a TinyDB file and a profile directory, and can restart it as another user on
 the same database: ``JANUS_USER``/``JANUS_PASSWORD`` define the one basic-auth
 user a controller process has, and a JWT that admin got from ``POST /token``
 stays valid across the restart because ``JWT_SECRET_KEY`` is kept.
+
+One controller serves a whole run: the session fixture ``janus_controller`` (tests/conftest.py) on
+ports 44000-44099, with the doc's profile for two gateways (``scistream`` on ``state_dir``,
+``scistream-b`` on ``cons_state_dir``); a test that needs a new database calls :meth:`RealJanus.renew`.
+The helpers below (the playbook, the profile, a session's record, a push) serve both Janus test modules.
 """
 
 from __future__ import annotations
 
 import datetime
 import ipaddress
+import json
 import os
 import secrets
 import shutil
@@ -25,14 +31,19 @@ import subprocess
 import time
 
 import requests
+import yaml
 
-from conftest import ROOT
+from conftest import ROOT, streamcheck
 from portainer_standin import PortainerStandIn
 
 JANUS_VENV = os.path.join(ROOT, ".venv-janus")
 JANUS_CTRL = os.path.join(JANUS_VENV, "bin", "janus-ctrl")
 API = "/api/janus/controller"
 PROFILE_DIR = os.path.join(ROOT, "docs", "janus", "profiles")
+DOC_PROFILE = os.path.join(PROFILE_DIR, "scistream.yml")
+PLAYBOOK = os.path.join(ROOT, "tests", "integration", "playbooks", "janus.yml")
+# The run's one controller, its Portainer stand-in and the TLS front: 44000-44099.
+SERVICE_PORTS = (44000, 44099)
 
 
 def janus_installed():
@@ -64,6 +75,34 @@ def wait_for_port(port, timeout=30.0):
         except OSError:
             time.sleep(0.1)
     return False
+
+
+def profile_for(state_dir, name="scistream"):
+    """The doc's profile file as written, with only the bind's source set to this state_dir's door.
+
+    ``name`` renames the profile and its volume, for a second gateway on the same node.
+    """
+    with open(DOC_PROFILE, encoding="utf-8") as handle:
+        text = handle.read()
+    door = os.path.join(state_dir, "janus", "session")
+    changed = text.replace("source: /var/lib/scistream/janus/session", "source: " + door)
+    assert changed != text, "the doc's profile no longer has the documented source line"
+    doc, test = yaml.safe_load(text), yaml.safe_load(changed)
+    doc["volumes"]["scistream_session"]["source"] = door
+    assert doc == test  # nothing else differs
+    if name != "scistream":
+        changed = changed.replace("scistream_session", name + "_session").replace("  scistream:", "  %s:" % name)
+    return changed
+
+
+def record(controller, uid, state_dir=None):
+    with open(os.path.join(state_dir or controller.state_dir, "sessions", uid + ".json"), encoding="utf-8") as handle:
+        return json.load(handle)
+
+
+def push(listener, size):
+    host, dummy, port = listener.rpartition(":")
+    return streamcheck.send(host, int(port), size, timeout=60)
 
 
 class RealJanus:
@@ -126,6 +165,13 @@ class RealJanus:
         self.stop()
         return self.start(user, password)
 
+    def renew(self, user="admin", password=None):
+        """Restart on a new, empty database (ids from 1 again) as ``user``; the old one is kept as ``.old``."""
+        self.stop()
+        if os.path.exists(self.db_path):
+            os.replace(self.db_path, self.db_path + ".old")
+        return self.start(user, password or secrets.token_urlsafe(12))
+
     def close(self):
         self.stop()
         self.portainer.stop()
@@ -148,6 +194,24 @@ class RealJanus:
         response = self.call("POST", "/token")
         response.raise_for_status()
         return response.json()["access_token"]
+
+
+def start_controller(workdir):
+    """The run's controller: profiles ``scistream`` (gateway A) and ``scistream-b`` (gateway B) under ``workdir``."""
+    profiles = os.path.join(str(workdir), "profiles")
+    os.makedirs(profiles, exist_ok=True)
+    state_dirs = {"scistream": os.path.join(str(workdir), "gateway-a"), "scistream-b": os.path.join(str(workdir), "gateway-b")}
+    for name, state_dir in state_dirs.items():
+        with open(os.path.join(profiles, name + ".yml"), "w", encoding="utf-8") as handle:
+            handle.write(profile_for(state_dir, name))
+    controller = RealJanus(workdir, pick_port(*SERVICE_PORTS), pick_port(SERVICE_PORTS[0] + 1, SERVICE_PORTS[1]),
+                           profile_dir=profiles)
+    controller.state_dir, controller.cons_state_dir = state_dirs["scistream"], state_dirs["scistream-b"]
+    try:
+        return controller.start()
+    except Exception:
+        controller.close()
+        raise
 
 
 def make_tls_files(directory):

@@ -17,44 +17,44 @@ from ansible.module_utils.basic import missing_required_lib
 from ansible.module_utils.common.arg_spec import ArgumentSpecValidator
 
 from ansible_collections.scistream.gateway.plugins.module_utils.s2ds.backends import HAS_JINJA2
+from ansible_collections.scistream.gateway.plugins.module_utils.s2ds import session
 from ansible_collections.scistream.gateway.plugins.module_utils.s2ds.errors import S2DSError, quoted
-from ansible_collections.scistream.gateway.plugins.module_utils.s2ds.gateway import Gateway
 from ansible_collections.scistream.gateway.plugins.module_utils.s2ds.policy import TargetPolicy
-from ansible_collections.scistream.gateway.plugins.module_utils.s2ds.runtimes.process import ProcessRuntime
+from ansible_collections.scistream.gateway.plugins.module_utils.s2ds.runtimes import registry
+from ansible_collections.scistream.gateway.plugins.module_utils.s2ds.runtimes.registry import DEFAULT_STATE_DIR, STATE_DIR_OPTION
 
-__all__ = ["ALL_GATEWAY_OPTIONS", "DOCKER_OPTIONS", "GATEWAY_OPTIONS", "JANUS_OPTIONS", "S2DSError", "SESSION_OPTIONS",
-           "SESSION_REQUIRED_IF", "TLS_OPTIONS", "apply_sessions", "build_gateway", "docker_engine_options", "fail_from",
-           "policy_from_params", "request_from_params", "require_core", "require_docker"]
-
-DEFAULT_STATE_DIR = "/var/lib/scistream"
+__all__ = ["ALL_GATEWAY_OPTIONS", "DEFAULT_STATE_DIR", "DOCKER_OPTIONS", "GATEWAY_OPTIONS", "JANUS_OPTIONS", "S2DSError", "SESSION_OPTIONS",
+           "SESSION_REQUIRED_IF", "TLS_OPTIONS", "apply_sessions", "docker_engine_options", "fail_from",
+           "module_gateway", "policy_from_params", "request_from_params", "require_core", "require_docker"]
 
 # Encryption between the gateways, per session (documented in the
 # scistream.gateway.tls doc fragment); part of SESSION_OPTIONS below.
 TLS_OPTIONS = dict(
-    encryption=dict(type="str", default="none", choices=["none", "tls"]),
+    encryption=dict(type="str", default=session.DEFAULTS["encryption"], choices=list(session.ENCRYPTIONS)),
     tls_cert=dict(type="path"),
     tls_key=dict(type="path"),
     tls_ca=dict(type="path"),
-    tls_version=dict(type="str", default="1.3", choices=["1.3", "1.2"]),
+    tls_version=dict(type="str", default=session.DEFAULTS["tls_version"], choices=list(session.TLS_VERSIONS)),
 )
 
 # The options of one session: the s2ds module's own, and each item of
 # s2ds_sessions' ``sessions`` (the ONE place they are declared). Every one of
-# them that SessionSpec.build takes is passed to it by name.
+# them that SessionSpec.build takes is passed to it by name; defaults and
+# choices are the grammar's (session.py).
 SESSION_OPTIONS = dict(
     uid=dict(type="str", required=True),
     state=dict(type="str", default="present", choices=["present", "absent"]),
-    role=dict(type="str", choices=["PROD", "CONS"]),
-    num_conn=dict(type="int", default=5),
-    listener_ip=dict(type="str", default="0.0.0.0"),
-    port_range=dict(type="str", default="5100-5200"),
+    role=dict(type="str", choices=list(session.ROLES)),
+    num_conn=dict(type="int", default=session.DEFAULTS["num_conn"]),
+    listener_ip=dict(type="str", default=session.DEFAULTS["listener_ip"]),
+    port_range=dict(type="str", default=session.DEFAULTS["port_range"]),
     targets=dict(type="list", elements="str", default=[]),
-    backend=dict(type="str", default="haproxy", choices=["haproxy", "nginx", "stunnel", "nftables"]),
+    backend=dict(type="str", default=session.DEFAULTS["backend"], choices=list(session.BACKENDS)),
     # No default: a session gets its backend's (process for the proxies, kernel for nftables).
-    runtime=dict(type="str", choices=["process", "docker", "janus", "kernel"]),
+    runtime=dict(type="str", choices=list(registry.RUNTIMES)),
     image=dict(type="str"),
     psk=dict(type="str", no_log=True),
-    psk_cipher=dict(type="str", default="PSK-AES128-GCM-SHA256"),
+    psk_cipher=dict(type="str", default=session.DEFAULTS["psk_cipher"]),
     psk_compat=dict(type="str", choices=["scistream-1.2"]),
     template=dict(type="path"),
     **TLS_OPTIONS
@@ -62,39 +62,18 @@ SESSION_OPTIONS = dict(
 SESSION_REQUIRED_IF = [("state", "present", ("role",))]
 
 # Options every S2DS module shares: where the gateway keeps its state, and
-# how each runtime reaches its proxies.
-GATEWAY_OPTIONS = dict(
-    state_dir=dict(type="path", default=DEFAULT_STATE_DIR),
-    process_supervisor=dict(type="str", default="auto", choices=["auto", "systemd", "daemon"]),
-    proxy_user=dict(type="str", default="auto"),
-    # Where sessions may forward (the target policy, s2ds/policy.py); None: the strict default.
+# how each runtime reaches its proxies (declared with the runtimes, in runtimes/registry.py).
+# Where sessions may forward (the target policy, s2ds/policy.py; the gateway doc fragment): None is the strict default.
+POLICY_OPTIONS = dict(
     allowed_targets=dict(type="list", elements="str"),
     protected_ports=dict(type="list", elements="str"),
 )
-
-# How to reach a Docker Engine (names as in community.docker).
-DOCKER_OPTIONS = dict(
-    docker_host=dict(type="str"),
-    tls=dict(type="bool", default=False),
-    validate_certs=dict(type="bool", default=True),
-    ca_path=dict(type="path"),
-    client_cert=dict(type="path"),
-    client_key=dict(type="path"),
-)
-
-# How to reach an ESnet Janus controller.
-JANUS_OPTIONS = dict(
-    janus_url=dict(type="str"),
-    janus_user=dict(type="str"),
-    janus_password=dict(type="str", no_log=True),
-    janus_ca_path=dict(type="path"),
-    janus_validate_certs=dict(type="bool", default=True),
-    janus_node=dict(type="str"),
-    janus_profile=dict(type="str"),
-)
+GATEWAY_OPTIONS = dict(STATE_DIR_OPTION, **dict(registry.options_of("process"), **POLICY_OPTIONS))
+DOCKER_OPTIONS = registry.options_of("docker")
+JANUS_OPTIONS = registry.options_of("janus")
 
 # Every option a module that drives a Gateway takes.
-ALL_GATEWAY_OPTIONS = dict(GATEWAY_OPTIONS, **dict(DOCKER_OPTIONS, **JANUS_OPTIONS))
+ALL_GATEWAY_OPTIONS = dict(STATE_DIR_OPTION, **dict(registry.options_of(), **POLICY_OPTIONS))
 
 
 def docker_engine_options(params):
@@ -109,9 +88,9 @@ def require_core(module):
 def require_docker(module):
     # Imported here, not at the top: the Docker SDK costs ~0.1 s to import,
     # which runs that never touch a container should not pay.
-    from ansible_collections.scistream.gateway.plugins.module_utils.s2ds.runtimes.docker import HAS_DOCKER
-    if not HAS_DOCKER:
-        module.fail_json(msg=missing_required_lib("docker (the Docker SDK for Python; Debian: python3-docker)"))
+    library = registry.RUNTIMES["docker"].missing_library()
+    if library:
+        module.fail_json(msg=missing_required_lib(library))
 
 
 def request_from_params(session_params):
@@ -129,57 +108,13 @@ def policy_from_params(params):
     return TargetPolicy(allow=params.get("allowed_targets"), protected_ports=params.get("protected_ports"))
 
 
-def build_gateway(module, images=None):
-    """A Gateway over ``state_dir`` with every runtime this host can offer.
-
-    Runtimes are built lazily, per session, from the module's options, so a
-    session of one runtime never needs the libraries of another. ``images``
-    ({uid: image}) gives sessions of a batch their own image; the rest use
-    the module's ``image`` option.
-    """
-    params = module.params
-    images = images or {}
-
-    def image_of(session):
-        return images.get(session.uid, params.get("image"))
-
-    docker_runtimes = {}
-
-    def docker_runtime(session):
-        require_docker(module)
-        from ansible_collections.scistream.gateway.plugins.module_utils.s2ds.runtimes.docker import DockerRuntime
-        image = image_of(session)
-        if image not in docker_runtimes:  # one Engine connection per image, not per session
-            docker_runtimes[image] = DockerRuntime(image=image, proxy_user=params.get("proxy_user"),
-                                                   **docker_engine_options(params))
-        return docker_runtimes[image]
-
-    janus_runtimes = {}
-
-    def janus_runtime(session):
-        from ansible_collections.scistream.gateway.plugins.module_utils.s2ds.runtimes.janus import HAS_REQUESTS, JanusRuntime
-        if not HAS_REQUESTS:
-            module.fail_json(msg=missing_required_lib("requests (Debian: python3-requests)"))
-        image = image_of(session)
-        if image not in janus_runtimes:  # one controller login per image, not per session
-            janus_runtimes[image] = JanusRuntime(
-                url=params["janus_url"], user=params["janus_user"], password=params["janus_password"],
-                ca_path=params["janus_ca_path"], validate_certs=params["janus_validate_certs"],
-                node=params["janus_node"], profile=params["janus_profile"], image=image)
-        return janus_runtimes[image]
-
-    def kernel_runtime(session):
-        # Without the binding this raises S2DSError for this session only (s2ds_info lists the others).
-        from ansible_collections.scistream.gateway.plugins.module_utils.s2ds.runtimes.kernel import KernelRuntime
-        return KernelRuntime()
-
-    runtimes = {
-        "process": lambda session: ProcessRuntime(params["process_supervisor"], params.get("proxy_user")),
-        "docker": docker_runtime,
-        "janus": janus_runtime,
-        "kernel": kernel_runtime,
-    }
-    return Gateway(params["state_dir"], runtimes, policy=policy_from_params(params))
+def module_gateway(module, images=None):
+    """A Gateway over the module's ``state_dir`` with every runtime (registry.make_gateway), built lazily per
+    session from the module's options; a runtime whose library is missing fails the module, naming it.
+    ``images`` ({uid: image}) gives sessions of a batch their own image; the rest use the ``image`` option."""
+    return registry.make_gateway(module.params["state_dir"], module.params, images=images,
+                                 missing_library=lambda name, library: module.fail_json(msg=missing_required_lib(library)),
+                                 policy=policy_from_params(module.params))
 
 
 def fail_from(module, exc, **result):
@@ -234,7 +169,7 @@ def apply_sessions(module, items):
         requests.append(request)
         slots.append(index)
 
-    outcomes = build_gateway(module, images).apply(requests, check_mode=module.check_mode) if requests else []
+    outcomes = module_gateway(module, images).apply(requests, check_mode=module.check_mode) if requests else []
     diffs = []
     for index, outcome in zip(slots, outcomes):
         if outcome.error is not None:

@@ -311,7 +311,7 @@ from ansible_collections.scistream.gateway.plugins.module_utils.ansible_s2ds imp
     SESSION_OPTIONS,
     SESSION_REQUIRED_IF,
     S2DSError,
-    build_gateway,
+    module_gateway,
     fail_from,
     request_from_params,
     require_core,
@@ -329,7 +329,7 @@ def main():
     params = module.params
     result = dict(changed=False, uid=params["uid"])
     try:
-        gateway = build_gateway(module)
+        gateway = module_gateway(module)
         request = request_from_params(params)
         if params["state"] == "absent":
             outcome = gateway.absent(request.uid, check_mode=module.check_mode, runtime=request.runtime)

@@ -160,7 +160,7 @@ from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.scistream.gateway.plugins.module_utils.ansible_s2ds import (
     ALL_GATEWAY_OPTIONS,
     S2DSError,
-    build_gateway,
+    module_gateway,
     fail_from,
     require_core,
 )
@@ -176,7 +176,7 @@ def main():
 
     try:
         uid = parse_uid(module.params["uid"]) if module.params["uid"] is not None else None
-        sessions = build_gateway(module).sessions(uid)
+        sessions = module_gateway(module).sessions(uid)
     except S2DSError as exc:
         fail_from(module, exc, sessions=[])
     module.exit_json(changed=False, sessions=sessions)

@@ -26,7 +26,7 @@ import grpc
 import pytest
 
 from conftest import ROOT, files_under, run_playbook, streamcheck
-from test_s2cs import pki, servers, sessions  # noqa: F401  # pylint: disable=unused-import
+from s2cs_real import sessions
 
 from ansible_collections.scistream.gateway.plugins.module_utils.s2cs import scistream_pb2, scistream_pb2_grpc
 from ansible_collections.scistream.gateway.plugins.module_utils.s2cs.client import ControlCallError

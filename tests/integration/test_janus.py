@@ -2,7 +2,7 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
 """runtime: janus against the real ESnet Janus controller (janus-dtnaas 1.1), real containers, real bytes.
 
-One controller for the whole module (tests/janus_real.py), driving the local
+One controller for the whole run (tests/janus_real.py, the session fixture janus_controller), driving the local
 Docker Engine through the Portainer-API stand-in (tests/portainer_standin.py),
 with the profile of docs/janus/profiles/scistream.yml. The data tests move
 64 MB each: run this module under ``flock /tmp/scistream-heavy.lock``.
@@ -12,64 +12,30 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import tempfile
 
 import pytest
-import yaml
 
-from conftest import ROOT, Sink, docker_client, files_under, run_playbook, streamcheck
-from janus_real import PROFILE_DIR, RealJanus, haproxy_tls_front, janus_installed, make_tls_files, pick_port
+from conftest import Sink, docker_client, files_under, run_playbook
+from janus_real import (PLAYBOOK, SERVICE_PORTS, haproxy_tls_front, janus_installed, make_tls_files, pick_port,
+                        push, record)
 from ansible_collections.scistream.gateway.plugins.module_utils.s2ds.runtimes.base import wait_until
 from ansible_collections.scistream.gateway.plugins.module_utils.s2ds.runtimes.janus import CONTAINER_MOUNT
 
 pytestmark = [pytest.mark.docker,
               pytest.mark.skipif(not janus_installed(), reason="no janus-dtnaas venv (.venv-janus; run .ci/setup)")]
 
-PLAYBOOK = os.path.join(ROOT, "tests", "integration", "playbooks", "janus.yml")
-DOC_PROFILE = os.path.join(PROFILE_DIR, "scistream.yml")
-# Ports of this module: 44000-44099 for the controller, its stand-in and the TLS front; sessions 44100-44199.
-SERVICE_PORTS = (44000, 44099)
+# Ports: the run's controller, its stand-in and the TLS front in 44000-44099 (tests/janus_real.py); sessions 44100-44199.
 PORT_RANGE = "44100-44199"
 MB = 1024 * 1024
 
 
-def profile_for(state_dir, name="scistream"):
-    """The doc's profile file as written, with only the bind's source set to this state_dir's door.
-
-    ``name`` renames the profile and its volume, for a second gateway on the same node.
-    """
-    with open(DOC_PROFILE, encoding="utf-8") as handle:
-        text = handle.read()
-    door = os.path.join(state_dir, "janus", "session")
-    changed = text.replace("source: /var/lib/scistream/janus/session", "source: " + door)
-    assert changed != text, "the doc's profile no longer has the documented source line"
-    doc, test = yaml.safe_load(text), yaml.safe_load(changed)
-    doc["volumes"]["scistream_session"]["source"] = door
-    assert doc == test  # nothing else differs
-    if name != "scistream":
-        changed = changed.replace("scistream_session", name + "_session").replace("  scistream:", "  %s:" % name)
-    return changed
-
-
 @pytest.fixture(scope="module")
-def janus():
-    workdir = tempfile.mkdtemp(prefix="janus-real-")
-    profiles = os.path.join(workdir, "profiles")
-    os.makedirs(profiles)
-    state_dirs = {"scistream": os.path.join(workdir, "gateway-a"), "scistream-b": os.path.join(workdir, "gateway-b")}
-    for name, state_dir in state_dirs.items():
-        with open(os.path.join(profiles, name + ".yml"), "w", encoding="utf-8") as handle:
-            handle.write(profile_for(state_dir, name))
-    controller = RealJanus(workdir, pick_port(*SERVICE_PORTS), pick_port(SERVICE_PORTS[0] + 1, SERVICE_PORTS[1]),
-                           profile_dir=profiles)
-    controller.start()
-    controller.state_dir, controller.cons_state_dir = state_dirs["scistream"], state_dirs["scistream-b"]
+def janus(janus_controller):
+    """The run's controller (tests/conftest.py), admin; whatever this module's tests left is removed after."""
     try:
-        yield controller
+        yield janus_controller
     finally:
-        remove_everything(controller)
-        shutil.rmtree(workdir, ignore_errors=True)
+        remove_everything(janus_controller)
 
 
 def remove_everything(controller):
@@ -78,7 +44,6 @@ def remove_everything(controller):
         for session in controller.call("GET", "/active").json():
             controller.call("DELETE", "/active/%d" % session["id"], params={"force": "true"})
     finally:
-        controller.close()
         for container in janus_containers(controller):
             container.remove(force=True)
 
@@ -100,11 +65,6 @@ def play(controller, **extra):
     return run_playbook(PLAYBOOK, dict(play_vars(controller), **extra))
 
 
-def record(controller, uid, state_dir=None):
-    with open(os.path.join(state_dir or controller.state_dir, "sessions", uid + ".json"), encoding="utf-8") as handle:
-        return json.load(handle)
-
-
 def janus_session(controller, janus_id):
     response = controller.call("GET", "/active/%d" % janus_id)
     return response.json() if response.status_code == 200 else None
@@ -120,11 +80,6 @@ def container_of(controller, uid, state_dir=None):
 def health(run, uid, task="Info"):
     """healthy of session ``uid`` as s2ds_info reports it."""
     return {s["uid"]: s["healthy"] for s in run.result(task)["sessions"]}.get(uid)
-
-
-def push(listener, size):
-    host, dummy, port = listener.rpartition(":")
-    return streamcheck.send(host, int(port), size, timeout=60)
 
 
 def assert_released(controller, uid, janus_ids, container_ids):

@@ -2,8 +2,8 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
 """runtime: janus with the real controller's users: a non-admin user, and ids that a new database hands out again.
 
-A janus-ctrl process has one basic-auth user (JANUS_USER). The test starts
-it as admin, then restarts it on the same database as the non-admin user
+A janus-ctrl process has one basic-auth user (JANUS_USER). The test renews
+the run's controller (tests/janus_real.py) on an empty database as admin, then restarts it on the same database as the non-admin user
 ``scistream``; admin keeps working through the JWT it got from ``POST
 /token`` before (the JWT secret is kept). Moves 1 MB only.
 """
@@ -12,19 +12,16 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import tempfile
 
 import pytest
 
 from conftest import Sink, docker_client, files_under, run_playbook
-from janus_real import RealJanus, janus_installed, pick_port
-from test_janus import PLAYBOOK, profile_for, push, record  # one playbook, one way to load the doc's profile
+from janus_real import PLAYBOOK, janus_installed, push, record  # one playbook, one way to load the doc's profile
 
 pytestmark = [pytest.mark.docker,
               pytest.mark.skipif(not janus_installed(), reason="no janus-dtnaas venv (.venv-janus; run .ci/setup)")]
 
-SERVICE_PORTS = (44200, 44299)
+# The run's controller is in 44000-44099 (tests/janus_real.py); this module's sessions in 44300-44399.
 PORT_RANGE = "44300-44399"
 USER = "scistream"
 # What a Janus admin grants a non-admin user (docs/janus.md): the node, the host profile, the images.
@@ -32,16 +29,9 @@ GRANTS = [("nodes", ["dtn-a"]), ("profiles", ["scistream"]), ("images", ["scistr
 
 
 @pytest.fixture
-def controller():
-    workdir = tempfile.mkdtemp(prefix="janus-users-")
-    os.makedirs(os.path.join(workdir, "profiles"))
-    state_dir = os.path.join(workdir, "node")
-    with open(os.path.join(workdir, "profiles", "scistream.yml"), "w", encoding="utf-8") as handle:
-        handle.write(profile_for(state_dir))
-    janus = RealJanus(workdir, pick_port(*SERVICE_PORTS), pick_port(SERVICE_PORTS[0] + 1, SERVICE_PORTS[1]),
-                      profile_dir=os.path.join(workdir, "profiles"))
-    janus.start()
-    janus.state_dir = state_dir
+def controller(janus_controller):
+    """The run's controller on a new, empty database, admin; admin again (a new database) if the test switched users."""
+    janus = janus_controller.renew()
     janus.token = None
     try:
         yield janus
@@ -50,10 +40,10 @@ def controller():
             for session in janus.call("GET", "/active", token=janus.token).json():
                 janus.call("DELETE", "/active/%d" % session["id"], token=janus.token, params={"force": "true"})
         finally:
-            janus.close()
             for container in containers_of(janus):
                 container.remove(force=True)
-            shutil.rmtree(workdir, ignore_errors=True)
+            if janus.user != "admin":  # the next test gets admin, as the fixture promises
+                janus.renew()
 
 
 def containers_of(janus):

@@ -3,7 +3,7 @@
 """The verify playbook on this host: two gateways (state dirs), producer and consumer all local.
 
 It reports, per stream, the bytes each gateway's listener counted during the
-transfer next to what the sink received. 20 MB (not heavy); ports 43140-43149, sink 43191.
+transfer next to what the sink received. 20 MB (not heavy); ports 43140-43149 and 43160-43169, sink 43191.
 """
 
 from __future__ import annotations
@@ -14,7 +14,14 @@ import uuid
 
 import pytest
 
-from conftest import ROOT, run_playbook
+from conftest import ROOT, run_playbook, streamcheck
+from ansible_collections.scistream.gateway.plugins.module_utils.s2ds import counting
+from ansible_collections.scistream.gateway.plugins.module_utils.s2ds.runtimes.registry import make_gateway
+from ansible_collections.scistream.gateway.plugins.module_utils.s2ds.session import SessionSpec
+from ansible_collections.scistream.gateway.plugins.module_utils.s2ds.policy import WITH_LOOPBACK, TargetPolicy
+
+# Its gateways forward to services on loopback: allowed explicitly, as an operator would.
+LOOPBACK_POLICY = TargetPolicy(allow=WITH_LOOPBACK)
 
 CHAIN = os.path.join(ROOT, "tests", "integration", "playbooks", "chain.yml")
 VERIFY = os.path.join(ROOT, "playbooks", "verify.yml")
@@ -90,3 +97,34 @@ def test_boot_restore_puts_the_counters_back(tmp_path):
     finally:
         rc, run = run_playbook(CHAIN, dict(chain, session_state="absent"))
         assert rc == 0, run.failures()
+
+
+def test_two_gateways_with_one_uid_keep_their_own_counters(tmp_path, sink):
+    """Issue 20 item 6: two gateways on one host (state dirs), one uid: each counts its own listener, and
+    releasing one leaves the other's counters alone. Read in this (virtualenv) Python: issue 22 item 3."""
+    if not counting.HAS_NFTABLES or os.geteuid() != 0:
+        pytest.skip("needs root and the nftables binding (the distribution's, found by the adapter)")
+    uid = str(uuid.uuid4())
+    target = sink()
+    gateways = [make_gateway(str(tmp_path / name), dict(process_supervisor="daemon"), policy=LOOPBACK_POLICY)
+                for name in ("one", "two")]
+    assert gateways[0].counter.instance != gateways[1].counter.instance
+    ports = []
+    try:
+        for gateway, port_range in zip(gateways, ("43160-43164", "43165-43169")):
+            outcome = gateway.present(SessionSpec.build(uid=uid, role="PROD", num_conn=1, listener_ip="127.0.0.1",
+                                                        port_range=port_range, targets=["127.0.0.1:%d" % target.port]))
+            assert "count" in outcome.actions, outcome
+            ports.append(outcome.session["ports"][0])
+        streamcheck.send("127.0.0.1", ports[0], 1024 * 1024, False)
+        target.wait(30)
+        first, second = (gateway.sessions(uid)[0] for gateway in gateways)
+        assert "traffic_error" not in first and "traffic_error" not in second, (first, second)
+        assert first["traffic"][0]["bytes_in"] >= 1024 * 1024 and second["traffic"][0]["bytes_in"] == 0
+        gateways[0].absent(uid)
+        second = gateways[1].sessions(uid)[0]
+        assert "traffic_error" not in second and second["traffic"][0]["port"] == ports[1], second
+        assert gateways[1].counter.counts(gateways[1].store.load(uid))
+    finally:
+        for gateway in gateways:
+            gateway.absent(uid)

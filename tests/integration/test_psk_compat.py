@@ -161,7 +161,7 @@ def test_control_server_with_psk_compat_pairs_with_an_upstream_cons(tmp_path):
 
     Ports 45000-45019 (the lead's block); 64 MB (the module tests above carry 200 MB).
     """
-    from test_s2cs import Server, make_pki  # pylint: disable=import-outside-toplevel
+    from s2cs_real import Server, make_pki  # pylint: disable=import-outside-toplevel
     from ansible_collections.scistream.gateway.plugins.module_utils.s2cs.client import (  # pylint: disable=import-outside-toplevel
         ControlClient)
     uid = str(uuid.uuid4())

@@ -16,7 +16,7 @@ import uuid
 import pytest
 
 from conftest import ROOT, docker_client, run_playbook
-from test_systemd import boot_wait, push_inside, run, systemd_gateway, unprivileged
+from systemd_gateway import boot_wait, push_inside, run, systemd_gateway, unprivileged
 from ansible_collections.scistream.gateway.plugins.module_utils.s2ds.runtimes.base import listening_ports, wait_until
 
 pytestmark = pytest.mark.docker

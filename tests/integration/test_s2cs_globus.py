@@ -19,7 +19,7 @@ import uuid
 import pytest
 
 from globus_auth_standin import AuthState, GlobusAuthStandIn
-from test_s2cs import pki, servers, sessions  # noqa: F401  # pylint: disable=unused-import
+from s2cs_real import sessions
 
 pytest.importorskip("grpc")
 pytest.importorskip("globus_sdk")

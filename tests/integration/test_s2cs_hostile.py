@@ -4,7 +4,7 @@
 
 Real servers (their own processes, TLS, --daemon), spoken to as S2UC does:
 req and hello at once, hello with role PROD, the literal token
-INVALID_TOKEN when auth is off (tests/integration/test_s2cs.py's client).
+INVALID_TOKEN when auth is off (the client of tests/s2cs_real.py).
 Ports 41000-41499 only (the s2cs block). Every wait is bounded.
 """
 
@@ -18,7 +18,7 @@ import uuid
 
 import pytest
 
-from test_s2cs import client_request, pki, servers, sessions  # noqa: F401  # pylint: disable=unused-import
+from s2cs_real import client_request, sessions
 
 grpc = pytest.importorskip("grpc")
 

@@ -27,7 +27,7 @@ import pytest
 
 from conftest import ROOT, run_playbook, streamcheck
 from globus_auth_standin import AuthState, GlobusAuthStandIn
-from test_s2cs import LOOPBACK_ANSWERS, Server, make_pki, sessions
+from s2cs_real import LOOPBACK_ANSWERS, Server, make_pki, sessions
 
 pytest.importorskip("grpc")
 

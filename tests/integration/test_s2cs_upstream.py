@@ -18,7 +18,7 @@ import uuid
 import pytest
 
 from conftest import streamcheck
-from test_s2cs import LOOPBACK_ANSWERS, pki, servers, sessions  # noqa: F401  # pylint: disable=unused-import
+from s2cs_real import LOOPBACK_ANSWERS, sessions
 
 pytest.importorskip("grpc")
 

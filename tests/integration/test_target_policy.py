@@ -20,7 +20,7 @@ import pytest
 
 from conftest import ROOT, files_under, run_playbook, streamcheck
 from test_injection import hostile_prod  # noqa: F401  # pylint: disable=unused-import
-from test_s2cs import pki, servers, sessions  # noqa: F401  # pylint: disable=unused-import
+from s2cs_real import sessions
 
 from ansible_collections.scistream.gateway.plugins.module_utils.s2cs.client import ControlCallError
 from ansible_collections.scistream.gateway.plugins.module_utils.s2ds.policy import WITH_LOOPBACK

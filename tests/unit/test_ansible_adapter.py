@@ -40,7 +40,7 @@ def test_missing_jinja2_is_named(monkeypatch):
 
 def test_the_docker_runtime_is_built_only_when_asked(monkeypatch):
     monkeypatch.setattr(docker_runtime, "HAS_DOCKER", False)
-    gateway = ansible_s2ds.build_gateway(FakeModule())
+    gateway = ansible_s2ds.module_gateway(FakeModule())
     # A process session never touches the Docker SDK ...
     assert gateway.runtimes["process"](None).name == "process"
     # ... a docker session fails with the library named.

@@ -11,7 +11,7 @@ import uuid
 import pytest
 
 from conftest import files_under
-from test_gateway import FakeRuntime, spec
+from gateway_fakes import FakeRuntime, spec
 from ansible_collections.scistream.gateway.plugins.module_utils.s2ds.errors import S2DSError
 from ansible_collections.scistream.gateway.plugins.module_utils.s2ds.gateway import Gateway, Release
 from ansible_collections.scistream.gateway.plugins.module_utils.s2ds.policy import WITH_LOOPBACK, TargetPolicy

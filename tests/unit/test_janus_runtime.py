@@ -19,7 +19,7 @@ from hypothesis import given, settings, strategies as st
 
 from ansible_collections.scistream.gateway.plugins.module_utils.s2ds.backends import get_backend
 from ansible_collections.scistream.gateway.plugins.module_utils.s2ds.errors import S2DSError
-from ansible_collections.scistream.gateway.plugins.module_utils.s2ds.runtimes import janus
+from ansible_collections.scistream.gateway.plugins.module_utils.s2ds.runtimes import janus, janus_client
 from ansible_collections.scistream.gateway.plugins.module_utils.s2ds.session import SessionRecord
 from ansible_collections.scistream.gateway.plugins.module_utils.s2ds.store import SessionStore
 
@@ -89,7 +89,7 @@ def test_a_session_is_parsed_into_typed_fields():
         {"reason": "Not Found", "response": {"message": "No such container: abc"}}]}]}), BASE)
     assert broken.errors == ["Not Found: No such container: abc"]
     # start and stop answer {"<id>": session}
-    assert janus._unwrap({"3": session_body()})["id"] == 3 and janus._unwrap(session_body())["id"] == 3
+    assert janus_client._unwrap({"3": session_body()})["id"] == 3 and janus_client._unwrap(session_body())["id"] == 3
 
 
 @pytest.mark.parametrize("bad", [None, [], {"id": "3"}, {"id": True}, {"id": -1}, {"id": 3, "name": 7},

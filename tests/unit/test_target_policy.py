@@ -19,7 +19,7 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from test_gateway import FakeRuntime
+from gateway_fakes import FakeRuntime
 
 from ansible_collections.scistream.gateway.plugins.module_utils.s2ds.errors import S2DSError, TargetRefused
 from ansible_collections.scistream.gateway.plugins.module_utils.s2ds.gateway import Gateway

@@ -7,7 +7,7 @@ from __future__ import annotations
 import os
 
 import pytest
-from test_gateway import FakeRuntime
+from gateway_fakes import FakeRuntime
 
 from ansible_collections.scistream.gateway.plugins.module_utils.s2ds.backends import get_backend, render_config
 from ansible_collections.scistream.gateway.plugins.module_utils.s2ds.errors import S2DSError

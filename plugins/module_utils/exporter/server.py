@@ -37,8 +37,7 @@ except ImportError:  # reported by main()
     HAS_PROMETHEUS_CLIENT = False
 
 from ..s2ds.errors import S2DSError
-from ..s2ds.gateway import Gateway
-from ..s2ds.runtimes.process import ProcessRuntime
+from ..s2ds.runtimes.registry import make_gateway
 from .web import WebConfig, WebConfigError, load_web_config
 
 LOG = logging.getLogger("scistream.exporter")
@@ -46,28 +45,20 @@ DEFAULT_ADDRESS = "127.0.0.1:9787"
 
 
 def build_gateway(state_dir, process_supervisor="auto"):
-    """A Gateway over ``state_dir`` that reads every local runtime (process, docker, kernel).
+    """A Gateway over ``state_dir`` that reads every local runtime (process, docker, kernel; registry.make_gateway).
 
     A runtime that cannot be built here (no Docker SDK, no nftables binding,
     Janus: its sessions live on the Janus node) raises S2DSError for its
     own sessions only, which are then reported not up, with their error.
     """
 
-    def docker_runtime(session):
-        from ..s2ds.runtimes.docker import DockerRuntime  # pylint: disable=import-outside-toplevel
-        return DockerRuntime()
-
-    def kernel_runtime(session):
-        from ..s2ds.runtimes.kernel import KernelRuntime  # pylint: disable=import-outside-toplevel
-        return KernelRuntime()
-
     def janus_runtime(session):
         raise S2DSError("session %s runs on a Janus node: scrape that node's exporter" % session.uid,
                         field="runtime", value="janus")
 
-    process = ProcessRuntime(process_supervisor)
-    return Gateway(state_dir, {"process": lambda session: process, "docker": docker_runtime,
-                               "kernel": kernel_runtime, "janus": janus_runtime})
+    gateway = make_gateway(state_dir, dict(process_supervisor=process_supervisor), runtimes=("process", "docker", "kernel"))
+    gateway.runtimes["janus"] = janus_runtime
+    return gateway
 
 
 def split_address(text):

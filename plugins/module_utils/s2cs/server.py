@@ -49,9 +49,8 @@ except ImportError:  # reported by main()
 
 from ..s2ds.backends import PSK_COMPAT
 from ..s2ds.errors import S2DSError
-from ..s2ds.gateway import Gateway
 from ..s2ds.policy import TargetPolicy
-from ..s2ds.runtimes.process import ProcessRuntime
+from ..s2ds.runtimes.registry import make_gateway, options_of
 from . import metrics
 from .control import LOG, SERVER_DIR, Caller, ControlError, ControlService, ControlServicer, Limits, peer_host
 
@@ -105,11 +104,6 @@ def resolve_type(type_name, runtime=None):
                          "contradicts it: use --type %s --runtime %s" % (type_name, upstream_runtime, runtime,
                                                                          backend, runtime))
     return backend, upstream_runtime
-
-
-def backend_name(text):
-    """The backend of a ``--type`` value (kept for callers of the old single-word form)."""
-    return resolve_type(server_type(text))[0]
 
 
 def parse_bool(text):
@@ -376,19 +370,14 @@ def authenticator(checker, executor, per_peer=16):
     return authenticate
 
 
-def build_gateway(state_dir, process_supervisor="auto", image=None, policy=None):
-    """A Gateway over ``state_dir`` with the runtimes a control server offers (process, docker), and its
-    target policy (None: the strict default)."""
+#: The runtimes a control server offers.
+SERVER_RUNTIMES = ("process", "docker")
 
-    def docker_runtime(session):
-        from ..s2ds.runtimes.docker import HAS_DOCKER, DockerRuntime  # pylint: disable=import-outside-toplevel
-        if not HAS_DOCKER:
-            raise S2DSError("runtime docker needs the Docker SDK for Python in the server's environment",
-                            field="runtime", value="docker")
-        return DockerRuntime(image=image)
 
-    return Gateway(state_dir, {"process": lambda session: ProcessRuntime(process_supervisor), "docker": docker_runtime},
-                   policy=policy)
+def build_gateway(args):
+    """A Gateway over ``--state_dir`` with the runtimes a control server offers, from its runtime options,
+    and its target policy."""
+    return make_gateway(args.state_dir, vars(args), runtimes=SERVER_RUNTIMES, policy=policy_of(args))
 
 
 class StateDirLock:
@@ -452,6 +441,18 @@ def _spellings(*names):
     return result
 
 
+#: argparse ``type`` of each Ansible option type.
+_OPTION_TYPES = {"bool": parse_bool, "int": int, "str": str, "path": str}
+
+
+def add_runtime_options(group, runtimes):
+    """Every option the ``runtimes`` declare (runtimes/registry.py), as ``--name`` with its type, default and choices."""
+    for name, spec in options_of(*runtimes).items():
+        group.add_argument(*_spellings("--" + name), dest=name, type=_OPTION_TYPES[spec["type"]], default=spec.get("default"),
+                           choices=spec.get("choices"), metavar=name.upper() if not spec.get("choices") else None,
+                           help="see the s2ds module's %s%s" % (name, " (default %(default)s)" if "default" in spec else ""))
+
+
 def parser():
     p = _Parser(prog="s2cs", fromfile_prefix_chars="@",
                 description="SciStream control server (S2CS) on the collection's S2DS core. "
@@ -493,8 +494,6 @@ def parser():
     own.add_argument("--image", help="proxy image for runtime docker (default: the backend's)")
     own.add_argument(*_spellings("--state_dir"), dest="state_dir", default="/var/lib/scistream",
                      help="session state; one running server per state dir (default %(default)s)")
-    own.add_argument(*_spellings("--process_supervisor"), dest="process_supervisor", default="auto",
-                     choices=["auto", "systemd", "daemon"])
     own.add_argument("--insecure", dest="ssl", action="store_false", help="plaintext control channel: for tests only")
     own.add_argument(*_spellings("--client_secret_file"), dest="client_secret_file",
                      help="file holding the Globus Auth client secret (mode 0600)")
@@ -541,6 +540,9 @@ def parser():
                      help="ports of this host's services no session may forward to on a loopback or own address, "
                           "whatever the rules (an exporter's; this server's --port and --metrics_port are added); "
                           "default 5000,9787")
+
+    run = p.add_argument_group("the runtimes' options (as the scistream.gateway.s2ds module's, from its runtime registry)")
+    add_runtime_options(run, SERVER_RUNTIMES)
 
     lim = p.add_argument_group("limits (each refusal is RESOURCE_EXHAUSTED naming its limit)")
     defaults = Limits()
@@ -647,7 +649,7 @@ async def serve_async(args, ready=None, interceptors=()):
     ``interceptors`` are grpc.aio server interceptors (e.g. metrics).
     """
     lock = StateDirLock(args.state_dir).acquire()
-    gateway = build_gateway(args.state_dir, args.process_supervisor, args.image, policy=policy_of(args))
+    gateway = build_gateway(args)
     checker, *counts = build_checker(args)
     try:
         service = ControlService(gateway, listener_ip=args.listener_ip, port_range=args.port_range,

@@ -136,6 +136,11 @@ class Backend:
     #: ``f(paths, ports)`` -> per listener, the proxy's own counts of failed connections
     #: (:mod:`.proxy_reports`), or None where it keeps no report on this host.
     report_errors: object = None
+    #: The proxy's command lines, each element a word or a whole placeholder ({config}, {log}, {pid}):
+    #: in the foreground, as a daemon writing its (master) pid, and its config checker (None: it has none).
+    foreground_command: tuple = ()
+    daemon_command: tuple = ()
+    check_command: tuple = None
 
     def protocols_for(self, encryption):
         """What each listener carries: TLS runs over TCP, so an encrypted session carries no UDP (no DTLS)."""
@@ -168,28 +173,23 @@ class Backend:
         """A changed config is applied without a restart."""
         return self.reload_signal is not None or self.replaces_in_place
 
+    @staticmethod
+    def _argv(command, **values):
+        """``command`` with its placeholder elements replaced (never inside a word: a path may hold braces)."""
+        return [values.get(word, word) for word in command]
+
     def foreground_argv(self, config_path, log_file="stderr"):
-        if self.name == "haproxy":
-            return ["haproxy", "-W", "-db", "-f", config_path]
-        if self.name == "nginx":
-            return ["nginx", "-e", log_file, "-c", config_path, "-g", "daemon off;"]
-        return ["stunnel", config_path]
+        return self._argv(self.foreground_command, **{"{config}": config_path, "{log}": log_file})
 
     def daemon_argv(self, config_path, pid_file, log_file):
         """Start as a daemon that writes its (master) pid to ``pid_file``."""
-        if self.name == "haproxy":
-            return ["haproxy", "-W", "-D", "-p", pid_file, "-f", config_path]
-        if self.name == "nginx":
-            return ["nginx", "-e", log_file, "-c", config_path]
-        return ["stunnel", config_path]
+        return self._argv(self.daemon_command, **{"{config}": config_path, "{pid}": pid_file, "{log}": log_file})
 
     def check_argv(self, config_path, log_file="stderr"):
         """The proxy's own config checker, or None where it has none (stunnel)."""
-        if self.name == "haproxy":
-            return ["haproxy", "-c", "-f", config_path]
-        if self.name == "nginx":
-            return ["nginx", "-t", "-q", "-e", log_file, "-c", config_path]
-        return None
+        if self.check_command is None:
+            return None
+        return self._argv(self.check_command, **{"{config}": config_path, "{log}": log_file})
 
 
 BACKENDS = {
@@ -197,16 +197,23 @@ BACKENDS = {
     "haproxy": Backend("haproxy", "haproxy.cfg", haproxy.TEMPLATE, ("tcp",), _haproxy_address, "haproxy:lts",
                        reload_signal=signal.SIGUSR2, unsafe_characters=HAPROXY_UNSAFE, encryptions=("none", "tls"),
                        report_errors=proxy_reports.haproxy_report,
-                       tls_files=(("cert", "tls.pem"), ("key", "tls.pem"), ("ca", "tls-ca.crt"))),
+                       tls_files=(("cert", "tls.pem"), ("key", "tls.pem"), ("ca", "tls-ca.crt")),
+                       foreground_command=("haproxy", "-W", "-db", "-f", "{config}"),
+                       daemon_command=("haproxy", "-W", "-D", "-p", "{pid}", "-f", "{config}"),
+                       check_command=("haproxy", "-c", "-f", "{config}")),
     "nginx": Backend("nginx", "nginx.conf", nginx.TEMPLATE, ("tcp", "udp"), _nginx_address, "nginx:stable",
                      reload_signal=signal.SIGHUP, unsafe_characters=NGINX_UNSAFE, encryptions=("none", "tls"),
                      report_errors=proxy_reports.nginx_report,
-                     tls_files=(("cert", "tls.crt"), ("key", "tls.key"), ("ca", "tls-ca.crt"))),
+                     tls_files=(("cert", "tls.crt"), ("key", "tls.key"), ("ca", "tls-ca.crt")),
+                     foreground_command=("nginx", "-e", "{log}", "-c", "{config}", "-g", "daemon off;"),
+                     daemon_command=("nginx", "-e", "{log}", "-c", "{config}"),
+                     check_command=("nginx", "-t", "-q", "-e", "{log}", "-c", "{config}")),
     "stunnel": Backend("stunnel", "stunnel.conf", stunnel.TEMPLATE, ("tcp",), _stunnel_address,
                        "scistream/stunnel:local",
                        uses_psk=True, unsafe_characters=STUNNEL_UNSAFE, psk_compat=("scistream-1.2",),
                        report_errors=proxy_reports.stunnel_report,
-                       encryption_note="stunnel always encrypts between the gateways, with its pre-shared key (psk)"),
+                       encryption_note="stunnel always encrypts between the gateways, with its pre-shared key (psk)",
+                       foreground_command=("stunnel", "{config}"), daemon_command=("stunnel", "{config}")),
     "nftables": Backend("nftables", "nftables.json", None, ("tcp", "udp"), None, None,
                         runtimes=("kernel",), render=lambda record: json.dumps(nftables.ruleset(record), indent=1) + "\n",
                         rejects=(("psk", "backend nftables forwards in clear and takes no psk; use backend stunnel "
@@ -255,7 +262,7 @@ def _environment(backend_name=None, unsafe=""):
                               keep_trailing_newline=True, autoescape=False, finalize=finalize)
 
 
-def render_config(backend, record, paths, psk_cipher, template_text=None, tuning=None, tls=None, psk_identity=None):
+def render_config(backend, record, paths, psk_cipher, template_text=None, tls=None, psk_identity=None):
     """The proxy config of ``record`` for ``backend``, as text.
 
     ``paths`` says where the proxy sees its files (they differ between a host
@@ -285,7 +292,6 @@ def render_config(backend, record, paths, psk_cipher, template_text=None, tuning
         for i, port in enumerate(record.ports)
     ]
     context = dict(TUNING)
-    context.update(tuning or {})
     context.update(paths)
     # Where HAProxy keeps its stats socket (for the error counts); only where the runtime gives one.
     context.setdefault("stats_socket", None)

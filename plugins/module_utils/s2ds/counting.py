@@ -10,12 +10,18 @@ network stack, so one nftables table of the collection's own counts them
 all alike, while a stream runs, without asking the proxy anything::
 
     table inet scistream-count
-      map in-ports   { inet_service : verdict }   port -> jump in-<role>-<uid>
-      map out-ports  { inet_service : verdict }   port -> jump out-<role>-<uid>
+      map in-ports   { inet_service : verdict }   port -> jump in-<role>-<instance>-<key>
+      map out-ports  { inet_service : verdict }   port -> jump out-<role>-<instance>-<key>
       chain in   filter hook input  -150:  meta l4proto {tcp, udp} th dport vmap @in-ports
       chain out  filter hook output -150:  meta l4proto {tcp, udp} th sport vmap @out-ports
-      chain in-<role>-<uid>:   per port P: bytes (th dport P), syn (connection attempts), rst (resets received)
-      chain out-<role>-<uid>:  per port P: bytes (th sport P), synack (connections accepted), rst (resets sent)
+      chain in-<role>-<instance>-<key>:   per port P: bytes (th dport P), syn (connection attempts), rst (resets received)
+      chain out-<role>-<instance>-<key>:  per port P: bytes (th sport P), synack (connections accepted), rst (resets sent)
+
+``<key>`` is the session's names.session_key; ``<instance>`` names the
+gateway (:func:`instance_id`, from its state dir), so two gateways on one
+host with the same uid never touch each other's counters. Sessions counted
+by an older version (chains ``in-<role>-<uid>``) are still read, and their
+chains removed when they are counted anew or released.
 
 A packet to a listener is delivered locally exactly once (the input hook),
 a packet from it leaves exactly once (the output hook), loopback included,
@@ -25,27 +31,25 @@ sessions. Counters are byte counts of whole IP packets (headers included).
 
 The table is separate from the nftables backend's ``inet scistream``: that
 one forwards, this one only counts, and neither touches the other.
-Everything goes through libnftables' JSON interface (Debian
-``python3-nftables``); without it counting is off and reads say why.
+Everything goes through libnftables' JSON interface, through the one
+nftables adapter (:mod:`.nft`, which finds Debian's ``python3-nftables`` for
+whatever Python runs the module); without it counting is off and reads say why.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import threading
 
+from . import nft
 from .errors import S2DSError
+from .names import session_key
 
-try:
-    import nftables
-    HAS_NFTABLES = True
-except ImportError:  # reported through CountersUnavailable
-    nftables = None
-    HAS_NFTABLES = False
-
-FAMILY = "inet"
-TABLE = "scistream-count"
+HAS_NFTABLES = nft.HAS_NFTABLES
+FAMILY = nft.FAMILY
+TABLE = nft.COUNT_TABLE
 #: In each counted session's run dir: its part of the table, for the boot-time restore.
 RESTORE_FILE = "counting.json"
 _TABLE_REF = {"family": FAMILY, "table": TABLE}
@@ -66,15 +70,24 @@ class CountersUnavailable(S2DSError):
 ROLES = ("PROD", "CONS")
 
 
+def instance_id(state_dir):
+    """A short name for the gateway kept under ``state_dir`` (its real path): the counters' chains carry it."""
+    return hashlib.sha256(os.path.realpath(str(state_dir)).encode("utf-8", "surrogateescape")).hexdigest()[:8]
+
+
 def session_chain(direction, key):
-    """The chain of one session: ``key`` is ``(role, uid)`` (a PROD and a CONS gateway on one host may
-    share a uid)."""
-    role, uid = key
-    return "%s-%s-%s" % (direction, role.lower(), uid)
+    """The chain of one session: ``key`` is ``(role, uid, instance)`` (a PROD and a CONS gateway on one host
+    may share a uid, and so may two gateways), or an older version's ``(role, uid)``."""
+    if len(key) == 2:
+        role, uid = key
+        return "%s-%s-%s" % (direction, role.lower(), uid)
+    role, uid, instance = key
+    return "%s-%s-%s-%s" % (direction, role.lower(), instance, session_key(uid))
 
 
-def session_key(record):
-    return (record.role, record.uid)
+def chain_key(record, instance=None):
+    """The key of a session's chains (:func:`session_chain`); without ``instance`` an older version's."""
+    return (record.role, record.uid) if instance is None else (record.role, record.uid, instance)
 
 
 def port_map(direction):
@@ -140,11 +153,11 @@ def _dispatch_rules(listing):
     return dispatch_commands([d for d, dummy, dummy2 in DIRECTIONS if d not in present])
 
 
-def restore_document(record):
+def restore_document(record, instance=None):
     """What the boot-time restore (the gateway role's scistream-nft-restore) loads for this session:
     ``{"base": table, maps, base chains and their rules, "session": its chains and map elements}``."""
     base, dummy = base_commands()
-    return {"base": base + dispatch_commands(), "session": session_commands(session_key(record), record.ports)}
+    return {"base": base + dispatch_commands(), "session": session_commands(chain_key(record, instance), record.ports)}
 
 
 class Listing:
@@ -164,7 +177,7 @@ class Listing:
             elif "rule" in entry:
                 rule = entry["rule"]
                 kind, dummy, port = str(rule.get("comment", "")).partition(" ")
-                counter = next((x["counter"] for x in rule.get("expr", []) if isinstance(x.get("counter"), dict)), None)
+                counter = nft.counter_of(rule)
                 if counter is not None and port.isdigit():
                     self.counters.setdefault(rule["chain"], {})[(kind, int(port))] = (
                         counter.get("packets", 0), counter.get("bytes", 0))
@@ -179,6 +192,10 @@ class Listing:
             if any(self.elements.get((direction, port)) != chain for port in ports):
                 return False
         return True
+
+    def pointing_at(self, chain):
+        """The map elements that jump to ``chain``: [(direction, port)]."""
+        return [element for element, target in sorted(self.elements.items()) if target == chain]
 
     def owned_elements(self, key):
         """The map elements that point at session ``key``'s chains: [(direction, port)]."""
@@ -242,24 +259,25 @@ def per_listing(key, read):
 
 
 class SessionCounter:
-    """Sets up and removes the counting of sessions, and reads their counters.
+    """Sets up and removes the counting of one gateway's sessions, and reads their counters.
 
-    ``available`` is False (with ``reason``) where the counters cannot be
-    kept: no libnftables binding in this Python, or not root. The Gateway
-    then leaves counting alone and every read raises CountersUnavailable.
+    ``instance`` (:func:`instance_id` of the state dir) is in the name of every
+    chain it makes; None makes an older version's names. ``available`` is
+    False (with ``reason``) where the counters cannot be kept: no libnftables
+    binding for this Python, or not root. The Gateway then leaves counting
+    alone and every read raises CountersUnavailable.
     """
 
-    def __init__(self):
+    def __init__(self, instance=None, context=None):
+        self.instance = instance
         self.reason = None
         if not HAS_NFTABLES:
-            self.reason = ("the kernel counters need the nftables Python binding (Debian: python3-nftables, under "
-                           "the distribution's Python, /usr/bin/python3)")
+            self.reason = "the kernel counters need " + nft.MISSING_BINDING
         elif os.geteuid() != 0:
             self.reason = "the kernel counters need root (CAP_NET_ADMIN)"
         self.nft = None
         if self.reason is None:
-            self.nft = nftables.Nftables()
-            self.nft.set_handle_output(True)
+            self.nft = context or nft.Nft()
 
     @property
     def available(self):
@@ -270,48 +288,75 @@ class SessionCounter:
             raise CountersUnavailable("counters of session %s: %s" % (uid, self.reason), field="uid", value=uid)
 
     def _run(self, commands, what, uid):
-        rc, dummy, error = self.nft.json_cmd({"nftables": commands})
+        rc, dummy, error = self.nft.run(commands)
         if rc != 0:
-            raise CountersUnavailable("counters of session %s: %s failed: %s" % (uid, what, (error or "").strip()[-1000:]),
+            raise CountersUnavailable("counters of session %s: %s failed: %s" % (uid, what, error.strip()[-1000:]),
                                       field="uid", value=uid)
 
     def listing(self):
         """The counting table as it is now (cached inside :func:`one_listing`)."""
         if getattr(_CACHE, "active", False) and _CACHE.listing is not None:
             return _CACHE.listing
-        rc, output, dummy = self.nft.json_cmd({"nftables": [{"list": {"table": {"family": FAMILY, "name": TABLE}}}]})
-        entries = [] if rc != 0 or not isinstance(output, dict) else [
-            e for e in output.get("nftables", []) if "metainfo" not in e]
-        listing = Listing(entries)
+        listing = Listing(self.nft.list_table(TABLE, FAMILY))
         if getattr(_CACHE, "active", False):
             _CACHE.listing = listing
         return listing
 
+    def _key_in_use(self, listing, record):
+        """This gateway's key of the session, or an older version's where only that one counts its ports."""
+        key, legacy = chain_key(record, self.instance), chain_key(record)
+        if self.instance is not None and not listing.chains_of(key) and listing.chains_of(legacy) \
+                and any(listing.elements.get(("in", port)) == session_chain("in", legacy) for port in record.ports):
+            return legacy
+        return key
+
+    @staticmethod
+    def _drop_legacy(listing, legacy, dropped):
+        """Remove an older version's chains of the session when nothing but ``dropped`` elements jumps to them."""
+        commands = []
+        for chain in listing.chains_of(legacy):
+            if set(listing.pointing_at(chain)) <= set(dropped):
+                ref = dict(_TABLE_REF, name=chain)
+                commands += [{"flush": {"chain": ref}}, {"delete": {"chain": ref}}]
+        return commands
+
     def counts(self, record):
-        """True when the session's listener ports are counted as they are now."""
-        return self.available and self.listing().counts(session_key(record), record.ports)
+        """True when the session's listener ports are counted as they are now (by this gateway's chains)."""
+        return self.available and self.listing().counts(chain_key(record, self.instance), record.ports)
 
     def install(self, record):
         """Count the session's ports, in one transaction; counters start at zero."""
         self._require(record.uid)
         listing = self.listing()
         commands, dummy = base_commands()
-        key = session_key(record)
-        commands = commands + _dispatch_rules(listing) + drop_elements(listing, key, record.ports)
+        key = chain_key(record, self.instance)
+        drops = drop_elements(listing, key, record.ports)
+        commands = commands + _dispatch_rules(listing) + drops
+        if self.instance is not None:
+            dropped = [(d["delete"]["element"]["name"].split("-", 1)[0], d["delete"]["element"]["elem"][0]) for d in drops]
+            commands += self._drop_legacy(listing, chain_key(record), dropped)
         self._run(commands + session_commands(key, record.ports), "counting the listeners", record.uid)
 
-    def remove(self, uid, role=None):
+    def remove(self, uid, role=None, ports=()):
         """Stop counting session ``uid`` (of ``role``; both roles for a broken record, whose role is
-        unknown): its map elements and chains go; nothing else is touched."""
+        unknown): its map elements and chains go; nothing else is touched. An older version's chains of
+        the session go too, with their elements on ``ports`` (the session's)."""
         if not self.available:
             return
         listing = self.listing()
         commands = []
-        for key in [(role, uid)] if role else [(r, uid) for r in ROLES]:
-            commands += drop_elements(listing, key)
-            for chain in listing.chains_of(key):
-                ref = dict(_TABLE_REF, name=chain)
-                commands += [{"flush": {"chain": ref}}, {"delete": {"chain": ref}}]
+        for each in [role] if role else ROLES:
+            keys = [(each, uid)] if self.instance is None else [(each, uid, self.instance)]
+            for key in keys:
+                commands += drop_elements(listing, key)
+                for chain in listing.chains_of(key):
+                    ref = dict(_TABLE_REF, name=chain)
+                    commands += [{"flush": {"chain": ref}}, {"delete": {"chain": ref}}]
+            if self.instance is not None:
+                legacy = (each, uid)
+                ours = [(d, p) for d, p in listing.owned_elements(legacy) if p in ports]
+                commands += [{"delete": {"element": dict(_TABLE_REF, name=port_map(d), elem=[p])}} for d, p in ours]
+                commands += self._drop_legacy(listing, legacy, ours)
         if commands:
             self._run(commands, "removing the counters", uid)
 
@@ -319,9 +364,10 @@ class SessionCounter:
         """Per listener, in order: the kernel's counts, or CountersUnavailable when the session is not counted."""
         self._require(record.uid)
         listing = self.listing()
+        key = self._key_in_use(listing, record)
         result = []
         for port, listener in zip(record.ports, record.listeners):
-            counts = listing.listener_counts(session_key(record), port)
+            counts = listing.listener_counts(key, port)
             if counts is None:
                 raise CountersUnavailable("counters of session %s: port %d is not counted (the next present run "
                                           "sets it up)" % (record.uid, port), field="uid", value=record.uid)
@@ -332,8 +378,11 @@ class SessionCounter:
 _SHARED = {}
 
 
-def shared_counter():
-    """One SessionCounter per process (one libnftables context)."""
-    if "counter" not in _SHARED:
-        _SHARED["counter"] = SessionCounter()
-    return _SHARED["counter"]
+def shared_counter(state_dir=None):
+    """The SessionCounter of the gateway under ``state_dir`` (None: an older version's chain names); all of a
+    process's counters share one libnftables context."""
+    instance = None if state_dir is None else instance_id(state_dir)
+    if instance not in _SHARED:
+        first = next(iter(_SHARED.values()), None)
+        _SHARED[instance] = SessionCounter(instance, context=first.nft if first is not None else None)
+    return _SHARED[instance]

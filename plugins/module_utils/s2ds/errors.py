@@ -46,7 +46,3 @@ def quoted(value):
 def invalid(field, value, why):
     """An S2DSError for a bad input value: ``field 'value': why``, the value escaped by repr()."""
     return S2DSError("%s %s: %s" % (field, quoted(value), why), field=field, value=value)
-
-
-# The seed project's name for the same thing.
-S2DSException = S2DSError

@@ -66,7 +66,7 @@ class Gateway:
     def __init__(self, state_dir, runtimes, counter="default", policy=None):
         self.store = SessionStore(state_dir)
         self.runtimes = runtimes
-        self.counter = counting.shared_counter() if counter == "default" else counter
+        self.counter = counting.shared_counter(state_dir) if counter == "default" else counter
         self.policy = policy if policy is not None else TargetPolicy()
 
     def runtime_for(self, spec_or_record):
@@ -211,7 +211,7 @@ class Gateway:
                 self.counter.install(wanted)
                 # Kept for the boot-time restore (the gateway role's scistream-nft-restore).
                 write_file_atomic(os.path.join(self.store.run_dir(wanted.uid), counting.RESTORE_FILE),
-                                  json.dumps(counting.restore_document(wanted)) + "\n", mode=0o644)
+                                  json.dumps(self._restore_document(wanted)) + "\n", mode=0o644)
             self.store.save(wanted)
         except Exception:
             if existing is None:
@@ -222,16 +222,23 @@ class Gateway:
         try:
             runtime.stop(backend, self.store, record)
         finally:
-            self._stop_counting(record.uid, record.role)
+            self._stop_counting(record.uid, record.role, record.ports)
             self.store.delete(record.uid)
+
+    def _restore_document(self, record):
+        """The session's part of the counting table for the boot-time restore (with this gateway's chain names)."""
+        return counting.restore_document(record, getattr(self.counter, "instance", None))
 
     def _counts(self, runtime):
         """True where this gateway keeps kernel counters for the runtime's sessions (listeners on this host)."""
         return self.counter is not None and self.counter.available and runtime.local_network
 
-    def _stop_counting(self, uid, role=None):
+    def _stop_counting(self, uid, role=None, ports=()):
         if self.counter is not None and self.counter.available:
-            self.counter.remove(uid, role)
+            if ports:
+                self.counter.remove(uid, role, ports=ports)
+            else:
+                self.counter.remove(uid, role)
 
     # -- absent ----------------------------------------------------------------
     def absent(self, uid, check_mode=False, runtime="process"):
@@ -314,7 +321,7 @@ class Gateway:
         """``traffic`` of a session (counters outlive a dead proxy); one whose counters cannot be read gets
         ``traffic_error``."""
         try:
-            traffic = runtime.traffic(backend, self.store, record)
+            traffic = runtime.traffic(backend, self.store, record, counter=self.counter)
         except counting.CountersUnavailable as exc:
             info["traffic_error"] = str(exc)
             return

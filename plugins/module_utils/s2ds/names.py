@@ -14,8 +14,6 @@ import hashlib
 import re
 
 _UUID_RE = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
-#: What a hashed key looks like: never a UUID, never a file name the store skips.
-HASHED_KEY_PATTERN = r"s-[0-9a-f]{32}"
 
 
 def is_canonical_uuid(uid):

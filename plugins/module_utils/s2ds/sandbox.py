@@ -37,7 +37,9 @@ def unit_sandbox(writable_paths, capabilities=(), ambient_capabilities=(), addre
     lives there.
     """
     paths = [path.lstrip("-") for path in list(writable_paths) + list(visible_paths)]
-    confined_only = lambda *lines: list(lines) if confined else []  # noqa: E731
+
+    def confined_only(*lines):
+        return list(lines) if confined else []
     return [
         "NoNewPrivileges=yes",
         "CapabilityBoundingSet=" + " ".join(capabilities),

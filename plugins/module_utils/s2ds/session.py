@@ -26,11 +26,14 @@ from .names import is_canonical_uuid, session_key  # pylint: disable=unused-impo
 ROLES = ("PROD", "CONS")
 BACKENDS = tuple(_BACKEND_TABLE)  # their names, in the order backends.py lists them
 RUNTIMES = ("process", "docker", "janus", "kernel")
-DEFAULT_PORT_RANGE = "5100-5200"
-DEFAULT_PSK_CIPHER = "PSK-AES128-GCM-SHA256"
 ENCRYPTIONS = ("none", "tls")
 TLS_VERSIONS = ("1.3", "1.2")
-DEFAULT_TLS_VERSION = "1.3"
+#: The defaults of a session's options, declared once: SessionSpec, SessionSpec.build and the modules' spec use them.
+DEFAULTS = dict(num_conn=5, listener_ip="0.0.0.0", port_range="5100-5200", backend="haproxy",
+                psk_cipher="PSK-AES128-GCM-SHA256", encryption="none", tls_version="1.3")
+DEFAULT_PORT_RANGE = DEFAULTS["port_range"]
+DEFAULT_PSK_CIPHER = DEFAULTS["psk_cipher"]
+DEFAULT_TLS_VERSION = DEFAULTS["tls_version"]
 
 # The grammar: every pattern is matched whole (re.fullmatch) and ASCII only, so that no
 # newline, no Unicode digit ('²', '٥') and no zone id ('%...') gets through.
@@ -388,25 +391,25 @@ class SessionSpec:
 
     uid: str
     role: str
-    num_conn: int = 5
-    listener_ip: str = "0.0.0.0"
-    port_range: tuple = (5100, 5200)
+    num_conn: int = DEFAULTS["num_conn"]
+    listener_ip: str = DEFAULTS["listener_ip"]
+    port_range: tuple = tuple(int(port) for port in DEFAULTS["port_range"].split("-"))
     targets: tuple = ()
-    backend: str = "haproxy"
+    backend: str = DEFAULTS["backend"]
     runtime: str = "process"  # build() picks the backend's default when none is given
     psk: str = dataclasses.field(default=None, repr=False)
     psk_cipher: str = DEFAULT_PSK_CIPHER
     template: str = None
     template_text: str = dataclasses.field(default=None, repr=False, compare=False)
-    encryption: str = "none"
+    encryption: str = DEFAULTS["encryption"]
     tls: TLSMaterial = dataclasses.field(default=None, repr=False)
     psk_compat: str = None
 
     @classmethod
-    def build(cls, uid, role, num_conn=5, listener_ip="0.0.0.0", port_range=DEFAULT_PORT_RANGE,
-              targets=(), backend="haproxy", runtime=None, psk=None,
-              psk_cipher=DEFAULT_PSK_CIPHER, template=None, encryption="none", tls_cert=None, tls_key=None,
-              tls_ca=None, tls_version=DEFAULT_TLS_VERSION, psk_compat=None):
+    def build(cls, uid, role, num_conn=DEFAULTS["num_conn"], listener_ip=DEFAULTS["listener_ip"],
+              port_range=DEFAULTS["port_range"], targets=(), backend=DEFAULTS["backend"], runtime=None, psk=None,
+              psk_cipher=DEFAULTS["psk_cipher"], template=None, encryption=DEFAULTS["encryption"], tls_cert=None,
+              tls_key=None, tls_ca=None, tls_version=DEFAULTS["tls_version"], psk_compat=None):
         """Validate raw inputs (strings, as a user typed them) into a spec."""
         uid = parse_uid(uid)
         role = parse_choice("role", role, ROLES)

@@ -17,50 +17,69 @@ scistream-nft-restore.service, and again whenever nftables.service restarts.
 The kernel counters of the proxies' sessions (table inet scistream-count,
 docs/metrics.md) are put back the same way from STATE_DIR/run/<uid>/counting.json:
 the table's base part once, then every session's chains and map elements.
+
+The table names, the binding and the one-or-each loading come from the
+collection's nftables adapter (plugins/module_utils/s2ds/nft.py), which the
+gateway role installs beside this file as scistream_nft.py.
 """
 
 import glob
+import importlib.util
 import json
 import os
 import sys
 
-import nftables
+HERE = os.path.dirname(os.path.abspath(__file__))
+#: Where the adapter is: beside this file (installed by the role), else in the collection this file is part of.
+ADAPTER_PATHS = (os.path.join(HERE, "scistream_nft.py"),
+                 os.path.join(HERE, "..", "..", "..", "plugins", "module_utils", "s2ds", "nft.py"))
 
-TABLE = {"family": "inet", "name": "scistream"}
-COUNT_TABLE = {"family": "inet", "name": "scistream-count"}
+
+def load_adapter():
+    for path in ADAPTER_PATHS:
+        if os.path.exists(path):
+            spec = importlib.util.spec_from_file_location("scistream_nft", path)
+            module = importlib.util.module_from_spec(spec)
+            spec.loader.exec_module(module)
+            return module
+    raise SystemExit("scistream-nft-restore: the nftables adapter is missing (looked for %s)" % ", ".join(ADAPTER_PATHS))
+
+
+nft = load_adapter()
+
+
+def report(text):
+    print(text, file=sys.stderr)
 
 
 def load(path):
     with open(path, encoding="utf-8") as handle:
-        return [c for c in json.load(handle)["nftables"] if "metainfo" not in c]
+        return nft.without_metainfo(json.load(handle)["nftables"])
+
+
+def context(given=None):
+    """The adapter's context (``given`` may be a libnftables context of the caller's)."""
+    return given if isinstance(given, nft.Nft) else nft.Nft(given)
 
 
 def main(state_dir):
+    if not nft.HAS_NFTABLES:
+        raise SystemExit("scistream-nft-restore: needs " + nft.MISSING_BINDING)
     failed = False
     sessions = []
     for path in sorted(glob.glob(os.path.join(state_dir, "run", "*", "nftables.json"))):
         try:
             sessions.append((path, load(path)))
         except (OSError, ValueError, KeyError, TypeError) as exc:
-            print("%s: cannot be read: %s" % (path, exc), file=sys.stderr)
+            report("%s: cannot be read: %s" % (path, exc))
             failed = True
-    nft = nftables.Nftables()
-    reset = [{"add": {"table": TABLE}}, {"delete": {"table": TABLE}}]
-    rc, dummy, error = nft.json_cmd({"nftables": reset + [c for dummy, commands in sessions for c in commands]})
-    if rc != 0:
-        print("one transaction failed (%s); loading the sessions one by one" % error.strip(), file=sys.stderr)
-        nft.json_cmd({"nftables": reset})
-        for path, commands in list(sessions):
-            rc, dummy, error = nft.json_cmd({"nftables": commands})
-            if rc != 0:
-                print("%s: not loaded: %s" % (path, error.strip()), file=sys.stderr)
-                sessions.remove((path, commands))
-                failed = True
-    print("scistream-nft-restore: %d session(s) in place from %s" % (len(sessions), state_dir))
-    return 1 if failed or not restore_counting(nft, state_dir) else 0
+    ctx = context()
+    not_loaded = nft.load_in_one_or_each(ctx, nft.reset_table(nft.FORWARD_TABLE), sessions, report)
+    print("scistream-nft-restore: %d session(s) in place from %s" % (len(sessions) - len(not_loaded), state_dir))
+    return 1 if failed or not_loaded or not restore_counting(ctx, state_dir) else 0
 
 
-def restore_counting(nft, state_dir):
+def restore_counting(given, state_dir):
     """Replace the table inet scistream-count with every counted session's part; False when one failed."""
     documents, ok = [], True
     for path in sorted(glob.glob(os.path.join(state_dir, "run", "*", "counting.json"))):
@@ -69,22 +88,15 @@ def restore_counting(nft, state_dir):
                 document = json.load(handle)
             documents.append((path, document["base"], document["session"]))
         except (OSError, ValueError, KeyError, TypeError) as exc:
-            print("%s: cannot be read: %s" % (path, exc), file=sys.stderr)
+            report("%s: cannot be read: %s" % (path, exc))
             ok = False
     if not documents:
         return ok
-    reset = [{"add": {"table": COUNT_TABLE}}, {"delete": {"table": COUNT_TABLE}}] + documents[0][1]
-    rc, dummy, error = nft.json_cmd({"nftables": reset + [c for dummy, dummy2, session in documents for c in session]})
-    if rc != 0:
-        print("counters in one transaction failed (%s); one by one" % error.strip(), file=sys.stderr)
-        nft.json_cmd({"nftables": reset})
-        for path, dummy, session in documents:
-            rc, dummy2, error = nft.json_cmd({"nftables": session})
-            if rc != 0:
-                print("%s: not loaded: %s" % (path, error.strip()), file=sys.stderr)
-                ok = False
+    reset = nft.reset_table(nft.COUNT_TABLE) + documents[0][1]
+    not_loaded = nft.load_in_one_or_each(context(given), reset, [(path, session) for path, dummy, session in documents],
+                                         report)
     print("scistream-nft-restore: counters of %d session(s) in place" % len(documents))
-    return ok
+    return ok and not not_loaded
 
 
 if __name__ == "__main__":

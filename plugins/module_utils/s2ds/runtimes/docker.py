@@ -27,7 +27,7 @@ import os
 from ..backends import get_backend
 from ..errors import S2DSError
 from ..names import session_key
-from .base import Runtime, needs_low_port, resolve_proxy_account, share_run_dir, wait_until
+from .base import Runtime, config_rejected, needs_low_port, resolve_proxy_account, share_run_dir, wait_until
 
 try:
     import docker
@@ -255,8 +255,7 @@ class ProxyContainer:
                 stdout=True, stderr=True, labels={LABEL_PREFIX + "check": self.name})
         except docker.errors.ContainerError as exc:
             output = exc.stderr.decode("utf-8", "replace") if isinstance(exc.stderr, bytes) else str(exc.stderr)
-            raise S2DSError("%s rejected the rendered config: %s" % (self.backend.name, output.strip()[-2000:]),
-                            field="template", value=self.backend.name) from None
+            raise config_rejected(self.backend.name, output) from None
         except (APIError, DockerException) as exc:
             raise self.engine.error("checking the config of %s" % self.name, exc) from None
 

@@ -4,9 +4,9 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
 """The kernel data path: backend ``nftables`` as rules in the host's netfilter.
 
-Every call to the kernel goes through libnftables' JSON interface (the
-``nftables`` Python binding, Debian ``python3-nftables``, importable from the
-distribution's Python only), in this file. Nothing parses ``nft`` text.
+Every call to the kernel goes through libnftables' JSON interface, through
+the one nftables adapter (:mod:`..nft`: the binding, Debian ``python3-nftables``,
+found for whatever Python runs the module). Nothing parses ``nft`` text.
 
 * The session's ruleset (:mod:`..templates.nftables`) is the file
   ``nftables.json`` in its run dir. It is checked by a dry run before it is
@@ -26,20 +26,14 @@ from __future__ import annotations
 import json
 import os
 
+from .. import nft
 from ..errors import S2DSError
 from ..store import read_text, write_file_atomic
 from ..templates import nftables as rules
 from .base import Runtime
 
-try:
-    import nftables
-    HAS_NFTABLES = True
-except ImportError:  # reported by callers through HAS_NFTABLES
-    nftables = None
-    HAS_NFTABLES = False
-
+HAS_NFTABLES = nft.HAS_NFTABLES
 APPLIED_FILE = "nftables.applied.json"
-_TABLE = {"family": rules.FAMILY, "name": rules.TABLE}
 
 
 class KernelRuntime(Runtime):
@@ -55,32 +49,22 @@ class KernelRuntime(Runtime):
 
     def __init__(self):
         if not HAS_NFTABLES:
-            raise S2DSError("runtime kernel needs the nftables Python binding (Debian: apt install python3-nftables) "
-                            "and runs under the distribution's Python (ansible_python_interpreter=/usr/bin/python3)",
+            raise S2DSError("runtime kernel needs %s (Debian: apt install python3-nftables)" % nft.MISSING_BINDING,
                             field="runtime", value="kernel")
-        self.nft = nftables.Nftables()
-        self.nft.set_handle_output(True)
+        self.nft = nft.Nft()
 
     # -- libnftables ---------------------------------------------------------
     def _run(self, commands, what, uid=None, dry_run=False):
-        self.nft.set_dry_run(dry_run)
-        try:
-            rc, output, error = self.nft.json_cmd(commands)
-        finally:
-            self.nft.set_dry_run(False)
+        rc, output, error = self.nft.run(commands, dry_run=dry_run)
         if rc != 0:
-            hint = " (managing nftables needs root or CAP_NET_ADMIN)" if "not permitted" in (error or "") else ""
-            raise S2DSError("nftables: %s failed: %s%s" % (what, (error or "").strip()[-2000:], hint),
+            hint = " (managing nftables needs root or CAP_NET_ADMIN)" if "not permitted" in error else ""
+            raise S2DSError("nftables: %s failed: %s%s" % (what, error.strip()[-2000:], hint),
                             field="uid" if uid else "backend", value=uid or "nftables")
         return output
 
     def _table(self):
         """The entries of the collection's table (chains and rules), or [] when it does not exist."""
-        self.nft.set_dry_run(False)
-        rc, output, dummy = self.nft.json_cmd({"nftables": [{"list": {"table": _TABLE}}]})
-        if rc != 0 or not isinstance(output, dict):
-            return []
-        return [entry for entry in output.get("nftables", []) if "metainfo" not in entry]
+        return self.nft.list_table(rules.TABLE, rules.FAMILY)
 
     @staticmethod
     def _owned(entries, uid):
@@ -119,7 +103,7 @@ class KernelRuntime(Runtime):
     def start(self, backend, store, record):
         """Put the session's rules in place in one transaction, replacing whatever it had."""
         text = store.read_run_file(record.uid, backend.config_name)
-        commands = [c for c in json.loads(text)["nftables"] if "metainfo" not in c]
+        commands = nft.without_metainfo(json.loads(text)["nftables"])
         dummy, own_rules = self._owned(self._table(), record.uid)
         drops = [{"delete": {"rule": _rule_ref(r)}} for r in own_rules if r.get("comment") == rules.session_comment(record.uid)]
         self._run({"nftables": drops + commands}, "applying the rules of session %s" % record.uid, record.uid)
@@ -150,7 +134,7 @@ class KernelRuntime(Runtime):
         self._run({"nftables": commands}, "removing the rules of session %s" % uid, uid)
         return ["the nftables rules of session %s" % uid]
 
-    def traffic(self, backend, store, record):
+    def traffic(self, backend, store, record, counter=None):
         """Per listener, from the session's counters: bytes and packets in (client to listener, the
         connections' original direction) and out (their replies), TCP and UDP, and the totals."""
         counts = {port: {"listener": listener, "port": port, "bytes": 0, "packets": 0, "bytes_in": 0,
@@ -162,7 +146,7 @@ class KernelRuntime(Runtime):
             if not rule or rule["chain"] != count_chain:
                 continue
             port = _ct_original_port(rule["expr"])
-            counter = next((x["counter"] for x in rule["expr"] if isinstance(x.get("counter"), dict)), None)
+            counter = nft.counter_of(rule)
             if port in counts and counter:
                 side = "out" if _ct_direction(rule["expr"]) == "reply" else "in"
                 for unit in ("bytes", "packets"):
@@ -183,19 +167,19 @@ def _rule_ref(rule):
     return {"family": rule["family"], "table": rule["table"], "chain": rule["chain"], "handle": rule["handle"]}
 
 
-def _ct_original_port(expr):
+def _ct_match(expr, key):
+    """What a rule matches conntrack's ``key`` against (``ct <key> == value``), or None."""
     for item in expr:
         match = item.get("match") if isinstance(item, dict) else None
         left = (match or {}).get("left", {})
-        if isinstance(left, dict) and left.get("ct", {}).get("key") == "proto-dst":
+        if isinstance(left, dict) and left.get("ct", {}).get("key") == key:
             return match["right"]
     return None
+
+
+def _ct_original_port(expr):
+    return _ct_match(expr, "proto-dst")
 
 
 def _ct_direction(expr):
-    for item in expr:
-        match = item.get("match") if isinstance(item, dict) else None
-        left = (match or {}).get("left", {})
-        if isinstance(left, dict) and left.get("ct", {}).get("key") == "direction":
-            return match["right"]
-    return None
+    return _ct_match(expr, "direction")

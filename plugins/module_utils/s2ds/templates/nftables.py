@@ -31,9 +31,7 @@ from __future__ import annotations
 import ipaddress
 
 from ..names import session_key
-
-FAMILY = "inet"
-TABLE = "scistream"
+from ..nft import FAMILY, FORWARD_TABLE as TABLE
 #: (name, type, hook, priority) of the shared base chains.
 BASE_CHAINS = (
     ("prerouting", "nat", "prerouting", -100),
