@@ -40,9 +40,13 @@ from janus_real import PROFILE_DIR, RealJanus, pick_port  # noqa: E402  (tests/j
 from pairs import Pairs  # noqa: E402  (bench/pairs.py)
 from run import iperf, iperf_server  # noqa: E402  (bench/run.py)
 from ansible_collections.scistream.gateway.plugins.module_utils.s2ds.gateway import Gateway  # noqa: E402
+from ansible_collections.scistream.gateway.plugins.module_utils.s2ds.policy import WITH_LOOPBACK, TargetPolicy  # noqa: E402
 from ansible_collections.scistream.gateway.plugins.module_utils.s2ds.runtimes.docker import DockerRuntime  # noqa: E402
 from ansible_collections.scistream.gateway.plugins.module_utils.s2ds.runtimes.janus import JanusRuntime  # noqa: E402
 from ansible_collections.scistream.gateway.plugins.module_utils.s2ds.session import SessionSpec  # noqa: E402
+
+# Its gateways forward to services on loopback: allowed explicitly, as an operator would.
+LOOPBACK_POLICY = TargetPolicy(allow=WITH_LOOPBACK)
 
 IMAGE = "scistream/haproxy:local"
 IPERF_PORTS = (44400, 44401)
@@ -71,7 +75,7 @@ class Bench:
             "janus": lambda spec: JanusRuntime(url=self.janus.url, user=self.janus.user, password=self.janus.password,
                                                node="dtn-a", profile="scistream", image=IMAGE),
         }
-        self.gateway = Gateway(self.state_dir, runtimes)
+        self.gateway = Gateway(self.state_dir, runtimes, policy=LOOPBACK_POLICY)
         self.uids = {}
 
     def spec(self, runtime, target_port):

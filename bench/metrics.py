@@ -43,8 +43,12 @@ from pairs import alternate  # noqa: E402  (bench/pairs.py)
 from run import iperf, iperf_server  # noqa: E402  (bench/run.py)
 from ansible_collections.scistream.gateway.plugins.module_utils.s2ds import counting  # noqa: E402
 from ansible_collections.scistream.gateway.plugins.module_utils.s2ds.gateway import Gateway, Release  # noqa: E402
+from ansible_collections.scistream.gateway.plugins.module_utils.s2ds.policy import WITH_LOOPBACK, TargetPolicy  # noqa: E402
 from ansible_collections.scistream.gateway.plugins.module_utils.s2ds.runtimes.process import ProcessRuntime  # noqa: E402
 from ansible_collections.scistream.gateway.plugins.module_utils.s2ds.session import SessionRecord, SessionSpec  # noqa: E402
+
+# Its gateways forward to services on loopback: allowed explicitly, as an operator would.
+LOOPBACK_POLICY = TargetPolicy(allow=WITH_LOOPBACK)
 
 IPERF_PORT = 43290
 EXPORTER_PORT = 43291
@@ -52,7 +56,7 @@ EXPORTER = "ansible_collections.scistream.gateway.plugins.module_utils.exporter.
 
 
 def gateway(state_dir):
-    return Gateway(state_dir, {"process": lambda s: ProcessRuntime("daemon")})
+    return Gateway(state_dir, {"process": lambda s: ProcessRuntime("daemon")}, policy=LOOPBACK_POLICY)
 
 
 def toggled(counter, record):

@@ -23,7 +23,11 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(
 
 # pylint: disable=wrong-import-position
 from ansible_collections.scistream.gateway.plugins.module_utils.s2ds.gateway import Gateway  # noqa: E402
+from ansible_collections.scistream.gateway.plugins.module_utils.s2ds.policy import WITH_LOOPBACK, TargetPolicy  # noqa: E402
 from ansible_collections.scistream.gateway.plugins.module_utils.s2ds.session import SessionSpec  # noqa: E402
+
+# Its gateways forward to services on loopback: allowed explicitly, as an operator would.
+LOOPBACK_POLICY = TargetPolicy(allow=WITH_LOOPBACK)
 
 
 def runtimes(request):
@@ -57,7 +61,7 @@ def runtimes(request):
 
 def main():
     request = json.loads(sys.argv[1])
-    gateway = Gateway(request["state_dir"], runtimes(request))
+    gateway = Gateway(request["state_dir"], runtimes(request), policy=LOOPBACK_POLICY)
     if request["action"] == "present":
         outcome = gateway.present(SessionSpec.build(**request["spec"]))
     else:

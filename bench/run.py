@@ -49,9 +49,13 @@ import netns  # noqa: E402  (tests/netns.py)
 from pairs import alternate  # noqa: E402  (bench/pairs.py)
 from ansible_collections.scistream.gateway.plugins.module_utils.s2ds import backends  # noqa: E402
 from ansible_collections.scistream.gateway.plugins.module_utils.s2ds.gateway import Gateway  # noqa: E402
+from ansible_collections.scistream.gateway.plugins.module_utils.s2ds.policy import WITH_LOOPBACK, TargetPolicy  # noqa: E402
 from ansible_collections.scistream.gateway.plugins.module_utils.s2ds.runtimes.docker import DockerRuntime  # noqa: E402
 from ansible_collections.scistream.gateway.plugins.module_utils.s2ds.runtimes.process import ProcessRuntime  # noqa: E402
 from ansible_collections.scistream.gateway.plugins.module_utils.s2ds.session import SessionSpec  # noqa: E402
+
+# Its gateways forward to services on loopback: allowed explicitly, as an operator would.
+LOOPBACK_POLICY = TargetPolicy(allow=WITH_LOOPBACK)
 
 PROXIES = ("haproxy", "nginx", "stunnel")
 LOOP_IPERF_PORT = 32900
@@ -113,8 +117,8 @@ THROUGHPUT_HEADER = ["| path | runtime | 1 stream: %s Gbit/s | path Gbit/s | rat
 def chain(workdir, backend, runtime, target_port, tag):
     """A PROD gateway (-> iperf3 server) and a CONS gateway (-> PROD) on this host; yields the CONS port."""
     uid = str(uuid.uuid4())
-    prod = Gateway(os.path.join(workdir, tag, "a"), runtimes())
-    cons = Gateway(os.path.join(workdir, tag, "b"), runtimes())
+    prod = Gateway(os.path.join(workdir, tag, "a"), runtimes(), policy=LOOPBACK_POLICY)
+    cons = Gateway(os.path.join(workdir, tag, "b"), runtimes(), policy=LOOPBACK_POLICY)
     common = dict(uid=uid, num_conn=1, listener_ip="127.0.0.1", backend=backend, runtime=runtime, psk=PSK)
     try:
         p = prod.present(SessionSpec.build(role="PROD", port_range="32100-32149",
@@ -278,7 +282,7 @@ def bench_module(args, workdir):
         assert c1 and not c2 and c3, (c1, c2, c3)
         lines.append("| %s, s2ds task | %.2f | %.2f | %.2f |" % (runtime, create, noop, release))
     for runtime in args.runtimes:
-        gateway = Gateway(os.path.join(workdir, "core-" + runtime), runtimes())
+        gateway = Gateway(os.path.join(workdir, "core-" + runtime), runtimes(), policy=LOOPBACK_POLICY)
         spec = SessionSpec.build(uid=str(uuid.uuid4()), role="PROD", backend="haproxy", runtime=runtime, num_conn=2,
                                  listener_ip="127.0.0.1", port_range="32200-32299", targets=["127.0.0.1:9"])
         timings = []
@@ -295,7 +299,7 @@ def median(values):
 
 
 def bench_many_sessions(args, workdir):
-    gateway = Gateway(os.path.join(workdir, "many"), runtimes())
+    gateway = Gateway(os.path.join(workdir, "many"), runtimes(), policy=LOOPBACK_POLICY)
     uids, times = [], []
     try:
         for i in range(args.sessions):

@@ -47,11 +47,16 @@ sys.path.insert(0, os.path.join(ROOT, "bench"))
 
 # pylint: disable=wrong-import-position
 from ansible_collections.scistream.gateway.plugins.module_utils.s2cs.client import (  # noqa: E402
-    close_stream, open_stream)
+    close_stream, consumer_policy, open_stream)
 from ansible_collections.scistream.gateway.plugins.module_utils.s2ds.gateway import Gateway  # noqa: E402
+from ansible_collections.scistream.gateway.plugins.module_utils.s2ds.policy import WITH_LOOPBACK, TargetPolicy  # noqa: E402
 from ansible_collections.scistream.gateway.plugins.module_utils.s2ds.runtimes.process import ProcessRuntime  # noqa: E402
 from ansible_collections.scistream.gateway.plugins.module_utils.s2ds.session import SessionSpec  # noqa: E402
 from test_s2cs import Server, make_pki  # noqa: E402  (tests/integration/test_s2cs.py)
+
+# Its gateways forward to services on loopback: allowed explicitly, as an operator would.
+LOOPBACK_POLICY = TargetPolicy(allow=WITH_LOOPBACK)
+LOOPBACK_ANSWERS = consumer_policy(WITH_LOOPBACK)  # what open_stream lets PROD answer
 
 TARGET = "127.0.0.1:9"  # proxies start and listen; nothing is sent
 
@@ -106,7 +111,7 @@ def task_seconds(playbook, extra):
 def through_servers(prod_server, cons_server, uid):
     start = time.perf_counter()
     with prod_server.client() as prod, cons_server.client() as cons:
-        open_stream(prod, cons, uid, 1, [TARGET])
+        open_stream(prod, cons, uid, 1, [TARGET], cons_policy=LOOPBACK_ANSWERS)
         seconds = time.perf_counter() - start
         close_stream(prod, cons, uid)
     return seconds
@@ -114,7 +119,7 @@ def through_servers(prod_server, cons_server, uid):
 
 def through_core(prod_state, cons_state, backend, uid, ranges):
     runtimes = {"process": lambda s: ProcessRuntime("daemon")}
-    prod_gw, cons_gw = Gateway(prod_state, runtimes), Gateway(cons_state, runtimes)
+    prod_gw, cons_gw = Gateway(prod_state, runtimes, policy=LOOPBACK_POLICY), Gateway(cons_state, runtimes, policy=LOOPBACK_POLICY)
     start = time.perf_counter()
     prod = prod_gw.present(SessionSpec.build(uid, "PROD", 1, "127.0.0.1", ranges[0], [TARGET], backend))
     cons_gw.present(SessionSpec.build(uid, "CONS", 1, "127.0.0.1", ranges[1], prod.session["listeners"], backend))
@@ -130,8 +135,8 @@ def through_module(playbook, prod_state, cons_state, backend, uid, ranges):
                                        "cons_range": ranges[1], "prod_state": prod_state, "cons_state": cons_state})
     finally:  # a failed run leaves no proxy behind
         runtimes = {"process": lambda s: ProcessRuntime("daemon")}
-        Gateway(prod_state, runtimes).absent(uid)
-        Gateway(cons_state, runtimes).absent(uid)
+        Gateway(prod_state, runtimes, policy=LOOPBACK_POLICY).absent(uid)
+        Gateway(cons_state, runtimes, policy=LOOPBACK_POLICY).absent(uid)
 
 
 def behaving_stream(server):

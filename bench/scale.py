@@ -43,10 +43,14 @@ sys.path.insert(0, os.path.join(ROOT, ".build"))
 
 # pylint: disable=wrong-import-position
 from ansible_collections.scistream.gateway.plugins.module_utils.s2ds.gateway import Gateway, Release  # noqa: E402
+from ansible_collections.scistream.gateway.plugins.module_utils.s2ds.policy import WITH_LOOPBACK, TargetPolicy  # noqa: E402
 from ansible_collections.scistream.gateway.plugins.module_utils.s2ds.runtimes.base import processes_in_group  # noqa: E402
 from ansible_collections.scistream.gateway.plugins.module_utils.s2ds.runtimes.docker import DockerRuntime  # noqa: E402
 from ansible_collections.scistream.gateway.plugins.module_utils.s2ds.runtimes.process import ProcessRuntime  # noqa: E402
 from ansible_collections.scistream.gateway.plugins.module_utils.s2ds.session import SessionSpec  # noqa: E402
+
+# Its gateways forward to services on loopback: allowed explicitly, as an operator would.
+LOOPBACK_POLICY = TargetPolicy(allow=WITH_LOOPBACK)
 
 BIN = os.path.dirname(sys.executable)
 PLAYBOOKS = os.path.join(ROOT, "playbooks")
@@ -120,7 +124,7 @@ def bench_streams(pairs, many=100):
 # -- 2. s2ds_info with many sessions -----------------------------------------------
 def filled_gateway(count, first_port):
     state_dir = tempfile.mkdtemp(prefix="ssscale-info-")
-    gateway = Gateway(state_dir, {"process": lambda s: ProcessRuntime("daemon")})
+    gateway = Gateway(state_dir, {"process": lambda s: ProcessRuntime("daemon")}, policy=LOOPBACK_POLICY)
     specs = [SessionSpec.build(uid=str(uuid.uuid4()), role="PROD", num_conn=1, listener_ip="127.0.0.1",
                                port_range="%d-%d" % (first_port, first_port + count + 49), targets=["127.0.0.1:34991"])
              for dummy in range(count)]
@@ -218,7 +222,7 @@ def bench_memory(per_kind=5):
         for backend in ("haproxy", "nginx", "stunnel"):
             state_dir = tempfile.mkdtemp(prefix="ssscale-mem-")
             runtimes = {"process": lambda s: ProcessRuntime("daemon"), "docker": lambda s, b=backend: DockerRuntime(image=images[b])}
-            gateway = Gateway(state_dir, runtimes)
+            gateway = Gateway(state_dir, runtimes, policy=LOOPBACK_POLICY)
             specs = [SessionSpec.build(uid=str(uuid.uuid4()), role="PROD", num_conn=1, listener_ip="127.0.0.1",
                                        port_range="%d-%d" % (port, port + 99), targets=["127.0.0.1:34992"],
                                        backend=backend, runtime=runtime_name, psk="m" * 32)

@@ -46,9 +46,13 @@ from cryptography.x509.oid import NameOID  # noqa: E402
 
 from ansible_collections.scistream.gateway.plugins.module_utils.s2ds import backends  # noqa: E402
 from ansible_collections.scistream.gateway.plugins.module_utils.s2ds.gateway import Gateway  # noqa: E402
+from ansible_collections.scistream.gateway.plugins.module_utils.s2ds.policy import WITH_LOOPBACK, TargetPolicy  # noqa: E402
 from ansible_collections.scistream.gateway.plugins.module_utils.s2ds.runtimes.process import ProcessRuntime  # noqa: E402
 from ansible_collections.scistream.gateway.plugins.module_utils.s2ds.session import SessionSpec  # noqa: E402
 from ansible_collections.scistream.gateway.plugins.module_utils.s2ds.templates import stunnel  # noqa: E402
+
+# Its gateways forward to services on loopback: allowed explicitly, as an operator would.
+LOOPBACK_POLICY = TargetPolicy(allow=WITH_LOOPBACK)
 
 IPERF_PORT = 30500
 DEFAULT_TUNING = dict(backends.TUNING)
@@ -181,8 +185,8 @@ def chain(workdir, pki, backend, encryption, tuning, options):
             handle.write(text)
     uid = str(uuid.uuid4())
     runtimes = {"process": lambda spec: ProcessRuntime("daemon")}
-    prod = Gateway(os.path.join(workdir, uid, "a"), runtimes)
-    cons = Gateway(os.path.join(workdir, uid, "b"), runtimes)
+    prod = Gateway(os.path.join(workdir, uid, "a"), runtimes, policy=LOOPBACK_POLICY)
+    cons = Gateway(os.path.join(workdir, uid, "b"), runtimes, policy=LOOPBACK_POLICY)
     common = dict(uid=uid, num_conn=1, listener_ip="127.0.0.1", backend=backend, encryption=encryption, **options)
     if encryption == "tls":
         common.update(pki)

@@ -26,12 +26,17 @@ from cryptography.hazmat.primitives import hashes, serialization  # noqa: E402
 from cryptography.hazmat.primitives.asymmetric import ec  # noqa: E402
 from cryptography.x509.oid import NameOID  # noqa: E402
 
-from ansible_collections.scistream.gateway.plugins.module_utils.s2cs.client import ControlClient  # noqa: E402
+from ansible_collections.scistream.gateway.plugins.module_utils.s2cs.client import ControlClient, consumer_policy  # noqa: E402
 from ansible_collections.scistream.gateway.plugins.module_utils.s2ds.gateway import Gateway  # noqa: E402
+from ansible_collections.scistream.gateway.plugins.module_utils.s2ds.policy import WITH_LOOPBACK  # noqa: E402
 from ansible_collections.scistream.gateway.plugins.module_utils.s2ds.runtimes.base import process_alive, wait_until  # noqa: E402
 from ansible_collections.scistream.gateway.plugins.module_utils.s2ds.runtimes.process import ProcessRuntime  # noqa: E402
 
 SERVER_MODULE = "ansible_collections.scistream.gateway.plugins.module_utils.s2cs.server"
+
+
+#: What open_stream lets PROD answer in these tests: loopback allowed explicitly, as an operator would.
+LOOPBACK_ANSWERS = consumer_policy(WITH_LOOPBACK)
 
 
 def _name(cn):
@@ -68,7 +73,8 @@ def make_pki(directory):
 class Server:
     """One S2CS process (started with --daemon: it returns once it listens)."""
 
-    def __init__(self, pki, state_dir, port, port_range, backend="haproxy", extra=(), env=None, start=True):
+    def __init__(self, pki, state_dir, port, port_range, backend="haproxy", extra=(), env=None, start=True,
+                 allowed_targets=WITH_LOOPBACK):
         self.pki = pki
         self.env = dict(env or {})
         self.state_dir = str(state_dir)
@@ -81,6 +87,9 @@ class Server:
                      "--process_supervisor", "daemon", "--server_cert", pki["server.crt"],
                      "--server_key", pki["server.key"], "--daemon", "--pid_file", self.pid_file,
                      "--log_file", self.log_file, "--verbose"] + list(extra)
+        if allowed_targets is not None:
+            # Its sessions forward to services on loopback: allowed explicitly, as an operator would.
+            self.argv += ["--allowed_targets", ",".join(allowed_targets)]
         if start:
             self.start()
 

@@ -53,4 +53,33 @@ options:
         range 61184-65519 are refused.
     type: str
     default: 7400-8399
+  allowed_targets:
+    description:
+      - Where sessions may forward (the target policy - the gateway is no open proxy). Each rule is a network with an
+        optional port or port range, V(10.0.3.0/24), V(10.0.3.10) (one host), V(10.0.3.10/32:5074-5075),
+        V(2001:db8::/32) or V([2001:db8::/32]:5000). A target passes when a rule matches its address and port.
+      - Left out (or empty), the rules are V(0.0.0.0/0) and V(::/0), every address and port but none of the
+        special classes. Whatever the rules, an address that is loopback, unspecified (V(0.0.0.0/8), V(::)),
+        link-local, multicast, reserved or broadcast (V(240.0.0.0/4)), local NAT64, or one of the gateway's own
+        interface addresses passes only a rule that lies inside that class, so V(0.0.0.0/0) does not open loopback
+        and V(127.0.0.0/8) or V(127.0.0.1/32:5074) does (an own address needs its V(/32) or V(/128)).
+      - An IPv4-mapped (V(::ffff:127.0.0.1)) or IPv4-compatible address is checked as the IPv4 address it carries; a
+        NAT64 (V(64:ff9b::/96)), 6to4 or Teredo address as itself and as the IPv4 address it carries.
+      - A host name is resolved once, by the module (at most 5 seconds); every address it has must pass, and the
+        session forwards to the first of them (IPv4 first), so the proxy never looks the name up. The session's
+        RV(scistream.gateway.s2ds#module:targets) show that address; with encryption tls the name is still what the
+        certificate is checked against and what is sent as SNI.
+      - A refused target fails the task naming the target and the rules, before anything is reserved or written.
+      - Rules given replace the default ones; to open loopback as well as the rest, give
+        V([127.0.0.0/8, "::1/128", 0.0.0.0/0, "::/0"]).
+    type: list
+    elements: str
+  protected_ports:
+    description:
+      - Ports (V(5000)) and port ranges (V(9000-9010)) of this gateway's own services (its control servers, their
+        metrics, the exporter) that no session may forward to on a loopback, unspecified or own address, whatever
+        O(allowed_targets) says.
+      - Left out, V(5000) (the control server's default port) and V(9787) (the exporter's port).
+    type: list
+    elements: str
 """

@@ -138,8 +138,56 @@ def stream_sessions(streams, role, gateway, settings=None, hostvars=None):
     return items
 
 
+#: What a host name (no rule can name it) adds to an allow-list: the default rules (special addresses stay refused).
+ANY_ORDINARY = ["0.0.0.0/0", "::/0"]
+
+
+def _exact_rule(target):
+    """The rule ``address/32:port`` (``[address/128]:port``) of one Target, or None for a host name."""
+    if ":" in target.host:
+        return "[%s/128]:%d" % (target.host, target.port)
+    if target.host.replace(".", "").isdigit():
+        return "%s/32:%d" % (target.host, target.port)
+    return None
+
+
+def stream_allowed_targets(streams, role, gateway, hostvars=None):
+    """The default ``allowed_targets`` of ``gateway``'s side ``role`` of ``streams``.
+
+    PROD: exactly the ``producer_targets`` of its streams (the inventory says so in so many words).
+    CONS: each producer gateway's ``scistream_wan_address`` with that gateway's ``scistream_gateway_port_range``
+    (default 5100-5200), whatever ports its PROD session answered. A host name adds 0.0.0.0/0 and ::/0 instead
+    (it is resolved by the module; loopback and the other special addresses stay refused).
+    """
+    if role not in ("PROD", "CONS"):
+        raise AnsibleFilterError("stream_allowed_targets: role %s must be PROD or CONS" % quoted(role))
+    side = "producer_gateway" if role == "PROD" else "consumer_gateway"
+    rules = []
+    for index, stream in enumerate(check_streams(streams)):
+        if stream[side] != gateway:
+            continue
+        if role == "PROD":
+            found = [_exact_rule(parse_target(t)) for t in stream["producer_targets"]]
+        else:
+            producer = (hostvars or {}).get(stream["producer_gateway"]) or {}
+            wan = str(producer.get("scistream_wan_address", stream["producer_gateway"]))
+            ports = str(producer.get("scistream_gateway_port_range") or "5100-5200").replace(" ", "")
+            try:
+                target = parse_target("[%s]:1" % wan if ":" in wan else "%s:1" % wan, field="scistream_wan_address")
+            except S2DSError as exc:
+                raise AnsibleFilterError("%s: %s of %s" % (_stream_name(index, stream), exc,
+                                                           stream["producer_gateway"])) from None
+            exact = _exact_rule(target)
+            found = [exact.rsplit(":", 1)[0] + ":" + ports if exact else None]
+        for rule in found:
+            for item in ([rule] if rule else ANY_ORDINARY):
+                if item not in rules:
+                    rules.append(item)
+    return rules
+
+
 class FilterModule:
     """scistream.gateway filters."""
 
     def filters(self):
-        return {"stream_sessions": stream_sessions}
+        return {"stream_sessions": stream_sessions, "stream_allowed_targets": stream_allowed_targets}

@@ -19,12 +19,13 @@ from ansible.module_utils.common.arg_spec import ArgumentSpecValidator
 from ansible_collections.scistream.gateway.plugins.module_utils.s2ds.backends import HAS_JINJA2
 from ansible_collections.scistream.gateway.plugins.module_utils.s2ds import session
 from ansible_collections.scistream.gateway.plugins.module_utils.s2ds.errors import S2DSError, quoted
+from ansible_collections.scistream.gateway.plugins.module_utils.s2ds.policy import TargetPolicy
 from ansible_collections.scistream.gateway.plugins.module_utils.s2ds.runtimes import registry
 from ansible_collections.scistream.gateway.plugins.module_utils.s2ds.runtimes.registry import DEFAULT_STATE_DIR, STATE_DIR_OPTION
 
 __all__ = ["ALL_GATEWAY_OPTIONS", "DEFAULT_STATE_DIR", "DOCKER_OPTIONS", "GATEWAY_OPTIONS", "JANUS_OPTIONS", "S2DSError", "SESSION_OPTIONS",
            "SESSION_REQUIRED_IF", "TLS_OPTIONS", "apply_sessions", "docker_engine_options", "fail_from",
-           "module_gateway", "request_from_params", "require_core", "require_docker"]
+           "module_gateway", "policy_from_params", "request_from_params", "require_core", "require_docker"]
 
 # Encryption between the gateways, per session (documented in the
 # scistream.gateway.tls doc fragment); part of SESSION_OPTIONS below.
@@ -62,12 +63,17 @@ SESSION_REQUIRED_IF = [("state", "present", ("role",))]
 
 # Options every S2DS module shares: where the gateway keeps its state, and
 # how each runtime reaches its proxies (declared with the runtimes, in runtimes/registry.py).
-GATEWAY_OPTIONS = dict(STATE_DIR_OPTION, **registry.options_of("process"))
+# Where sessions may forward (the target policy, s2ds/policy.py; the gateway doc fragment): None is the strict default.
+POLICY_OPTIONS = dict(
+    allowed_targets=dict(type="list", elements="str"),
+    protected_ports=dict(type="list", elements="str"),
+)
+GATEWAY_OPTIONS = dict(STATE_DIR_OPTION, **dict(registry.options_of("process"), **POLICY_OPTIONS))
 DOCKER_OPTIONS = registry.options_of("docker")
 JANUS_OPTIONS = registry.options_of("janus")
 
 # Every option a module that drives a Gateway takes.
-ALL_GATEWAY_OPTIONS = dict(STATE_DIR_OPTION, **registry.options_of())
+ALL_GATEWAY_OPTIONS = dict(STATE_DIR_OPTION, **dict(registry.options_of(), **POLICY_OPTIONS))
 
 
 def docker_engine_options(params):
@@ -97,12 +103,18 @@ def request_from_params(session_params):
     return SessionSpec.build(**{name: value for name, value in session_params.items() if name in accepted})
 
 
+def policy_from_params(params):
+    """The target policy of ``allowed_targets`` and ``protected_ports`` (S2DSError naming the option when bad)."""
+    return TargetPolicy(allow=params.get("allowed_targets"), protected_ports=params.get("protected_ports"))
+
+
 def module_gateway(module, images=None):
     """A Gateway over the module's ``state_dir`` with every runtime (registry.make_gateway), built lazily per
     session from the module's options; a runtime whose library is missing fails the module, naming it.
     ``images`` ({uid: image}) gives sessions of a batch their own image; the rest use the ``image`` option."""
     return registry.make_gateway(module.params["state_dir"], module.params, images=images,
-                                 missing_library=lambda name, library: module.fail_json(msg=missing_required_lib(library)))
+                                 missing_library=lambda name, library: module.fail_json(msg=missing_required_lib(library)),
+                                 policy=policy_from_params(module.params))
 
 
 def fail_from(module, exc, **result):

@@ -93,6 +93,8 @@ options:
         dotted quad without leading zeros or an IPv6 address without zone id; a port is 1-65535 in ASCII digits
         without sign or leading zero. The whole value must match (no spaces, no newline).
       - For V(PROD), the producer application's ports; for V(CONS), the V(PROD) gateway's listeners.
+      - Each must pass the target policy (O(allowed_targets)); by default no loopback, unspecified, link-local,
+        multicast or own address. A host name is resolved here, once, and the session forwards to its checked address.
     type: list
     elements: str
     default: []

@@ -24,6 +24,10 @@ description:
     collection's grammar (as O(producer_targets) is) before the consumer-side server is contacted; a bad answer
     fails the task naming the field (C(listeners), C(prod_listeners)) with the value escaped, releases the
     producer-side session this run created, and creates nothing on the consumer side.
+  - The listeners the producer-side server answers must also pass the consumer side's target policy
+    (O(cons_allowed_targets)) before the consumer-side server is contacted, so a hostile producer-side server cannot make
+    the consumer gateway forward to a loopback service. A refusal fails the task with code C(PERMISSION_DENIED),
+    naming the listener and the rule, and releases the producer-side session this run created.
   - With O(state=absent), releases O(uid) on both servers; a server that does not know it is no change.
 author:
   - SciStream gateway contributors (@scistream)
@@ -72,6 +76,15 @@ options:
       - The producer application's C(ip:port) endpoints; listener i of the producer gateway forwards to
         target i modulo their number.
       - Required with O(state=present).
+    type: list
+    elements: str
+  cons_allowed_targets:
+    description:
+      - The consumer side's target policy, applied here to the producer gateway's listeners, with rules as in
+        O(scistream.gateway.s2ds#module:allowed_targets), such as V(10.0.2.0/24) or V(10.0.2.1/32:5100-5200).
+      - Left out, the strict default (any address but loopback, unspecified, link-local, multicast, broadcast and
+        their IPv4-mapped, NAT64 and 6to4 forms). A listener must be an address, not a host name.
+      - The consumer-side server applies its own policy too (C(--allowed_cons_targets) of the control server).
     type: list
     elements: str
   state:
@@ -143,6 +156,7 @@ from ansible_collections.scistream.gateway.plugins.module_utils.s2cs.client impo
     ControlCallError,
     ControlClient,
     close_stream,
+    consumer_policy,
     open_stream,
 )
 from ansible_collections.scistream.gateway.plugins.module_utils.s2ds.errors import S2DSError
@@ -159,6 +173,7 @@ def main():
             uid=dict(type="str", required=True),
             num_conn=dict(type="int", default=1),
             producer_targets=dict(type="list", elements="str"),
+            cons_allowed_targets=dict(type="list", elements="str"),
             state=dict(type="str", default="present", choices=["present", "absent"]),
             timeout=dict(type="float", default=30),
         ),
@@ -173,6 +188,7 @@ def main():
         for field in ("prod_server", "cons_server"):
             parse_target(params[field], field=field)
         targets = [str(parse_target(t, field="producer_targets")) for t in params["producer_targets"] or []]
+        cons_policy = consumer_policy(params["cons_allowed_targets"])
     except S2DSError as exc:
         module.fail_json(msg=str(exc), field=exc.field)
     if not 1 <= params["num_conn"] <= 1024:
@@ -185,7 +201,7 @@ def main():
         with client("prod_server") as prod, client("cons_server") as cons:
             if params["state"] == "absent":
                 module.exit_json(changed=close_stream(prod, cons, uid), uid=uid)
-            stream = open_stream(prod, cons, uid, params["num_conn"], targets)
+            stream = open_stream(prod, cons, uid, params["num_conn"], targets, cons_policy=cons_policy)
     except ControlCallError as exc:
         module.fail_json(msg=str(exc), uid=uid, server=exc.server, method=exc.method, code=exc.code,
                          field=getattr(exc, "field", None))

@@ -25,17 +25,21 @@ from conftest import ROOT, Sink, run_playbook, streamcheck
 from ansible_collections.scistream.gateway.plugins.module_utils.s2ds.backends import get_backend
 from ansible_collections.scistream.gateway.plugins.module_utils.s2ds.errors import S2DSError
 from ansible_collections.scistream.gateway.plugins.module_utils.s2ds.gateway import Gateway
+from ansible_collections.scistream.gateway.plugins.module_utils.s2ds.policy import WITH_LOOPBACK, TargetPolicy
 from ansible_collections.scistream.gateway.plugins.module_utils.s2ds.runtimes.base import (
     listening_ports, parent_pid, process_alive, process_cmdline, resolve_proxy_account, wait_until)
 from ansible_collections.scistream.gateway.plugins.module_utils.s2ds.runtimes.docker import DockerRuntime
 from ansible_collections.scistream.gateway.plugins.module_utils.s2ds.runtimes.process import ProcessRuntime
 from ansible_collections.scistream.gateway.plugins.module_utils.s2ds.session import SessionSpec
 
+# Its gateways forward to services on loopback: allowed explicitly, as an operator would.
+LOOPBACK_POLICY = TargetPolicy(allow=WITH_LOOPBACK)
+
 SINK_PORT = 42190
 
 
 def make_gateway(state_dir):
-    return Gateway(str(state_dir), {"process": lambda session: ProcessRuntime("daemon")})
+    return Gateway(str(state_dir), {"process": lambda session: ProcessRuntime("daemon")}, policy=LOOPBACK_POLICY)
 
 
 def haproxy_spec(uid, port_range, target_port, backend="haproxy"):
@@ -242,7 +246,7 @@ def open_state_dir():
     # A test that failed half-way leaves sessions in its gateways' state dirs (prod/, cons/): release them.
     for state_dir in (os.path.join(path, name) for name in ("prod", "cons")):
         gateway = Gateway(state_dir, {"process": lambda session: ProcessRuntime("daemon", "root"),
-                                      "docker": lambda session: DockerRuntime(proxy_user="root")})
+                                      "docker": lambda session: DockerRuntime(proxy_user="root")}, policy=LOOPBACK_POLICY)
         for record in gateway.store.all():
             gateway.absent(record.uid)
     shutil.rmtree(path, ignore_errors=True)
@@ -262,8 +266,8 @@ def mode_owner(path):
 def test_proxies_run_as_the_proxy_user_with_no_capability(open_state_dir, proxy_account, backend):
     account = proxy_account
     runtimes = {"process": lambda session: ProcessRuntime("daemon", PROXY_USER)}
-    prod_gw = Gateway(open_state_dir + "/prod", runtimes)
-    cons_gw = Gateway(open_state_dir + "/cons", runtimes)
+    prod_gw = Gateway(open_state_dir + "/prod", runtimes, policy=LOOPBACK_POLICY)
+    cons_gw = Gateway(open_state_dir + "/cons", runtimes, policy=LOOPBACK_POLICY)
     uid = str(uuid.uuid4())
     common = dict(uid=uid, num_conn=2, listener_ip="127.0.0.1", backend=backend, psk="p" * 32 if backend == "stunnel" else None)
     prod = prod_gw.present(SessionSpec.build(role="PROD", port_range="42200-42209",
@@ -311,7 +315,7 @@ def carries_safely(port, sink_port):
 
 
 def test_a_proxy_user_that_cannot_reach_the_state_dir_is_a_clear_error(tmp_path, proxy_account):
-    gateway = Gateway(str(tmp_path / "gw"), {"process": lambda session: ProcessRuntime("daemon", PROXY_USER)})
+    gateway = Gateway(str(tmp_path / "gw"), {"process": lambda session: ProcessRuntime("daemon", PROXY_USER)}, policy=LOOPBACK_POLICY)
     with pytest.raises(S2DSError) as caught:
         gateway.present(haproxy_spec(str(uuid.uuid4()), "42220-42229", SINK_PORT))
     assert caught.value.field == "state_dir" and PROXY_USER in str(caught.value)
@@ -326,8 +330,8 @@ def test_a_proxy_user_that_cannot_reach_the_state_dir_is_a_clear_error(tmp_path,
 def test_docker_proxies_run_as_the_proxy_user(open_state_dir, proxy_account, backend):
     from conftest import docker_client  # pylint: disable=import-outside-toplevel
     runtimes = {"docker": lambda session: DockerRuntime(image="scistream/%s:local" % backend, proxy_user=PROXY_USER)}
-    prod_gw = Gateway(open_state_dir + "/prod", runtimes)
-    cons_gw = Gateway(open_state_dir + "/cons", runtimes)
+    prod_gw = Gateway(open_state_dir + "/prod", runtimes, policy=LOOPBACK_POLICY)
+    cons_gw = Gateway(open_state_dir + "/cons", runtimes, policy=LOOPBACK_POLICY)
     uid = str(uuid.uuid4())
     common = dict(uid=uid, num_conn=1, listener_ip="127.0.0.1", backend=backend, runtime="docker",
                   psk="d" * 32 if backend == "stunnel" else None)

@@ -49,6 +49,7 @@ import pytest
 
 from conftest import BUILD, ROOT, Sink, docker_client, run_playbook, streamcheck
 from ansible_collections.scistream.gateway.plugins.module_utils.s2ds.runtimes.base import process_alive, wait_until
+from ansible_collections.scistream.gateway.plugins.module_utils.s2ds.policy import WITH_LOOPBACK
 
 SYSTEM_PYTHON = "/usr/bin/python3"
 PROMETHEUS = "/usr/bin/prometheus"
@@ -234,7 +235,7 @@ def stack():
         "s2cs": Process([sys.executable, "-m", S2CS, "--insecure", "--listener_ip", "127.0.0.1", "--port",
                          str(S2CS_PORT), "--port_range", "43150-43159", "--state_dir", dirs["s2cs"],
                          "--process_supervisor", "daemon", "--tokens_file", tokens, "--metrics_port",
-                         str(S2CS_METRICS)], os.path.join(base, "s2cs.log"), env),
+                         str(S2CS_METRICS), "--allowed_targets", ",".join(WITH_LOOPBACK)], os.path.join(base, "s2cs.log"), env),
     }
     started = time.time()
     try:

@@ -22,9 +22,13 @@ import pytest
 from ansible_collections.scistream.gateway.plugins.module_utils.s2ds import proxy_reports
 from ansible_collections.scistream.gateway.plugins.module_utils.s2ds.backends import get_backend
 from ansible_collections.scistream.gateway.plugins.module_utils.s2ds.gateway import Gateway
+from ansible_collections.scistream.gateway.plugins.module_utils.s2ds.policy import WITH_LOOPBACK, TargetPolicy
 from ansible_collections.scistream.gateway.plugins.module_utils.s2ds.runtimes.base import wait_until
 from ansible_collections.scistream.gateway.plugins.module_utils.s2ds.runtimes.process import ProcessRuntime
 from ansible_collections.scistream.gateway.plugins.module_utils.s2ds.session import SessionSpec
+
+# Its gateways forward to services on loopback: allowed explicitly, as an operator would.
+LOOPBACK_POLICY = TargetPolicy(allow=WITH_LOOPBACK)
 
 CLOSED_PORT = 45059  # nothing listens here: every connection the proxy makes to it is refused
 
@@ -53,7 +57,7 @@ def knock(port, times=3):
 @pytest.mark.parametrize("backend,port_range", [("haproxy", "45020-45029"), ("nginx", "45030-45039"),
                                                 ("stunnel", "45040-45049")])
 def test_refused_targets_are_counted_by_the_proxys_own_report(short_state_dir, backend, port_range):
-    gateway = Gateway(short_state_dir, {"process": lambda session: ProcessRuntime("daemon")})
+    gateway = Gateway(short_state_dir, {"process": lambda session: ProcessRuntime("daemon")}, policy=LOOPBACK_POLICY)
     uid = str(uuid.uuid4())
     spec = SessionSpec.build(uid, "CONS", num_conn=2, listener_ip="127.0.0.1", port_range=port_range,
                              targets=["127.0.0.1:%d" % CLOSED_PORT], backend=backend)

@@ -18,6 +18,10 @@ from conftest import ROOT, run_playbook, streamcheck
 from ansible_collections.scistream.gateway.plugins.module_utils.s2ds import counting
 from ansible_collections.scistream.gateway.plugins.module_utils.s2ds.runtimes.registry import make_gateway
 from ansible_collections.scistream.gateway.plugins.module_utils.s2ds.session import SessionSpec
+from ansible_collections.scistream.gateway.plugins.module_utils.s2ds.policy import WITH_LOOPBACK, TargetPolicy
+
+# Its gateways forward to services on loopback: allowed explicitly, as an operator would.
+LOOPBACK_POLICY = TargetPolicy(allow=WITH_LOOPBACK)
 
 CHAIN = os.path.join(ROOT, "tests", "integration", "playbooks", "chain.yml")
 VERIFY = os.path.join(ROOT, "playbooks", "verify.yml")
@@ -102,7 +106,8 @@ def test_two_gateways_with_one_uid_keep_their_own_counters(tmp_path, sink):
         pytest.skip("needs root and the nftables binding (the distribution's, found by the adapter)")
     uid = str(uuid.uuid4())
     target = sink()
-    gateways = [make_gateway(str(tmp_path / name), dict(process_supervisor="daemon")) for name in ("one", "two")]
+    gateways = [make_gateway(str(tmp_path / name), dict(process_supervisor="daemon"), policy=LOOPBACK_POLICY)
+                for name in ("one", "two")]
     assert gateways[0].counter.instance != gateways[1].counter.instance
     ports = []
     try:

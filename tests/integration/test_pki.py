@@ -17,8 +17,12 @@ from cryptography import x509
 
 from conftest import ROOT, Sink, run_playbook, streamcheck
 from ansible_collections.scistream.gateway.plugins.module_utils.s2ds.gateway import Gateway
+from ansible_collections.scistream.gateway.plugins.module_utils.s2ds.policy import WITH_LOOPBACK, TargetPolicy
 from ansible_collections.scistream.gateway.plugins.module_utils.s2ds.runtimes.process import ProcessRuntime
 from ansible_collections.scistream.gateway.plugins.module_utils.s2ds.session import SessionSpec
+
+# Its gateways forward to services on loopback: allowed explicitly, as an operator would.
+LOOPBACK_POLICY = TargetPolicy(allow=WITH_LOOPBACK)
 
 PLAYBOOK = os.path.join(ROOT, "tests", "integration", "playbooks", "pki.yml")
 
@@ -76,7 +80,7 @@ def test_pki_role_issues_renews_and_its_files_carry_an_encrypted_stream(tmp_path
     files = dict(tls_cert=str(pki_dir / "gateway.crt"), tls_key=str(pki_dir / "gateway.key"),
                  tls_ca=str(pki_dir / "ca.crt"))
     runtimes = {"process": lambda spec: ProcessRuntime("daemon")}
-    prod, cons = Gateway(str(tmp_path / "a"), runtimes), Gateway(str(tmp_path / "b"), runtimes)
+    prod, cons = Gateway(str(tmp_path / "a"), runtimes, policy=LOOPBACK_POLICY), Gateway(str(tmp_path / "b"), runtimes, policy=LOOPBACK_POLICY)
     data_sink = Sink(port=30981)
     common = dict(uid=uid, num_conn=1, listener_ip="127.0.0.1", encryption="tls", **files)
     p = prod.present(SessionSpec.build(role="PROD", port_range="30982-30985", targets=["127.0.0.1:30981"], **common))

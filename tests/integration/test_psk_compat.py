@@ -25,9 +25,13 @@ import pytest
 from conftest import Sink, streamcheck
 from ansible_collections.scistream.gateway.plugins.module_utils.s2ds.errors import S2DSError
 from ansible_collections.scistream.gateway.plugins.module_utils.s2ds.gateway import Gateway
+from ansible_collections.scistream.gateway.plugins.module_utils.s2ds.policy import WITH_LOOPBACK, TargetPolicy
 from ansible_collections.scistream.gateway.plugins.module_utils.s2ds.runtimes.base import listening_ports, wait_until
 from ansible_collections.scistream.gateway.plugins.module_utils.s2ds.runtimes.process import ProcessRuntime
 from ansible_collections.scistream.gateway.plugins.module_utils.s2ds.session import SessionSpec
+
+# Its gateways forward to services on loopback: allowed explicitly, as an operator would.
+LOOPBACK_POLICY = TargetPolicy(allow=WITH_LOOPBACK)
 
 SIZE = 200 * 1024 * 1024
 
@@ -70,7 +74,7 @@ class UpstreamStunnel:
 
 @pytest.fixture
 def gateway(tmp_path):
-    return Gateway(str(tmp_path / "gw"), {"process": lambda session: ProcessRuntime("daemon")})
+    return Gateway(str(tmp_path / "gw"), {"process": lambda session: ProcessRuntime("daemon")}, policy=LOOPBACK_POLICY)
 
 
 def compat_spec(uid, role, port_range, target, **extra):
@@ -169,7 +173,7 @@ def test_control_server_with_psk_compat_pairs_with_an_upstream_cons(tmp_path):
             listeners, dummy, created = client.request(uid, "PROD", 1, prod_listeners=["127.0.0.1:45019"])
             assert created and len(listeners) == 1
             client.update(uid, ["127.0.0.1:45019"], "PROD")
-            run_dir = Gateway(str(tmp_path / "s2cs"), {}).store.run_dir(uid)
+            run_dir = Gateway(str(tmp_path / "s2cs"), {}, policy=LOOPBACK_POLICY).store.run_dir(uid)
             with open(os.path.join(run_dir, "psk.txt"), encoding="ascii") as handle:
                 assert handle.read() == "client1:%s\n" % uid.replace("-", "")
             upstream = UpstreamStunnel(str(tmp_path / "upstream"), uid, client=True, accept_port=45018,

@@ -17,7 +17,7 @@ import uuid
 import pytest
 
 from conftest import ROOT, run_playbook, streamcheck
-from s2cs_real import client_request, sessions
+from s2cs_real import LOOPBACK_ANSWERS, client_request, sessions
 
 grpc = pytest.importorskip("grpc")
 
@@ -42,7 +42,7 @@ def test_stream_across_two_servers(servers, sink, backend, slot):
     receiver = sink()
     uid = str(uuid.uuid4())
     with prod_server.client() as prod, cons_server.client() as cons:
-        stream = open_stream(prod, cons, uid, 2, ["127.0.0.1:%d" % receiver.port])
+        stream = open_stream(prod, cons, uid, 2, ["127.0.0.1:%d" % receiver.port], cons_policy=LOOPBACK_ANSWERS)
         assert stream["changed"]
         assert [int(l.rsplit(":", 1)[1]) for l in stream["prod_listeners"]] == [base, base + 1]
         assert [int(l.rsplit(":", 1)[1]) for l in stream["listeners"]] == [base + 100, base + 101]
@@ -56,7 +56,7 @@ def test_stream_across_two_servers(servers, sink, backend, slot):
         assert got["bytes"] == sent["bytes"] == PAYLOAD
         assert got["sha256"] == sent["sha256"]
         # Asked again: same listeners, nothing changed.
-        again = open_stream(prod, cons, uid, 2, ["127.0.0.1:%d" % receiver.port])
+        again = open_stream(prod, cons, uid, 2, ["127.0.0.1:%d" % receiver.port], cons_policy=LOOPBACK_ANSWERS)
         assert again == dict(stream, changed=False)
         assert close_stream(prod, cons, uid)
         assert not close_stream(prod, cons, uid)

@@ -18,7 +18,7 @@ import uuid
 import pytest
 
 from conftest import streamcheck
-from s2cs_real import sessions
+from s2cs_real import LOOPBACK_ANSWERS, sessions
 
 pytest.importorskip("grpc")
 
@@ -42,7 +42,7 @@ def test_upstream_types_map_to_backend_and_runtime(servers, pki, sink):
     receiver = sink()
     uid = str(uuid.uuid4())
     with prod_server.client() as prod, cons_server.client() as cons:
-        stream = open_stream(prod, cons, uid, 1, ["127.0.0.1:%d" % receiver.port])
+        stream = open_stream(prod, cons, uid, 1, ["127.0.0.1:%d" % receiver.port], cons_policy=LOOPBACK_ANSWERS)
         assert stream["prod_listeners"] == ["127.0.0.1:41460"] and stream["listeners"] == ["127.0.0.1:41470"]
         [prod_info], [cons_info] = sessions(prod_server.state_dir), sessions(cons_server.state_dir)
         assert (prod_info["runtime"], cons_info["runtime"]) == ("docker", "process")

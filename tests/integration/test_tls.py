@@ -33,9 +33,13 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from conftest import ROOT, Sink, files_under, run_playbook, streamcheck
 from ansible_collections.scistream.gateway.plugins.module_utils.s2ds.errors import S2DSError
 from ansible_collections.scistream.gateway.plugins.module_utils.s2ds.gateway import Gateway
+from ansible_collections.scistream.gateway.plugins.module_utils.s2ds.policy import WITH_LOOPBACK, TargetPolicy
 from ansible_collections.scistream.gateway.plugins.module_utils.s2ds.runtimes.base import listening_ports, wait_until
 from ansible_collections.scistream.gateway.plugins.module_utils.s2ds.runtimes.process import ProcessRuntime
 from ansible_collections.scistream.gateway.plugins.module_utils.s2ds.session import SessionSpec
+
+# Its gateways forward to services on loopback: allowed explicitly, as an operator would.
+LOOPBACK_POLICY = TargetPolicy(allow=WITH_LOOPBACK)
 
 PLAYBOOK = os.path.join(ROOT, "tests", "integration", "playbooks", "tls_chain.yml")
 PAYLOAD = 200 * 1024 * 1024
@@ -297,8 +301,8 @@ class Pair:
     def __init__(self, tmp_path, backend, base):
         self.tmp_path, self.backend, self.base = tmp_path, backend, base
         runtimes = {"process": lambda spec: ProcessRuntime("daemon")}
-        self.prod = Gateway(str(tmp_path / "a"), runtimes)
-        self.cons = Gateway(str(tmp_path / "b"), runtimes)
+        self.prod = Gateway(str(tmp_path / "a"), runtimes, policy=LOOPBACK_POLICY)
+        self.cons = Gateway(str(tmp_path / "b"), runtimes, policy=LOOPBACK_POLICY)
         self.uids = []
 
     def connect(self, prod_cert, cons_cert, ca_path, dial="127.0.0.1", prod_ca=None):
@@ -398,7 +402,7 @@ def test_bad_encryption_input_names_field_and_value_and_leaves_nothing(tmp_path,
         with pytest.raises(S2DSError) as error:
             spec = SessionSpec.build(uid=uid, role="PROD", targets=["127.0.0.1:9"], port_range="30900-30909",
                                      **kwargs)
-            Gateway(str(tmp_path / "gw"), runtimes).present(spec)
+            Gateway(str(tmp_path / "gw"), runtimes, policy=LOOPBACK_POLICY).present(spec)
         assert error.value.field == field and why in str(error.value), str(error.value)
         assert key_text.splitlines()[1] not in str(error.value)
     assert not os.path.exists(str(tmp_path / "gw")) or files_under(str(tmp_path / "gw")) == []

@@ -14,7 +14,11 @@ from conftest import files_under
 from gateway_fakes import FakeRuntime, spec
 from ansible_collections.scistream.gateway.plugins.module_utils.s2ds.errors import S2DSError
 from ansible_collections.scistream.gateway.plugins.module_utils.s2ds.gateway import Gateway, Release
+from ansible_collections.scistream.gateway.plugins.module_utils.s2ds.policy import WITH_LOOPBACK, TargetPolicy
 from ansible_collections.scistream.gateway.plugins.module_utils.s2ds.store import BrokenRecord, SessionStore
+
+# Its gateways forward to services on loopback: allowed explicitly, as an operator would.
+LOOPBACK_POLICY = TargetPolicy(allow=WITH_LOOPBACK)
 
 
 class OrphanAwareRuntime(FakeRuntime):
@@ -31,7 +35,7 @@ def fake():
 
 @pytest.fixture
 def gateway(tmp_path, fake):
-    return Gateway(str(tmp_path / "state"), {"process": lambda session: fake})
+    return Gateway(str(tmp_path / "state"), {"process": lambda session: fake}, policy=LOOPBACK_POLICY)
 
 
 def uids(count):

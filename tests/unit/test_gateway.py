@@ -14,6 +14,10 @@ from conftest import files_under
 from gateway_fakes import UID, FakeRuntime, spec
 from ansible_collections.scistream.gateway.plugins.module_utils.s2ds.errors import S2DSError
 from ansible_collections.scistream.gateway.plugins.module_utils.s2ds.gateway import Gateway
+from ansible_collections.scistream.gateway.plugins.module_utils.s2ds.policy import WITH_LOOPBACK, TargetPolicy
+
+# Its gateways forward to services on loopback: allowed explicitly, as an operator would.
+LOOPBACK_POLICY = TargetPolicy(allow=WITH_LOOPBACK)
 
 OTHER = "0b7a3c52-9d1e-4f6a-8b2c-3d4e5f607182"
 
@@ -25,7 +29,7 @@ def fake():
 
 @pytest.fixture
 def gateway(tmp_path, fake):
-    return Gateway(str(tmp_path / "state"), {"process": lambda session: fake})
+    return Gateway(str(tmp_path / "state"), {"process": lambda session: fake}, policy=LOOPBACK_POLICY)
 
 
 def test_reserve_then_same_ports_again(gateway):
@@ -85,7 +89,7 @@ def test_role_backend_or_runtime_cannot_change(gateway):
 
 def test_failed_start_leaves_nothing(tmp_path):
     failing = FakeRuntime(fail_start=True)
-    gateway = Gateway(str(tmp_path / "state"), {"process": lambda session: failing})
+    gateway = Gateway(str(tmp_path / "state"), {"process": lambda session: failing}, policy=LOOPBACK_POLICY)
     with pytest.raises(S2DSError):
         gateway.present(spec(targets=["127.0.0.1:9000"]))
     assert files_under(str(tmp_path / "state")) == []
@@ -109,14 +113,14 @@ def test_num_conn_grows_and_shrinks_keeping_ports(gateway):
 
 def test_sessions_survive_a_new_gateway_object(gateway, tmp_path, fake):
     gateway.present(spec(targets=["127.0.0.1:9000"]))
-    again = Gateway(str(tmp_path / "state"), {"process": lambda session: fake})
+    again = Gateway(str(tmp_path / "state"), {"process": lambda session: fake}, policy=LOOPBACK_POLICY)
     [info] = again.sessions()
     assert info["uid"] == UID and info["ports"] == [47100, 47101] and info["healthy"]
 
 
 def _reserve_many(state_dir, worker, count, queue):
     import uuid
-    gateway = Gateway(state_dir, {"process": lambda session: FakeRuntime()})
+    gateway = Gateway(state_dir, {"process": lambda session: FakeRuntime()}, policy=LOOPBACK_POLICY)
     ports = []
     for i in range(count):
         uid = str(uuid.uuid5(uuid.NAMESPACE_OID, "%d-%d" % (worker, i)))

@@ -20,6 +20,10 @@ from ansible_collections.scistream.gateway.plugins.module_utils.s2ds.errors impo
 from ansible_collections.scistream.gateway.plugins.module_utils.s2ds.gateway import Gateway
 from ansible_collections.scistream.gateway.plugins.module_utils.s2ds.runtimes.base import Runtime
 from ansible_collections.scistream.gateway.plugins.module_utils.s2ds.session import SessionRecord, SessionSpec
+from ansible_collections.scistream.gateway.plugins.module_utils.s2ds.policy import WITH_LOOPBACK, TargetPolicy
+
+# Its gateways forward to services on loopback: allowed explicitly, as an operator would.
+LOOPBACK_POLICY = TargetPolicy(allow=WITH_LOOPBACK)
 
 UID = "4f6c1b7e-2a3d-4c5e-9f00-1234567890ab"
 OTHER = "0b7a3c52-9d1e-4f6a-8b2c-3d4e5f607182"
@@ -132,7 +136,7 @@ def counted_gateway(tmp_path, monkeypatch):
     monkeypatch.setattr("ansible_collections.scistream.gateway.plugins.module_utils.s2ds.gateway.wait_for_listeners",
                         lambda *a, **k: None)
     counter = FakeCounter()
-    return Gateway(str(tmp_path), {"process": lambda s: runtime}, counter=counter), counter
+    return Gateway(str(tmp_path), {"process": lambda s: runtime}, counter=counter, policy=LOOPBACK_POLICY), counter
 
 
 def test_gateway_counts_a_new_session_once_and_stops_on_release(counted_gateway):
@@ -154,7 +158,7 @@ def test_gateway_without_counter_never_counts(tmp_path, monkeypatch):
     runtime = LocalRuntime()
     monkeypatch.setattr("ansible_collections.scistream.gateway.plugins.module_utils.s2ds.gateway.wait_for_listeners",
                         lambda *a, **k: None)
-    gateway = Gateway(str(tmp_path), {"process": lambda s: runtime}, counter=None)
+    gateway = Gateway(str(tmp_path), {"process": lambda s: runtime}, counter=None, policy=LOOPBACK_POLICY)
     spec = SessionSpec.build(UID, "PROD", num_conn=1, port_range="43000-43010", targets=["127.0.0.1:5074"])
     assert "count" not in gateway.present(spec).actions
 
@@ -171,7 +175,7 @@ def test_unreadable_counters_and_a_missing_runtime_are_per_session(tmp_path, mon
         raise S2DSError("runtime kernel needs the nftables Python binding", field="runtime", value="kernel")
 
     counter = FakeCounter()
-    gateway = Gateway(str(tmp_path), {"process": lambda s: runtime, "kernel": no_binding}, counter=counter)
+    gateway = Gateway(str(tmp_path), {"process": lambda s: runtime, "kernel": no_binding}, counter=counter, policy=LOOPBACK_POLICY)
     gateway.present(SessionSpec.build(UID, "PROD", num_conn=1, port_range="43000-43010", targets=["127.0.0.1:5074"]))
     kernel = SessionRecord(uid=OTHER, role="PROD", backend="nftables", runtime="kernel", listener_ip="10.0.0.1",
                            ports=[43005], targets=["10.0.0.2:5074"])

@@ -33,8 +33,8 @@ def fragment_options(name):
 def test_doc_fragments_agree_with_the_registry(fragment):
     documented = fragment_options(fragment)
     declared = registry.options_of(*FRAGMENTS[fragment])
-    if fragment == "gateway":
-        declared = dict(registry.STATE_DIR_OPTION, **declared)
+    if fragment == "gateway":  # the state dir and the target policy are the gateway's, not a runtime's
+        declared = dict(registry.STATE_DIR_OPTION, **dict(declared, **ansible_s2ds.POLICY_OPTIONS))
     assert sorted(documented) == sorted(declared)
     for name, spec in declared.items():
         doc = documented[name]
@@ -44,10 +44,12 @@ def test_doc_fragments_agree_with_the_registry(fragment):
 
 
 def test_the_module_specs_are_the_registry():
-    assert ansible_s2ds.GATEWAY_OPTIONS == dict(registry.STATE_DIR_OPTION, **registry.options_of("process"))
+    assert ansible_s2ds.GATEWAY_OPTIONS == dict(registry.STATE_DIR_OPTION, **dict(registry.options_of("process"),
+                                                                                  **ansible_s2ds.POLICY_OPTIONS))
     assert ansible_s2ds.DOCKER_OPTIONS == registry.options_of("docker")
     assert ansible_s2ds.JANUS_OPTIONS == registry.options_of("janus")
-    assert ansible_s2ds.ALL_GATEWAY_OPTIONS == dict(registry.STATE_DIR_OPTION, **registry.options_of())
+    assert ansible_s2ds.ALL_GATEWAY_OPTIONS == dict(registry.STATE_DIR_OPTION, **dict(registry.options_of(),
+                                                                                      **ansible_s2ds.POLICY_OPTIONS))
     assert registry.options_of()["janus_password"]["no_log"] is True
 
 

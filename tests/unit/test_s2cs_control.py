@@ -22,8 +22,12 @@ from ansible_collections.scistream.gateway.plugins.module_utils.s2cs.control imp
     Caller, ControlError, ControlService, Limits, PendingMarks, peer_host, public_message)
 from ansible_collections.scistream.gateway.plugins.module_utils.s2ds.errors import PortsExhausted, S2DSError
 from ansible_collections.scistream.gateway.plugins.module_utils.s2ds.gateway import Gateway
+from ansible_collections.scistream.gateway.plugins.module_utils.s2ds.policy import WITH_LOOPBACK, TargetPolicy
 from ansible_collections.scistream.gateway.plugins.module_utils.s2ds.ports import reserve_ports
 from ansible_collections.scistream.gateway.plugins.module_utils.s2ds.runtimes.process import ProcessRuntime
+
+# Its gateways forward to services on loopback: allowed explicitly, as an operator would.
+LOOPBACK_POLICY = TargetPolicy(allow=WITH_LOOPBACK)
 
 server = pytest.importorskip("ansible_collections.scistream.gateway.plugins.module_utils.s2cs.server")
 
@@ -33,7 +37,7 @@ ADMIN = Caller(identity="token-sha256:cc", peer="127.0.0.3", admin=True)
 
 
 def make_service(tmp_path, **kwargs):
-    gateway = Gateway(str(tmp_path / "state"), {"process": lambda s: ProcessRuntime("daemon")})
+    gateway = Gateway(str(tmp_path / "state"), {"process": lambda s: ProcessRuntime("daemon")}, policy=LOOPBACK_POLICY)
     options = dict(listener_ip="127.0.0.1", port_range="41950-41959", hello_timeout=5, hello_grace=2)
     options.update(kwargs)
     return ControlService(gateway, **options)

@@ -88,3 +88,20 @@ def test_the_filter_is_registered():
     assert FilterModule().filters()["stream_sessions"] is stream_sessions
     with pytest.raises(AnsibleFilterError, match="role"):
         stream_sessions(STREAMS, "BOTH", "gw-a")
+
+
+def test_allowed_targets_of_each_side():
+    from ansible_collections.scistream.gateway.plugins.filter.stream_sessions import stream_allowed_targets
+    from ansible_collections.scistream.gateway.plugins.module_utils.s2ds.session import parse_target_rules
+    prod = stream_allowed_targets(STREAMS, "PROD", "gw-a")
+    assert prod == ["10.0.3.10/32:5074", "10.0.3.10/32:5075", "[2001:db8::10/128]:6000"]
+    assert stream_allowed_targets(STREAMS, "PROD", "gw-b") == ["0.0.0.0/0", "::/0"]  # a host name: the default rules
+    hostvars = {"gw-a": {"scistream_wan_address": "10.0.2.1", "scistream_gateway_port_range": "5300-5400"},
+                "gw-b": {"scistream_wan_address": "2001:db8::2"}}
+    assert stream_allowed_targets(STREAMS, "CONS", "gw-b", hostvars) == ["10.0.2.1/32:5300-5400"]
+    assert stream_allowed_targets(STREAMS, "CONS", "gw-a", hostvars) == ["[2001:db8::2/128]:5100-5200"]
+    for side, gateway in (("PROD", "gw-a"), ("CONS", "gw-b"), ("CONS", "gw-a")):
+        parse_target_rules(stream_allowed_targets(STREAMS, side, gateway, hostvars))  # the module's grammar reads them
+    with pytest.raises(AnsibleFilterError, match="scistream_wan_address"):
+        stream_allowed_targets(STREAMS, "CONS", "gw-b", {"gw-a": {"scistream_wan_address": "bad address"}})
+    assert "stream_allowed_targets" in FilterModule().filters()

@@ -12,7 +12,11 @@ from gateway_fakes import FakeRuntime
 from ansible_collections.scistream.gateway.plugins.module_utils.s2ds.backends import get_backend, render_config
 from ansible_collections.scistream.gateway.plugins.module_utils.s2ds.errors import S2DSError
 from ansible_collections.scistream.gateway.plugins.module_utils.s2ds.gateway import Gateway
+from ansible_collections.scistream.gateway.plugins.module_utils.s2ds.policy import WITH_LOOPBACK, TargetPolicy
 from ansible_collections.scistream.gateway.plugins.module_utils.s2ds.session import SessionRecord, SessionSpec, TLSMaterial
+
+# Its gateways forward to services on loopback: allowed explicitly, as an operator would.
+LOOPBACK_POLICY = TargetPolicy(allow=WITH_LOOPBACK)
 
 UID = "4f6c1b7e-2a3d-4c5e-9f00-1234567890ab"
 CERT = "-----BEGIN CERTIFICATE-----\nMIIcert\n-----END CERTIFICATE-----\n"
@@ -90,7 +94,7 @@ def test_gateway_writes_tls_files_and_removes_them_when_encryption_is_turned_off
     for name, text in (("c.crt", CERT), ("k.key", KEY), ("ca.crt", CA)):
         (tmp_path / name).write_text(text)
     fake = FakeRuntime()
-    gateway = Gateway(str(tmp_path / "state"), {"process": lambda spec: fake})
+    gateway = Gateway(str(tmp_path / "state"), {"process": lambda spec: fake}, policy=LOOPBACK_POLICY)
     files = dict(tls_cert=str(tmp_path / "c.crt"), tls_key=str(tmp_path / "k.key"), tls_ca=str(tmp_path / "ca.crt"))
     common = dict(uid=UID, role="PROD", backend="nginx", targets=["127.0.0.1:9"], port_range="30990-30999")
     outcome = gateway.present(SessionSpec.build(encryption="tls", **common, **files))
@@ -105,3 +109,17 @@ def test_gateway_writes_tls_files_and_removes_them_when_encryption_is_turned_off
     plain = gateway.present(SessionSpec.build(**common))
     assert plain.changed and "write_config" in plain.actions and plain.session["encryption"] == "none"
     assert sorted(os.listdir(run_dir)) == ["nginx.conf"]
+
+
+def test_a_resolved_name_is_dialled_by_address_and_checked_by_name():
+    """The target policy resolved gw-a.example.org: the proxy dials the checked address, TLS checks the name."""
+    record = SessionRecord(uid=UID, role="CONS", backend="haproxy", runtime="process", listener_ip="0.0.0.0",
+                           ports=[5200, 5201], targets=["10.0.0.2:5100", "10.0.0.3:5101"],
+                           target_names=[None, "gw-a.example.org"])
+    paths = {"run_dir": "/etc/scistream", "pid_file": "/tmp/pid", "log_file": "/dev/stderr",
+             "psk_file": "/etc/scistream/psk.txt", "foreground": True}
+    text = render_config(get_backend("haproxy"), record, paths, "PSK-AES128-GCM-SHA256", tls=TLS)
+    assert "server target_1 10.0.0.3:5101 ssl" in text
+    assert "verifyhost gw-a.example.org sni str(gw-a.example.org)\n" in text and "verifyhost 10.0.0.2\n" in text
+    nginx = render_config(get_backend("nginx"), record, paths, "PSK-AES128-GCM-SHA256", tls=TLS)
+    assert "proxy_ssl_name gw-a.example.org;" in nginx and "proxy_pass 10.0.0.3:5101;" in nginx

@@ -21,6 +21,7 @@ except ImportError as exc:
     GRPC_IMPORT_ERROR = exc
 
 from ..s2ds.errors import S2DSError
+from ..s2ds.policy import TargetPolicy
 from ..s2ds.session import parse_target
 from .text import untrusted_text
 
@@ -55,6 +56,21 @@ class UntrustedAnswer(ControlCallError):
     def __init__(self, server, method, field, why):
         super().__init__(server, method, "INVALID_ANSWER", "%s: %s" % (field, why))
         self.field = field
+
+
+class RefusedAnswer(ControlCallError):
+    """A server answered listeners that the consumer side's target policy refuses (``code`` PERMISSION_DENIED)."""
+
+    def __init__(self, server, method, field, why):
+        super().__init__(server, method, "PERMISSION_DENIED", why)
+        self.field = field
+
+
+def consumer_policy(allowed_targets=None):
+    """The policy ``open_stream`` applies to PROD's answers for the CONS side: ``allowed_targets`` rules, no
+    host names (a gateway answers addresses), and no own addresses (the controller is not the CONS gateway;
+    the CONS server checks its own again)."""
+    return TargetPolicy(allow=allowed_targets, addresses=(), resolver=None, field="cons_allowed_targets")
 
 
 def checked_listeners(server, method, field, values, most):
@@ -159,20 +175,27 @@ class ControlClient:
         return list(response.listeners)
 
 
-def open_stream(prod, cons, uid, num_conn, producer_targets):
+def open_stream(prod, cons, uid, num_conn, producer_targets, cons_policy=None):
     """The two-gateway flow: PROD req+hello+update to the producer, then CONS to PROD's listeners.
 
     ``prod`` and ``cons`` are ControlClients. Returns a dict with both sides'
     listeners and whether anything changed. A PROD session this call created
     is released again when the CONS side fails, so nothing is left half done.
-    Every listener a server answers passes the grammar first (``checked_listeners``).
+    Every listener a server answers passes the grammar first (``checked_listeners``),
+    and the listeners PROD answers pass ``cons_policy`` (a TargetPolicy; default
+    ``consumer_policy()``, the strict default) before the CONS side is asked anything.
     """
+    cons_policy = cons_policy if cons_policy is not None else consumer_policy()
     prod_listeners, dummy, prod_created = prod.request(uid, "PROD", num_conn, prod_listeners=producer_targets)
     try:
         checked_listeners(prod.server, "req", "listeners", prod_listeners, num_conn)
         prod_listeners, prod_changed = prod.update(uid, producer_targets, "PROD")
         # Checked before the consumer side is asked for anything: a bad answer creates nothing there.
         prod_listeners = checked_listeners(prod.server, "update", "prod_listeners", prod_listeners, num_conn)
+        try:
+            cons_policy.check([parse_target(value) for value in prod_listeners], "CONS", field="prod_listeners")
+        except S2DSError as exc:
+            raise RefusedAnswer(prod.server, "update", "prod_listeners", str(exc)) from None
         cons_listeners, dummy, cons_created = cons.request(uid, "CONS", num_conn)
         cons_listeners, cons_changed = cons.update(uid, prod_listeners, "CONS")
         cons_listeners = checked_listeners(cons.server, "update", "listeners", cons_listeners, num_conn)

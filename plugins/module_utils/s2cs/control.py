@@ -44,7 +44,7 @@ except ImportError as exc:  # the Ansible modules report it through missing_requ
     HAS_GRPC = False
     GRPC_IMPORT_ERROR = exc
 
-from ..s2ds.errors import PortsExhausted, S2DSError
+from ..s2ds.errors import PortsExhausted, S2DSError, TargetRefused
 from ..s2ds.session import SessionSpec, parse_port_range, parse_target, parse_uid
 from .text import LOG_LIMIT, untrusted_text
 
@@ -69,11 +69,15 @@ class ControlError(Exception):
 
 
 def _bad_input(exc, field=None):
-    """INVALID_ARGUMENT from an S2DSError; its message names the field and value."""
+    """INVALID_ARGUMENT from an S2DSError (PERMISSION_DENIED from a target policy's refusal); its message names
+    the field and value (and the rule)."""
     name = field or exc.field
     message = str(exc)
     if name and not message.startswith(name):
         message = "%s: %s" % (name, message)
+    if isinstance(exc, TargetRefused):
+        LOG.warning("%s", message)  # the value in it is quoted (escaped, bounded) by the grammar's errors
+        return ControlError("PERMISSION_DENIED", message)
     return ControlError("INVALID_ARGUMENT", message)
 
 
@@ -560,14 +564,14 @@ class ControlService:
             pending = await self._wait_for_req(uid, caller)
         if pending is None:
             self._check_owner(uid, getattr(record, "owner", None), caller, "hello for")
-            self._check_hello(record.role, len(record.ports), prod_listeners)
+            await self._check_hello(record.role, len(record.ports), prod_listeners)
             if prod_listeners and record.role == "PROD":
                 self._hellos[uid] = prod_listeners
             return record.listeners
         self._check_owner(uid, pending.caller.identity, caller, "hello for")
         # The session's role comes from req: S2UC sends PROD in the hello of a CONS session.
         try:
-            self._check_hello(pending.params[0], pending.params[1], prod_listeners)
+            await self._check_hello(pending.params[0], pending.params[1], prod_listeners)
         except ControlError as exc:
             if not pending.hello.is_set():
                 pending.hello_error = exc
@@ -604,15 +608,17 @@ class ControlService:
             raise ControlError("NOT_FOUND", "no session %s: send req first" % uid)
         return pending
 
-    def _check_hello(self, role, num_conn, prod_listeners):
+    async def _check_hello(self, role, num_conn, prod_listeners):
+        """A hello's prod_listeners: the grammar, then the gateway's target policy for PROD targets (a name is
+        resolved off the loop), so a refused producer ends the req before anything forwards."""
         self._check_list("prod_listeners", prod_listeners, num_conn)
         if role != "PROD":
             return
-        for value in prod_listeners:
-            try:
-                parse_target(value, field="prod_listeners")
-            except S2DSError as exc:
-                raise _bad_input(exc) from None
+        try:
+            targets = [parse_target(value, field="prod_listeners") for value in prod_listeners]
+            await self._blocking(self.gateway.policy.check, targets, "PROD", "prod_listeners")
+        except S2DSError as exc:
+            raise _bad_input(exc) from None
 
     # -- update ----------------------------------------------------------------
     async def update(self, uid, remote_listeners, caller=None):

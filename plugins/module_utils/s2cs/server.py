@@ -49,6 +49,7 @@ except ImportError:  # reported by main()
 
 from ..s2ds.backends import PSK_COMPAT
 from ..s2ds.errors import S2DSError
+from ..s2ds.policy import TargetPolicy
 from ..s2ds.runtimes.registry import make_gateway, options_of
 from . import metrics
 from .control import LOG, SERVER_DIR, Caller, ControlError, ControlService, ControlServicer, Limits, peer_host
@@ -399,8 +400,9 @@ SERVER_RUNTIMES = ("process", "docker")
 
 
 def build_gateway(args):
-    """A Gateway over ``--state_dir`` with the runtimes a control server offers, from its runtime options."""
-    return make_gateway(args.state_dir, vars(args), runtimes=SERVER_RUNTIMES)
+    """A Gateway over ``--state_dir`` with the runtimes a control server offers, from its runtime options,
+    and its target policy."""
+    return make_gateway(args.state_dir, vars(args), runtimes=SERVER_RUNTIMES, policy=policy_of(args))
 
 
 class StateDirLock:
@@ -542,6 +544,28 @@ def parser():
     own.add_argument(*_spellings("--metrics_address"), dest="metrics_address", default="127.0.0.1",
                      help="address of --metrics_port (default %(default)s)")
 
+    pol = p.add_argument_group("target policy (where sessions may forward; each refusal is PERMISSION_DENIED naming "
+                               "the target and the rule)")
+    pol.add_argument(*_spellings("--allowed_targets"), dest="allowed_targets", action="append", default=None,
+                     metavar="RULES",
+                     help="rules, comma-separated or repeated: 10.0.3.0/24, 10.0.3.10/32:5074-5075, "
+                          "[2001:db8::/32]:5000. Default 0.0.0.0/0 and ::/0; loopback, unspecified, link-local, "
+                          "multicast, broadcast and this host's own addresses pass only a rule inside their class "
+                          "(127.0.0.0/8 opens loopback)")
+    pol.add_argument(*_spellings("--allowed_prod_targets"), dest="allowed_prod_targets", action="append",
+                     default=None, metavar="RULES",
+                     help="rules for PROD sessions' targets (the producers: hello's prod_listeners, update), "
+                          "instead of --allowed_targets")
+    pol.add_argument(*_spellings("--allowed_cons_targets"), dest="allowed_cons_targets", action="append",
+                     default=None, metavar="RULES",
+                     help="rules for CONS sessions' targets (the PROD gateways' listeners), instead of "
+                          "--allowed_targets")
+    pol.add_argument(*_spellings("--protected_ports"), dest="protected_ports", action="append", default=None,
+                     metavar="PORTS",
+                     help="ports of this host's services no session may forward to on a loopback or own address, "
+                          "whatever the rules (an exporter's; this server's --port and --metrics_port are added); "
+                          "default 5000,9787")
+
     run = p.add_argument_group("the runtimes' options (as the scistream.gateway.s2ds module's, from its runtime registry)")
     add_runtime_options(run, SERVER_RUNTIMES)
 
@@ -621,6 +645,10 @@ def parse_args(argv=None):
     if args.client_secret_file and args.client_secret:
         p.error("--client_secret and --client_secret_file: give one")
     args.insecure = not args.ssl
+    try:
+        policy_of(args)
+    except S2DSError as exc:
+        p.error(str(exc))
     return args
 
 
@@ -630,6 +658,20 @@ def read_secret(path):
             return handle.read().strip()
     except OSError as exc:
         raise SystemExit("%s cannot be read: %s" % (path, exc.strerror)) from None
+
+
+def _joined(values):
+    """Repeated, comma-separated option values as one list (None when the option was not given)."""
+    return None if values is None else [v for value in values for v in value.split(",") if v]
+
+
+def policy_of(args):
+    """The target policy of the command line: its rules, and this server's own ports protected."""
+    policy = TargetPolicy(allow=_joined(args.allowed_targets), prod_allow=_joined(args.allowed_prod_targets),
+                          cons_allow=_joined(args.allowed_cons_targets), protected_ports=_joined(args.protected_ports),
+                          field="--allowed_targets")
+    policy.add_protected(args.port, args.metrics_port)
+    return policy
 
 
 def limits_of(args):
@@ -754,6 +796,7 @@ async def serve_async(args, ready=None, interceptors=()):
     if not bound:
         raise SystemExit("cannot listen on %s" % address)
     describe_auth(args, checker, counts)
+    LOG.info("target policy: %s", gateway.policy.describe())
     await server.start()
     LOG.info("S2CS listening on %s: backend %s, runtime %s, listeners %s ports %s, state %s, hello timeout %gs",
              address, args.backend, args.runtime, args.listener_ip, args.port_range, args.state_dir,

@@ -277,6 +277,8 @@ def render_config(backend, record, paths, psk_cipher, template_text=None, tls=No
     if backend.render is not None:
         return backend.render(record)
     targets = record.targets
+    # The name a target was resolved from is what TLS checks and sends as SNI; the proxy dials the address.
+    names = record.target_names or [None] * len(targets)
     listeners = [
         {
             "ip": record.listener_ip,
@@ -284,8 +286,8 @@ def render_config(backend, record, paths, psk_cipher, template_text=None, tls=No
             "bind_address": backend.address(record.listener_ip, port),
             "target": targets[i % len(targets)],
             "target_address": _target_address(backend, targets[i % len(targets)]),
-            "target_host": _target_host(targets[i % len(targets)]),
-            "target_is_ip": _is_ip(_target_host(targets[i % len(targets)])),
+            "target_host": names[i % len(targets)] or _target_host(targets[i % len(targets)]),
+            "target_is_ip": _is_ip(names[i % len(targets)] or _target_host(targets[i % len(targets)])),
         }
         for i, port in enumerate(record.ports)
     ]

@@ -29,6 +29,10 @@ class PortsExhausted(S2DSError):
     """
 
 
+class TargetRefused(S2DSError):
+    """The target policy refuses a target (a control server answers PERMISSION_DENIED); names target and rule."""
+
+
 #: Longest repr of a value an error message quotes; a hostile value may be megabytes.
 MAX_QUOTED = 200
 

@@ -20,6 +20,7 @@ from . import counting
 from .backends import PSK_COMPAT, get_backend, render_config
 from .errors import S2DSError, invalid
 from .names import session_key
+from .policy import TargetPolicy
 from .ports import reserve_ports
 from .session import SessionRecord, SessionSpec
 from .store import BrokenRecord, SessionStore, sha256_text, write_checked_files, write_file_atomic
@@ -59,13 +60,15 @@ class Gateway:
     ``counter`` keeps the kernel counters of the sessions' listeners
     (:mod:`.counting`): by default the process's own, which is inactive
     where it cannot work (no nftables binding, not root); None turns
-    counting off.
+    counting off. ``policy`` (a :class:`.policy.TargetPolicy`) says where sessions may
+    forward: by default the strict default (no loopback, no own address, ...), never open.
     """
 
-    def __init__(self, state_dir, runtimes, counter="default"):
+    def __init__(self, state_dir, runtimes, counter="default", policy=None):
         self.store = SessionStore(state_dir)
         self.runtimes = runtimes
         self.counter = counting.shared_counter(state_dir) if counter == "default" else counter
+        self.policy = policy if policy is not None else TargetPolicy()
 
     def runtime_for(self, spec_or_record):
         name = spec_or_record.runtime
@@ -105,6 +108,10 @@ class Gateway:
 
     def _present(self, spec, check_mode, owner=None):
         backend = get_backend(spec.backend)
+        if spec.targets:
+            # Before anything is reserved or written: a refused target leaves nothing behind. Names are
+            # resolved here, once, and the session forwards to the address that was checked.
+            spec = dataclasses.replace(spec, targets=self.policy.check(spec.targets, spec.role))
         existing = self.store.load(spec.uid)
         if existing is not None:
             for field in ("role", "backend", "runtime"):
@@ -135,7 +142,8 @@ class Gateway:
                                listener_ip=spec.listener_ip, ports=ports, targets=[str(t) for t in spec.targets],
                                runtime_state=dict(existing.runtime_state) if existing else {},
                                encryption=spec.encryption, owner=existing.owner if existing else owner,
-                               proxy_uid=proxy_uid)
+                               proxy_uid=proxy_uid,
+                               target_names=[t.name for t in spec.targets] if any(t.name for t in spec.targets) else [])
         # A proxy moving to another uid (a record from before the pool gets one) is restarted, never reloaded.
         if check_mode:
             uid_changes = existing is not None and pool is not None and existing.proxy_uid is None

@@ -63,6 +63,8 @@ class Target:
 
     host: str
     port: int
+    #: The host name ``host`` was resolved from (by the target policy), else None: TLS checks it and sends it as SNI.
+    name: str = None
 
     @property
     def is_ipv6(self):
@@ -188,6 +190,96 @@ def parse_target(value, field="targets"):
         raise invalid(field, value, "must be host:port, IPv4:port or [IPv6]:port")
     host = _ipv4(host) or parse_hostname(field, host, whole=value)
     return Target(host, parse_port(field, port, whole=value))
+
+
+@dataclasses.dataclass(frozen=True)
+class TargetRule:
+    """One rule of a target policy (``allowed_targets``): a network and a port range it allows.
+
+    Only the grammar (``parse_target_rule``) makes these from text; ``str()`` gives the canonical form that
+    ``parse_target_rule`` reads back: ``10.0.3.0/24``, ``10.0.3.10/32:5074-5075``, ``[2001:db8::/32]:5000``.
+    """
+
+    network: object  # ipaddress.IPv4Network or IPv6Network
+    ports: tuple = (1, 65535)
+
+    def allows(self, address, port):
+        return address.version == self.network.version and address in self.network and self.ports[0] <= port <= self.ports[1]
+
+    def __str__(self):
+        if self.ports == (1, 65535):
+            return str(self.network)
+        ports = "%d" % self.ports[0] if self.ports[0] == self.ports[1] else "%d-%d" % self.ports
+        return ("[%s]:%s" if self.network.version == 6 else "%s:%s") % (self.network, ports)
+
+
+_RULE_PREFIX_RE = re.compile(r"[0-9]|[1-9][0-9]|1[01][0-9]|12[0-8]")
+_RULE_PORTS_RE = re.compile(r"([^-]*)(?:-([^-]*))?")
+_RULE_EXAMPLES = "such as 10.0.3.0/24, 10.0.3.10/32:5074-5075, 2001:db8::/32 or [2001:db8::/32]:5000"
+
+
+def _rule_network(field, value, text):
+    address, slash, prefix = text.partition("/")
+    host = _ipv4(address) or _ipv6(address)
+    if host is None:
+        why = "a zone id (%...) is not accepted" if "%" in address else "needs an IPv4 or IPv6 network"
+        raise invalid(field, value, "%s, %s" % (why, _RULE_EXAMPLES))
+    version = 6 if ":" in host else 4
+    if slash and (not _RULE_PREFIX_RE.fullmatch(prefix) or int(prefix) > (128 if version == 6 else 32)):
+        raise invalid(field, value, "prefix length must be 0 to %d" % (128 if version == 6 else 32))
+    length = int(prefix) if slash else (128 if version == 6 else 32)
+    try:
+        return ipaddress.ip_network("%s/%d" % (host, length))
+    except ValueError:
+        network = ipaddress.ip_network("%s/%d" % (host, length), strict=False)
+        raise invalid(field, value, "has host bits set after /%d: did you mean %s?" % (length, network)) from None
+
+
+def _rule_ports(field, value, text):
+    match = _RULE_PORTS_RE.fullmatch(text)
+    low = parse_port(field, match.group(1), whole=value)
+    high = low if match.group(2) is None else parse_port(field, match.group(2), whole=value)
+    if low > high:
+        raise invalid(field, value, "port range start is greater than its end")
+    return low, high
+
+
+def parse_target_rule(value, field="allowed_targets"):
+    """A target policy rule: ``NET``, ``NET:PORTS`` or ``[NET6]:PORTS`` into a TargetRule.
+
+    ``NET`` is an address with an optional ``/prefix`` (a bare address is one host) and no host bits
+    set; ``PORTS`` is one port or ``low-high`` (every port when left out). An IPv6 network takes
+    brackets when ports follow.
+    """
+    text = _text(field, value)
+    if text.startswith("["):
+        inner, close, rest = text[1:].partition("]")
+        if not close or (rest and not rest.startswith(":")) or rest == ":":
+            raise invalid(field, value, "must look like [2001:db8::/32] or [2001:db8::/32]:5000-5010")
+        network = _rule_network(field, value, inner)
+        if network.version != 6:
+            raise invalid(field, value, "brackets must hold an IPv6 network")
+        return TargetRule(network, _rule_ports(field, value, rest[1:]) if rest else (1, 65535))
+    if text.count(":") > 1:  # an IPv6 network without ports
+        if ":" in text.partition("/")[2]:
+            raise invalid(field, value, "an IPv6 network with ports needs brackets: [2001:db8::/32]:5000")
+        return TargetRule(_rule_network(field, value, text))
+    net, sep, ports = text.partition(":")
+    network = _rule_network(field, value, net)
+    if network.version != 4:
+        raise invalid(field, value, "an IPv6 network with ports needs brackets: [2001:db8::/32]:5000")
+    return TargetRule(network, _rule_ports(field, value, ports) if sep else (1, 65535))
+
+
+def parse_target_rules(values, field="allowed_targets"):
+    """A list of rules (a comma-separated text is split); None stays None (the policy's default)."""
+    if values is None:
+        return None
+    if isinstance(values, str):
+        values = [v for v in values.split(",") if v]
+    if not isinstance(values, (list, tuple)):
+        raise invalid(field, values, "must be a list of rules, %s" % _RULE_EXAMPLES)
+    return tuple(parse_target_rule(v, field) for v in values)
 
 
 def _backend_runtime(backend, runtime):
@@ -401,6 +493,8 @@ class SessionRecord:
     #: The uid (and gid: the same number) the session's proxy runs as, from the runtime's pool (uidpool.py);
     #: None for a session without one (no pool, or a record written before the pool).
     proxy_uid: int = None
+    #: The host name each target was resolved from (None for an address); empty when no target was a name.
+    target_names: list = dataclasses.field(default_factory=list)
 
     @property
     def listeners(self):

@@ -31,7 +31,7 @@ import tempfile
 
 from .backends import BACKENDS
 from .errors import S2DSError
-from .session import (ENCRYPTIONS, ROLES, RUNTIMES, SessionRecord, parse_choice, parse_ip, parse_target, parse_uid,
+from .session import (ENCRYPTIONS, ROLES, RUNTIMES, SessionRecord, parse_choice, parse_hostname, parse_ip, parse_target, parse_uid,
                       session_key)
 from .uidpool import is_pool_uid
 
@@ -123,6 +123,10 @@ def check_record(record):
     for target in record.targets:
         if str(parse_target(target)) != target:
             raise ValueError("target %r is not in its canonical form" % target)
+    names = record.target_names
+    if not isinstance(names, list) or (names and len(names) != len(record.targets)) or not all(
+            name is None or (isinstance(name, str) and parse_hostname("target_names", name) == name) for name in names):
+        raise ValueError("target_names %r are not host names, one per target" % (names,))
     digest = record.config_sha256
     if digest is not None and not (isinstance(digest, str) and len(digest) == 64 and set(digest) <= _SHA256_HEX):
         raise ValueError("config_sha256 %r is not a SHA-256 hex digest" % (digest,))

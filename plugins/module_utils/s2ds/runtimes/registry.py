@@ -147,7 +147,7 @@ def _missing_library(name, library):
     raise S2DSError("runtime %s needs the Python library %s" % (name, library), field="runtime", value=name)
 
 
-def make_gateway(state_dir, options=None, counter="default", images=None, runtimes=None, missing_library=None):
+def make_gateway(state_dir, options=None, counter="default", images=None, runtimes=None, missing_library=None, policy=None):
     """A Gateway over ``state_dir`` offering ``runtimes`` (names; default every one) built from ``options``.
 
     ``options`` maps option names (:data:`RUNTIMES`' and ``image``) to values;
@@ -155,7 +155,7 @@ def make_gateway(state_dir, options=None, counter="default", images=None, runtim
     gives sessions of a batch their own image; the rest use ``options['image']``.
     ``counter`` goes to the Gateway as it is. ``missing_library(runtime, library)``
     is called when a session's runtime lacks its library (default: S2DSError for
-    that session).
+    that session). ``policy`` (a TargetPolicy) goes to the Gateway: None is the strict default.
     """
     given = dict(options or {})
     values = {}
@@ -178,4 +178,4 @@ def make_gateway(state_dir, options=None, counter="default", images=None, runtim
         return runtime
 
     names = list(RUNTIMES) if runtimes is None else list(runtimes)
-    return Gateway(state_dir, {name: factory(RUNTIMES[name]) for name in names}, counter=counter)
+    return Gateway(state_dir, {name: factory(RUNTIMES[name]) for name in names}, counter=counter, policy=policy)
