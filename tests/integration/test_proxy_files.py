@@ -141,7 +141,7 @@ def test_two_sessions_have_two_uids_and_neither_reaches_the_other(place, backend
         assert as_uid(uids[first], "kill -0 %d" % masters[first]).returncode == 0  # its own: yes
         # released: the uid goes back to the pool
         gateway.absent(second)
-        assert uids[second] not in {value for value in _registry_uids(place)}
+        assert uids[second] not in set(_registry_uids(place))
     finally:
         for uid in (first, second):
             gateway.absent(uid)

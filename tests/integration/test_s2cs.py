@@ -152,8 +152,8 @@ def test_restarted_server_still_releases(servers, sink):
 
 
 def test_concurrent_requests_get_disjoint_ports(servers):
-    server = servers("gw", 31014, "31600-31699", extra=["--max_workers", "8", "--max_pending_per_peer", "64",
-                                                           "--max_pending_per_identity", "64"])
+    server = servers("gw", 31014, "31600-31699",
+                     extra=["--max_workers", "8", "--max_pending_per_peer", "64", "--max_pending_per_identity", "64"])
     uids = [str(uuid.uuid4()) for dummy in range(20)]
     results, errors = {}, []
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import os
 import signal
 import sys
@@ -108,7 +109,7 @@ def web_limits(args):
         ("workers", DEFAULT_WORKERS), ("max_connections", DEFAULT_MAX_CONNECTIONS),
         ("max_per_peer", DEFAULT_MAX_PER_PEER), ("request_deadline", DEFAULT_REQUEST_DEADLINE))}
     for name, value in limits.items():
-        if not (value == value and 0 < value < float("inf")) or (name != "request_deadline" and value < 1):
+        if not (not math.isnan(value) and 0 < value < float("inf")) or (name != "request_deadline" and value < 1):
             raise SystemExit("--web.%s %r: must be a positive number" % (name.replace("_", "-"), value))
     return limits
 

@@ -314,8 +314,10 @@ class DockerRuntime(Runtime):
         if isinstance(account, PoolAccount):
             # A pool uid is the session's own: its containers run as it (a low port: root, NET_BIND_SERVICE only).
             user = ROOT_USER if needs_low_port(record) else "%d:%d" % (account.uid, account.gid)
-            if state.get("image") != image or state.get("container_user") != user:
-                user = None  # probed (and refused if the image cannot run as it) when its container starts
+            if state.get("image") != image or state.get("container_user") not in (user, ROOT_USER):
+                user = None  # probed when its container starts
+            else:
+                user = state.get("container_user")  # root where the probe found the image refuses that uid
         elif "image" in state and "container_user" not in state:
             user = ROOT_USER  # made by a version that ran every container root: left so until released
         elif state.get("image") != image:
@@ -342,10 +344,8 @@ class DockerRuntime(Runtime):
                 user=user, network_mode="none", cap_drop=["ALL"], security_opt=["no-new-privileges"], remove=True,
                 stdout=True, stderr=True, labels={LABEL_PREFIX + "probe": record.uid})
         except (docker.errors.ContainerError, APIError, DockerException) as exc:
-            if isinstance(account, PoolAccount):
-                # Never root in place of the session's own uid.
-                raise S2DSError("image %s cannot run %s as the session's proxy uid %s (%s)" % (
-                    image, backend.name, user, _explain(exc)), field="image", value=image) from None
+            # Root in the container, every capability dropped but what the proxy needs: the container still
+            # mounts this session's run dir alone (seen with Docker's vfs driver, whose container root dir is 0700).
             return ROOT_USER
         return user
 
