@@ -20,7 +20,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
 import socket
 import stat
 import subprocess
@@ -36,6 +35,7 @@ from ansible_collections.scistream.gateway.plugins.module_utils.s2ds import prox
 from ansible_collections.scistream.gateway.plugins.module_utils.s2ds.backends import get_backend
 from ansible_collections.scistream.gateway.plugins.module_utils.s2ds.errors import S2DSError
 from ansible_collections.scistream.gateway.plugins.module_utils.s2ds.gateway import Gateway
+from ansible_collections.scistream.gateway.plugins.module_utils.s2ds.policy import WITH_LOOPBACK, TargetPolicy
 from ansible_collections.scistream.gateway.plugins.module_utils.s2ds.runtimes.base import (
     listening_ports, process_alive, wait_until)
 from ansible_collections.scistream.gateway.plugins.module_utils.s2ds.runtimes.process import ProcessRuntime
@@ -46,6 +46,8 @@ SINK_PORT = 46499
 SECRET = "root-only: admin-token-%s" % uuid.uuid4().hex
 PSK = "k" * 32
 BACKENDS = {"haproxy": "46400-46409", "nginx": "46410-46419", "stunnel": "46420-46429"}
+
+LOOPBACK_POLICY = TargetPolicy(allow=WITH_LOOPBACK)  # the tests forward to loopback, as an operator allows
 
 
 @pytest.fixture
@@ -60,7 +62,7 @@ def place():
     info = {"top": top, "state_dir": os.path.join(top, "gw"), "registry": os.path.join(top, "uids", "proxy-uids.json"),
             "secret": secret}
     yield info
-    gateway = Gateway(info["state_dir"], {"process": lambda session: ProcessRuntime("daemon", "root")})
+    gateway = Gateway(info["state_dir"], {"process": lambda session: ProcessRuntime("daemon", "root")}, policy=LOOPBACK_POLICY)
     for record in gateway.store.all():
         with _quiet():
             gateway.absent(record.uid)
@@ -77,7 +79,7 @@ class _quiet:
 
 def pool_gateway(place, uid_range="7460-7479"):
     runtime = ProcessRuntime("daemon", "pool", proxy_uid_range=uid_range, uid_registry=place["registry"])
-    return Gateway(place["state_dir"], {"process": lambda session: runtime})
+    return Gateway(place["state_dir"], {"process": lambda session: runtime}, policy=LOOPBACK_POLICY)
 
 
 def spec(uid, backend, target_port=SINK_PORT, role="PROD"):
@@ -157,7 +159,7 @@ def _registry_uids(place):
 
 def test_a_record_from_before_the_pool_keeps_working(place):
     """An old record (no proxy_uid) of a root proxy: listed, then moved to a pool uid by its next change."""
-    root_gateway = Gateway(place["state_dir"], {"process": lambda session: ProcessRuntime("daemon", "root")})
+    root_gateway = Gateway(place["state_dir"], {"process": lambda session: ProcessRuntime("daemon", "root")}, policy=LOOPBACK_POLICY)
     uid = str(uuid.uuid4())
     try:
         root_gateway.present(spec(uid, "haproxy"))
@@ -361,17 +363,12 @@ def test_ports_and_uids_are_free_after_release(place):
     assert _registry_uids(place) == []
 
 
-# -- the systemd unit of a pool uid -------------------------------------------------------
-def test_a_systemd_unit_names_the_pool_uid_numerically(place):
-    runtime = ProcessRuntime("systemd", "pool", proxy_uid_range="7460-7479", uid_registry=place["registry"])
-    record = SessionSpec.build(uid=str(uuid.uuid4()), role="PROD", port_range="46430-46439")
-    from ansible_collections.scistream.gateway.plugins.module_utils.s2ds.session import SessionRecord
-    record = SessionRecord(uid=record.uid, role="PROD", backend="haproxy", runtime="process", listener_ip="127.0.0.1",
-                           ports=[46430], targets=["127.0.0.1:9"], proxy_uid=7463)
-    gateway = Gateway(place["state_dir"], {"process": lambda session: runtime})
-    text = runtime.supervisor.unit_text(get_backend("haproxy"), gateway.store, record)
-    assert "\nUser=7463\nGroup=7463\n" in text
-    assert signal.SIGTERM  # (the unit's KillSignal stays SIGTERM)
+# -- systemd: no pool yet ---------------------------------------------------------------
+def test_systemd_refuses_the_pool_naming_the_field(place):
+    """systemd refuses a unit User= that no account has (217/USER): the pool waits for accounts of its own."""
+    with pytest.raises(S2DSError) as refused:
+        ProcessRuntime("systemd", "pool", proxy_uid_range="7460-7479", uid_registry=place["registry"])
+    assert refused.value.field == "proxy_user"
 
 
 # -- docker: the container runs as the session's pool uid, hardened ----------------------
@@ -383,7 +380,7 @@ def test_docker_sessions_run_as_their_own_uids_hardened(place, backend):
         DockerRuntime)
     runtime = DockerRuntime(image="scistream/%s:local" % backend, proxy_user="pool", proxy_uid_range="7480-7499",
                             uid_registry=place["registry"])
-    gateway = Gateway(place["state_dir"], {"docker": lambda session: runtime})
+    gateway = Gateway(place["state_dir"], {"docker": lambda session: runtime}, policy=LOOPBACK_POLICY)
     first, second = str(uuid.uuid4()), str(uuid.uuid4())
 
     def docker_spec(uid):
