@@ -217,12 +217,12 @@ def test_the_stats_socket_is_queried(dirs):
     assert untrusted.query_unix_socket(str(own / "nothing.sock"), b"show stat\n") is None
 
 
-def test_a_long_socket_path_works_through_proc_self_fd(tmp_path):
+def test_a_long_socket_path_works_through_proc_self_fd(tmp_path, monkeypatch):
     deep = tmp_path / ("d" * 60) / ("e" * 60)
     deep.mkdir(parents=True)
     path = str(deep / "haproxy.sock")
     assert len(path) > 108
-    os.chdir(str(deep))
+    monkeypatch.chdir(str(deep))
     server = Server("haproxy.sock", answer=b"ok")
     try:
         assert untrusted.query_unix_socket(path, b"show stat\n") == b"ok"

@@ -27,10 +27,12 @@ def systemd_is_pid1():
 
 
 def run_command(argv, timeout=30):
-    """Run ``argv`` (stdin closed, stderr into stdout, its own session); S2DSError when it is missing or hangs."""
+    """Run ``argv`` (stdin closed, stderr into stdout, its own session, in ``/`` as systemd starts a unit: a
+    proxy whose uid cannot enter the caller's directory would fail, as HAProxy does, going back to it after
+    parsing its config); S2DSError when it is missing or hangs."""
     try:
         return subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                              timeout=timeout, check=False, start_new_session=True)
+                              timeout=timeout, check=False, start_new_session=True, cwd="/")
     except FileNotFoundError:
         raise S2DSError("%s is not installed on this host (runtime process needs it on PATH)" % argv[0],
                         field="backend", value=argv[0]) from None
