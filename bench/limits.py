@@ -56,7 +56,7 @@ import grpc  # noqa: E402
 from pairs import alternate  # noqa: E402
 from test_s2cs import BUILD, Server, client_request, make_pki, sessions  # noqa: E402
 
-from ansible_collections.scistream.gateway.plugins.module_utils.s2cs import scistream_pb2, scistream_pb2_grpc  # noqa: E402
+from ansible_collections.scistream.gateway.plugins.module_utils.s2cs import protocol  # noqa: E402
 from ansible_collections.scistream.gateway.plugins.module_utils.s2cs.client import ControlClient  # noqa: E402
 
 TARGET = "127.0.0.1:9"
@@ -132,7 +132,7 @@ class Relays:
 def hostile_stub(server, address):
     channel = grpc.secure_channel(address, grpc.ssl_channel_credentials(open(server.pki["ca.crt"], "rb").read()),
                                   options=(("grpc.ssl_target_name_override", "127.0.0.1"),))
-    return channel, scistream_pb2_grpc.ControlStub(channel)
+    return channel, protocol.ControlStub(channel)
 
 
 # -- the attacks ---------------------------------------------------------------
@@ -159,7 +159,7 @@ def beside_releases(server, relays, count=3000):
     channel, stub = hostile_stub(server, relays.address(0))
     try:
         grpc.channel_ready_future(channel).result(timeout=10)
-        calls = [stub.release.future(scistream_pb2.Release(uid=str(uuid.uuid4())), timeout=60) for dummy in range(count)]
+        calls = [stub.release.future(protocol.Release(uid=str(uuid.uuid4())), timeout=60) for dummy in range(count)]
         time.sleep(0.05)
         seconds = behaving(server)
         codes = {}

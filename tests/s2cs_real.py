@@ -130,5 +130,5 @@ def sessions(state_dir):
 
 
 def client_request(uid, role, num_conn):
-    from ansible_collections.scistream.gateway.plugins.module_utils.s2cs import scistream_pb2  # pylint: disable=import-outside-toplevel
-    return scistream_pb2.Request(uid=uid, role=role, num_conn=num_conn)
+    from ansible_collections.scistream.gateway.plugins.module_utils.s2cs import protocol  # pylint: disable=import-outside-toplevel
+    return protocol.Request(uid=uid, role=role, num_conn=num_conn)

@@ -28,7 +28,7 @@ import pytest
 from conftest import ROOT, files_under, run_playbook, streamcheck
 from s2cs_real import sessions
 
-from ansible_collections.scistream.gateway.plugins.module_utils.s2cs import scistream_pb2, scistream_pb2_grpc
+from ansible_collections.scistream.gateway.plugins.module_utils.s2cs import protocol
 from ansible_collections.scistream.gateway.plugins.module_utils.s2cs.text import untrusted_text
 from ansible_collections.scistream.gateway.plugins.module_utils.s2cs.client import ControlCallError
 from ansible_collections.scistream.gateway.plugins.module_utils.s2ds.errors import quoted
@@ -235,12 +235,12 @@ def _hello_refusals(server, payloads):
     """req + hello(prod_listeners=payload) for each payload, all at once, as S2UC sends them: the hello errors."""
     channel = grpc.secure_channel(server.address, grpc.ssl_channel_credentials(
         root_certificates=open(server.pki["ca.crt"], "rb").read()))
-    stub = scistream_pb2_grpc.ControlStub(channel)
+    stub = protocol.ControlStub(channel)
     calls = []
     for payload in payloads:
         uid = str(uuid.uuid4())
-        req = stub.req.future(scistream_pb2.Request(uid=uid, role="PROD", num_conn=1), timeout=20)
-        hello = stub.hello.future(scistream_pb2.Hello(uid=uid, role="PROD", prod_listeners=[payload]), timeout=20)
+        req = stub.req.future(protocol.Request(uid=uid, role="PROD", num_conn=1), timeout=20)
+        hello = stub.hello.future(protocol.Hello(uid=uid, role="PROD", prod_listeners=[payload]), timeout=20)
         calls.append((payload, req, hello))
     errors = []
     for payload, req, hello in calls:
@@ -287,7 +287,7 @@ def test_s2cs_refuses_payloads_in_hello_and_update(servers, sink, backend):
     assert not [payload for payload in S2CS_PAYLOADS if payload in log]  # quoted, never raw
 
 
-class HostileProd(scistream_pb2_grpc.ControlServicer):
+class HostileProd(protocol.ControlServicer):
     """A compromised PROD control server: it answers ``answer`` as its listeners to every call."""
 
     def __init__(self, answer):
@@ -302,19 +302,19 @@ class HostileProd(scistream_pb2_grpc.ControlServicer):
     def req(self, request, context):
         self._note("req", request)
         context.set_trailing_metadata((("scistream-session", "new"),))
-        return scistream_pb2.Response(listeners=self.answer["req"], prod_listeners=[])
+        return protocol.Response(listeners=self.answer["req"], prod_listeners=[])
 
     def hello(self, request, context):
         self._note("hello", request)
-        return scistream_pb2.AppResponse(message="ok", listeners=[])
+        return protocol.AppResponse(message="ok", listeners=[])
 
     def update(self, request, context):
         self._note("update", request)
-        return scistream_pb2.Response(listeners=self.answer["update"])
+        return protocol.Response(listeners=self.answer["update"])
 
     def release(self, request, context):
         self._note("release", request)
-        return scistream_pb2.Response(listeners=[])
+        return protocol.Response(listeners=[])
 
 
 @pytest.fixture
@@ -324,7 +324,7 @@ def hostile_prod(pki):
     def start(answer, port=40103):
         servicer = HostileProd(answer)
         server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
-        scistream_pb2_grpc.add_ControlServicer_to_server(servicer, server)
+        protocol.add_control_servicer(servicer, server)
         with open(pki["server.key"], "rb") as key, open(pki["server.crt"], "rb") as cert:
             credentials = grpc.ssl_server_credentials([(key.read(), cert.read())])
         server.add_secure_port("127.0.0.1:%d" % port, credentials)

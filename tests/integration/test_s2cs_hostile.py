@@ -24,7 +24,7 @@ from s2cs_real import client_request, sessions
 
 grpc = pytest.importorskip("grpc")
 
-from ansible_collections.scistream.gateway.plugins.module_utils.s2cs import scistream_pb2, scistream_pb2_grpc  # noqa: E402
+from ansible_collections.scistream.gateway.plugins.module_utils.s2cs import protocol  # noqa: E402
 from ansible_collections.scistream.gateway.plugins.module_utils.s2cs.client import ControlCallError, ControlClient  # noqa: E402
 from ansible_collections.scistream.gateway.plugins.module_utils.s2cs.server import token_identity  # noqa: E402
 from ansible_collections.scistream.gateway.plugins.module_utils.s2ds.runtimes.base import (  # noqa: E402
@@ -57,7 +57,7 @@ def test_pending_reqs_do_not_starve_a_client_that_behaves(servers):
         with server.client() as hostile:
             reqs = [hostile.stub.req.future(client_request(str(uuid.uuid4()), "PROD", 1), metadata=hostile.metadata,
                                             timeout=60) for dummy in range(HOSTILE_REQS)]
-            hellos = [hostile.stub.hello.future(scistream_pb2.Hello(uid=str(uuid.uuid4()), role="PROD"),
+            hellos = [hostile.stub.hello.future(protocol.Hello(uid=str(uuid.uuid4()), role="PROD"),
                                                 metadata=hostile.metadata, timeout=60) for dummy in range(40)]
             try:
                 assert wait_until(lambda: len(sessions(server.state_dir)) == HOSTILE_REQS, 60), \
@@ -124,7 +124,7 @@ def test_refused_hello_ends_its_req_at_once(servers):
         started = time.monotonic()
         req = client.stub.req.future(client_request(uid, "PROD", 1), metadata=client.metadata, timeout=30)
         with pytest.raises(grpc.RpcError) as hello_error:
-            client.stub.hello(scistream_pb2.Hello(uid=uid, role="PROD", prod_listeners=["127.0.0.1:70000"]),
+            client.stub.hello(protocol.Hello(uid=uid, role="PROD", prod_listeners=["127.0.0.1:70000"]),
                               metadata=client.metadata, timeout=30)
         with pytest.raises(grpc.RpcError) as req_error:
             req.result(timeout=30)
@@ -233,7 +233,7 @@ def test_remote_errors_have_a_status_and_no_server_path(servers):
 HOSTILE_TEXT = "\x1b[2J\x1b[31mPWNED\x1b[0m\nfatal: [localhost]: FAKE LINE\r\n\u202eevil" + "A" * 3000
 
 
-class ErrorPartner(scistream_pb2_grpc.ControlServicer):
+class ErrorPartner(protocol.ControlServicer):
     """A partner control server whose every answer is an error with hostile text (3,069 characters)."""
 
     def req(self, request, context):
@@ -252,7 +252,7 @@ class ErrorPartner(scistream_pb2_grpc.ControlServicer):
 def test_a_partners_error_text_reaches_the_task_escaped_and_cut(pki, servers, tmp_path):
     """stream_request against a partner answering escape codes, newlines and 3,069 characters: one printable line."""
     partner = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
-    scistream_pb2_grpc.add_ControlServicer_to_server(ErrorPartner(), partner)
+    protocol.add_control_servicer(ErrorPartner(), partner)
     with open(pki["server.key"], "rb") as key, open(pki["server.crt"], "rb") as cert:
         partner.add_secure_port("127.0.0.1:41490", grpc.ssl_server_credentials([(key.read(), cert.read())]))
     partner.start()

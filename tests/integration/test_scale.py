@@ -18,8 +18,9 @@ import yaml
 from conftest import ROOT, Sink, files_under, run_playbook, streamcheck
 from ansible_collections.scistream.gateway.plugins.module_utils.s2ds.runtimes.base import listening_ports, wait_until
 
-STREAM = os.path.join(ROOT, "playbooks", "stream.yml")
-RELEASE = os.path.join(ROOT, "playbooks", "release.yml")
+# By their collection names, as the README runs them (the Molecule scenarios import them by path).
+STREAM = "scistream.gateway.stream"
+RELEASE = "scistream.gateway.release"
 COUNT = 100
 # Ports of this test: 33000-33399 (the producer host's sink on 33900).
 PROD_RANGE, CONS_RANGE, SINK_PORT = "33000-33199", "33200-33399", 33900

@@ -43,7 +43,7 @@ NEVER = [
 ALWAYS = [
     "MANIFEST.json", "FILES.json", "README.md", "COPYING", "execution-environment.yml", "meta/runtime.yml",
     "meta/execution-environment.yml", "meta/ee-requirements.txt", "meta/bindep.txt", "changelogs/changelog.yaml",
-    "changelogs/config.yaml", "tests/sanity/ignore-2.19.txt", "images/haproxy/Dockerfile", "playbooks/deploy.yml",
+    "changelogs/config.yaml", "plugins/module_utils/s2cs/protocol.py", "images/haproxy/Dockerfile", "playbooks/deploy.yml",
 ] + ["roles/%s/README.md" % role for role in ("docker", "gateway", "pki", "s2cs")]
 
 

@@ -4,8 +4,9 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
 """The SciStream control server (S2CS) and its client, above the S2DS core.
 
-``scistream.proto`` is the wire protocol; ``scistream_pb2*.py`` are generated
-from it by ``generate.sh`` (grpcio-tools) and checked in. ``control.py`` is
+``scistream.proto`` is the wire protocol; ``protocol.py`` declares the same
+messages and service in Python (a unit test checks them against protoc's
+compilation of the .proto). ``control.py`` is
 the service on top of ``s2ds.gateway.Gateway``, ``server.py`` the process
 (command line, TLS, tokens), ``client.py`` the client side. The core never
 imports this package.

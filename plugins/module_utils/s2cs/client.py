@@ -10,13 +10,14 @@ benchmark use it alike.
 
 from __future__ import annotations
 
+from . import protocol
+
 try:
     import grpc
-    from . import scistream_pb2, scistream_pb2_grpc
-    HAS_GRPC = True
-    GRPC_IMPORT_ERROR = None
+    HAS_GRPC = protocol.HAS_PROTOBUF
+    GRPC_IMPORT_ERROR = protocol.PROTOBUF_IMPORT_ERROR
 except ImportError as exc:
-    grpc = scistream_pb2 = scistream_pb2_grpc = None
+    grpc = None
     HAS_GRPC = False
     GRPC_IMPORT_ERROR = exc
 
@@ -122,7 +123,7 @@ class ControlClient:
             options = (("grpc.ssl_target_name_override", server_name),) if server_name else ()
             self.channel = grpc.secure_channel(server, grpc.ssl_channel_credentials(root_certificates=root),
                                                options=options)
-        self.stub = scistream_pb2_grpc.ControlStub(self.channel)
+        self.stub = protocol.ControlStub(self.channel)
 
     def close(self):
         self.channel.close()
@@ -138,9 +139,9 @@ class ControlClient:
 
     def request(self, uid, role, num_conn, prod_listeners=(), rate=0):
         """req and hello together, as clients do: returns (listeners, prod_listeners, created)."""
-        req = self.stub.req.future(scistream_pb2.Request(uid=uid, role=role, num_conn=num_conn, rate=rate),
+        req = self.stub.req.future(protocol.Request(uid=uid, role=role, num_conn=num_conn, rate=rate),
                                    metadata=self.metadata, timeout=self.timeout)
-        hello = self.stub.hello.future(scistream_pb2.Hello(uid=uid, role="PROD", prod_listeners=list(prod_listeners)),
+        hello = self.stub.hello.future(protocol.Hello(uid=uid, role="PROD", prod_listeners=list(prod_listeners)),
                                        metadata=self.metadata, timeout=self.timeout)
         # The req's own error (bad input, exists, full) says more than the hello's NOT_FOUND that follows it.
         try:
@@ -158,7 +159,7 @@ class ControlClient:
         """Give the session its targets: returns (listeners, changed)."""
         try:
             response, call = self.stub.update.with_call(
-                scistream_pb2.UpdateTargets(uid=uid, remote_listeners=list(remote_listeners), role=role),
+                protocol.UpdateTargets(uid=uid, remote_listeners=list(remote_listeners), role=role),
                 metadata=self.metadata, timeout=self.timeout)
         except grpc.RpcError as exc:
             raise self._error("update", exc) from None
@@ -167,7 +168,7 @@ class ControlClient:
     def release(self, uid, missing_ok=False):
         """Release the session: its listeners, or None when the server had no such session and ``missing_ok``."""
         try:
-            response = self.stub.release(scistream_pb2.Release(uid=uid), metadata=self.metadata, timeout=self.timeout)
+            response = self.stub.release(protocol.Release(uid=uid), metadata=self.metadata, timeout=self.timeout)
         except grpc.RpcError as exc:
             if missing_ok and exc.code() == grpc.StatusCode.NOT_FOUND:
                 return None

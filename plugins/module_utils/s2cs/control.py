@@ -34,13 +34,14 @@ import os
 import re
 import time
 
+from . import protocol
+
 try:
     import grpc
-    from . import scistream_pb2
-    HAS_GRPC = True
-    GRPC_IMPORT_ERROR = None
+    HAS_GRPC = protocol.HAS_PROTOBUF
+    GRPC_IMPORT_ERROR = protocol.PROTOBUF_IMPORT_ERROR
 except ImportError as exc:  # the Ansible modules report it through missing_required_lib
-    grpc = scistream_pb2 = None
+    grpc = None
     HAS_GRPC = False
     GRPC_IMPORT_ERROR = exc
 
@@ -685,7 +686,7 @@ class ControlService:
 
 
 class ControlServicer:
-    """The gRPC (asyncio) face of a ControlService (registered with add_ControlServicer_to_server).
+    """The gRPC (asyncio) face of a ControlService (registered with protocol.add_control_servicer).
 
     ``authenticate(context)`` is a coroutine that returns the call's
     :class:`Caller` or raises ControlError (UNAUTHENTICATED).
@@ -728,18 +729,18 @@ class ControlServicer:
         listeners, prod_listeners, created = await self._call(context, self.service.req, request.uid, request.role,
                                                               request.num_conn)
         context.set_trailing_metadata(((SESSION_KEY, "new" if created else "existing"),))
-        return scistream_pb2.Response(listeners=listeners, prod_listeners=prod_listeners)
+        return protocol.Response(listeners=listeners, prod_listeners=prod_listeners)
 
     async def hello(self, request, context):
         listeners = await self._call(context, self.service.hello, request.uid, list(request.prod_listeners))
-        return scistream_pb2.AppResponse(message="hello received for session %s" % request.uid, listeners=listeners)
+        return protocol.AppResponse(message="hello received for session %s" % request.uid, listeners=listeners)
 
     async def update(self, request, context):
         listeners, changed = await self._call(context, self.service.update, request.uid,
                                               list(request.remote_listeners))
         context.set_trailing_metadata(((CHANGED_KEY, "true" if changed else "false"),))
-        return scistream_pb2.Response(listeners=listeners)
+        return protocol.Response(listeners=listeners)
 
     async def release(self, request, context):
         listeners = await self._call(context, self.service.release, request.uid)
-        return scistream_pb2.Response(listeners=listeners)
+        return protocol.Response(listeners=listeners)

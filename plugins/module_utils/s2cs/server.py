@@ -38,13 +38,14 @@ import sys
 import threading
 import time
 
+from . import protocol
+
 try:
     import grpc
     from grpc import aio as grpc_aio
-    from . import scistream_pb2_grpc
-    HAS_GRPC = True
+    HAS_GRPC = protocol.HAS_PROTOBUF
 except ImportError:  # reported by main()
-    grpc = grpc_aio = scistream_pb2_grpc = None
+    grpc = grpc_aio = None
     HAS_GRPC = False
 
 from ..s2ds.backends import PSK_COMPAT
@@ -783,7 +784,7 @@ async def serve_async(args, ready=None, interceptors=()):
     # A caller whose token is still being checked has no identity yet: its address gets the smaller cap.
     authenticate = authenticator(checker, auth_pool, per_peer=min(args.max_pending_per_peer,
                                                                   args.max_pending_per_identity))
-    scistream_pb2_grpc.add_ControlServicer_to_server(ControlServicer(service, authenticate), server)
+    protocol.add_control_servicer(ControlServicer(service, authenticate), server)
     host = args.control_ip or args.listener_ip
     address = "[%s]:%d" % (host, args.port) if ":" in host else "%s:%d" % (host, args.port)
     if args.insecure:
