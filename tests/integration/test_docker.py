@@ -204,3 +204,22 @@ def test_nginx_config_check_accepts_an_address_only_the_gateway_has(tmp_path, ad
     (tmp_path / "broken.conf").write_text("events {}\nstream { server { listen %s; nonsense; } }\n" % listen)
     with pytest.raises(Exception, match="rejected the rendered config"):
         container.check_config("broken.conf")
+
+
+def test_build_images_playbook_builds_once_and_leaves_the_rest(tmp_path):
+    """scistream.gateway.build_images (the gateway role's build tasks): builds the tag asked for, then changed=0."""
+    tag = "citest-%s" % os.getpid()
+    extra = {"scistream_build_hosts": "localhost", "scistream_base_image": "local/debian:bookworm",
+             "scistream_image_tag": tag, "scistream_image_backends": ["stunnel"],
+             "scistream_image_build_dir": str(tmp_path / "build")}
+    client = docker_client()
+    try:
+        rc, first = run_playbook("scistream.gateway.build_images", extra, timeout=600)
+        assert rc == 0, first.failures()
+        assert first.changed == 2  # the Dockerfile copied, the image built
+        assert "scistream/stunnel:%s" % tag in client.images.get("scistream/stunnel:%s" % tag).tags
+        rc, second = run_playbook("scistream.gateway.build_images", extra, timeout=600)
+        assert rc == 0 and second.changed == 0
+    finally:
+        if any("scistream/stunnel:%s" % tag in image.tags for image in client.images.list(name="scistream/stunnel")):
+            client.images.remove("scistream/stunnel:%s" % tag)
