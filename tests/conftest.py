@@ -168,6 +168,7 @@ RESOURCES = {
     "integration/test_janus.py": {"ports-44000", "janus"},
     "integration/test_janus_users.py": {"ports-44000", "janus"},
     "integration/test_module_behaviour.py": {"ports-46900"},
+    "integration/test_lifetimes.py": {"ports-47000"},
 }
 
 
