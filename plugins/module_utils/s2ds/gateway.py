@@ -344,7 +344,7 @@ class Gateway:
             self.store.save(record)
             return record
 
-    def expire(self, now=None):
+    def expire(self, now=None, keep=()):
         """Release every session past its lifetime, or idle past its idle timeout, exactly as ``absent`` would.
 
         Idle is measured with the kernel's counters of the session's listeners (the counting table, or the
@@ -356,14 +356,15 @@ class Gateway:
 
         Returns one dict per session released: ``uid``, ``owner``, ``reason`` (lifetime or idle),
         ``deadline`` and the ``ports`` freed, and ``error`` for one whose release failed (it is tried again
-        at the next call)."""
+        at the next call). Sessions in ``keep`` (uids a caller is setting up right now) are left alone."""
         now = self.now() if now is None else int(now)
         if not os.path.isdir(self.store.sessions_dir):
             return []
         released = []
         with self.store.locked(create=False), self.store.cached():
             for record in self.store.all():
-                if record.lifetime is None and record.idle_timeout is None and record.expires_at is None:
+                if record.uid in keep or (record.lifetime is None and record.idle_timeout is None
+                                          and record.expires_at is None):
                     continue
                 try:
                     reason, when = self._expiry(record, now)
