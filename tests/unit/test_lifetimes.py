@@ -41,7 +41,10 @@ class FakeCounter:
     def read(self, record):
         if record.uid not in self.bytes:
             raise CountersUnavailable("not counted", field="uid", value=record.uid)
-        return [{"port": port, "bytes": self.bytes[record.uid] if i == 0 else 0} for i, port in enumerate(record.ports)]
+        # As the counting table gives them: each direction apart (the first listener carries it all).
+        total = self.bytes[record.uid]
+        return [{"port": port, "bytes_in": total - total // 10 if i == 0 else 0, "bytes_out": total // 10 if i == 0 else 0}
+                for i, port in enumerate(record.ports)]
 
     def counts(self, record):
         return True

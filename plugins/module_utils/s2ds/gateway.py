@@ -417,7 +417,9 @@ class Gateway:
             return None
         if not listeners:
             return None
-        return sum(int(entry.get("bytes", 0)) for entry in listeners)
+        # The counting table gives each direction (bytes_in, bytes_out); the kernel runtime its total too.
+        return sum(int(entry["bytes_in"]) + int(entry["bytes_out"]) if "bytes_in" in entry else int(entry.get("bytes", 0))
+                   for entry in listeners)
 
     # -- info --------------------------------------------------------------------
     def sessions(self, uid=None):
