@@ -227,3 +227,13 @@ def test_bad_lifetime_fields_make_a_broken_record(gateway, field, value):
 def test_no_state_dir_nothing_to_expire(tmp_path, fake, counter, clock):
     gateway = Gateway(str(tmp_path / "none"), {"process": lambda session: fake}, counter=counter, clock=clock)
     assert gateway.expire() == [] and not os.path.exists(str(tmp_path / "none"))
+
+
+def test_module_options_reach_the_spec():
+    from ansible_collections.scistream.gateway.plugins.module_utils.ansible_s2ds import SESSION_OPTIONS, request_from_params
+    params = {name: option.get("default") for name, option in SESSION_OPTIONS.items()}
+    params.update(uid=UID, role="PROD", lifetime="12h", idle_timeout="1800")
+    request = request_from_params(params)
+    assert (request.lifetime, request.idle_timeout) == (43200, 1800)
+    with pytest.raises(S2DSError, match="lifetime '12 h'"):
+        request_from_params(dict(params, lifetime="12 h"))
