@@ -168,6 +168,8 @@ RESOURCES = {
     "integration/test_janus.py": {"ports-44000", "janus"},
     "integration/test_janus_users.py": {"ports-44000", "janus"},
     "integration/test_module_behaviour.py": {"ports-46900"},
+    # the counting table of the root namespace (its idle test reads it; test_metrics_verify deletes it)
+    "integration/test_lifetimes.py": {"ports-47000", "nft-count"},
 }
 
 

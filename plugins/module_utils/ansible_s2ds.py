@@ -57,6 +57,9 @@ SESSION_OPTIONS = dict(
     psk_cipher=dict(type="str", default=session.DEFAULTS["psk_cipher"]),
     psk_compat=dict(type="str", choices=["scistream-1.2"]),
     template=dict(type="path"),
+    # Durations (90s, 30m, 12h, 7d; the grammar's parse_duration): a str, so that 3600 and "1h" both arrive as text.
+    lifetime=dict(type="str"),
+    idle_timeout=dict(type="str"),
     **TLS_OPTIONS
 )
 SESSION_REQUIRED_IF = [("state", "present", ("role",))]

@@ -174,6 +174,26 @@ options:
         uid; the module warns so. It takes no O(psk), and replaces O(psk_cipher).
     type: str
     choices: [scistream-1.2]
+  lifetime:
+    description:
+      - How long the session lives after it was made or last renewed, as a duration - a whole number and a unit,
+        V(90s), V(30m), V(12h), V(7d) (at most V(30d)), or a bare number of seconds. V(0) or unset - for ever.
+      - Past it the session is released exactly as O(state=absent) would release it (proxy stopped, ports freed,
+        record and counters removed), by the control server's loop or the exporter's (see C(docs/lifetimes.md));
+        nothing expires where neither runs.
+      - A run that makes or changes the session renews it (its deadline is then now plus O(lifetime)); a run that
+        changes nothing does not, so running the same task again reports no change and keeps the deadline. To renew
+        a session, change its lifetime or release and make it again.
+      - The deadline is kept in the session's record on disk, so restarts keep it.
+    type: str
+  idle_timeout:
+    description:
+      - Release the session when no byte has been counted through its listeners for this long (a duration like
+        O(lifetime); V(0) or unset - never idle).
+      - Measured with the kernel counters of the listeners (root with the nftables binding, listeners on this host,
+        and backend V(nftables)); a session whose bytes cannot be counted here is never idle.
+      - A run that makes or changes the session starts the idle time again.
+    type: str
   template:
     description:
       - Path on the managed host of a Jinja2 template that replaces the built-in one for O(backend).
@@ -288,6 +308,31 @@ runtime:
   returned: when state=present
   type: str
   sample: process
+lifetime:
+  description: The session's lifetime in seconds, null for none.
+  returned: when state=present
+  type: int
+  sample: 43200
+idle_timeout:
+  description: The session's idle timeout in seconds, null for none.
+  returned: when state=present
+  type: int
+  sample: 1800
+expires_at:
+  description: When the session's lifetime ends, in seconds since the epoch; null for never.
+  returned: when state=present
+  type: int
+  sample: 1800043200
+expires_in:
+  description: Seconds from now until the session expires (its lifetime or its idle timeout, whichever is first); null for never.
+  returned: when state=present
+  type: int
+  sample: 1800
+expires_reason:
+  description: Why it would expire then, V(lifetime) or V(idle); null for never.
+  returned: when state=present
+  type: str
+  sample: idle
 config_path:
   description: Path of the rendered proxy configuration on the gateway; null while the session has no targets.
   returned: when state=present

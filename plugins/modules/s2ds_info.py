@@ -102,6 +102,27 @@ sessions:
           returned, C(peer:<address>) the client's address when authentication is off. Null for sessions the
           M(scistream.gateway.s2ds) module made.
       type: str
+    lifetime:
+      description: The session's lifetime in seconds (renewed by its owner's req, hello or update and by a run that
+        changes it), null for none.
+      type: int
+    idle_timeout:
+      description: The session's idle timeout in seconds, null for none.
+      type: int
+    expires_at:
+      description: When the session's lifetime ends, in seconds since the epoch; null for never.
+      type: int
+    expires_in:
+      description:
+        - Seconds from now until the session expires, by its lifetime or its idle timeout (no byte counted through
+          its listeners since the last check), whichever comes first; 0 when it is due. Null for never.
+        - The control server's loop, or the exporter's, releases it then; see C(docs/lifetimes.md).
+      type: int
+      sample: 1800
+    expires_reason:
+      description: Why it expires then, V(lifetime) or V(idle); null for never.
+      type: str
+      sample: lifetime
     config_path:
       description: The rendered configuration, or null without targets.
       type: str

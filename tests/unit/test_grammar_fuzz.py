@@ -22,7 +22,8 @@ from hypothesis import strategies as st
 from ansible_collections.scistream.gateway.plugins.module_utils.s2ds.backends import BACKENDS, render_config, safe_value
 from ansible_collections.scistream.gateway.plugins.module_utils.s2ds.errors import S2DSError
 from ansible_collections.scistream.gateway.plugins.module_utils.s2ds.session import (
-    SessionRecord, Target, parse_hostname, parse_ip, parse_port_range, parse_target, parse_uid, session_key)
+    MAX_DURATION, SessionRecord, Target, format_duration, parse_duration, parse_hostname, parse_ip, parse_port_range,
+    parse_target, parse_uid, session_key)
 
 SETTINGS = settings(max_examples=1000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -93,6 +94,27 @@ def test_any_text_is_a_port_range_or_refused(text):
     parsed = _refused_naming("port_range", parse_port_range, text)
     if parsed is not None:
         assert 1 <= parsed[0] <= parsed[1] <= 65535 and parse_port_range("%d-%d" % parsed) == parsed
+
+
+DURATION_TEXT = st.one_of(any_text, st.from_regex(r"[0-9+ -]{0,4}[0-9]{1,9}[smhdSMHD\u00b2 ]{0,2}", fullmatch=True),
+                         st.integers(-10, 2 * MAX_DURATION), st.booleans(), st.none(), st.floats(0, 100))
+
+
+@SETTINGS
+@given(DURATION_TEXT)
+@example("\u0665s")
+@example("01h")
+@example("+5m")
+@example("5 m")
+@example("31d")
+@example("5m\n")
+def test_any_text_is_a_duration_or_refused(text):
+    seconds = _refused_naming("lifetime", lambda value: parse_duration("lifetime", value), text)
+    if seconds is not None:
+        assert isinstance(seconds, int) and not isinstance(seconds, bool) and 0 <= seconds <= MAX_DURATION
+        assert parse_duration("lifetime", format_duration(seconds)) == seconds
+        # Only ASCII digits and one unit letter got through.
+        assert isinstance(text, int) or re.fullmatch(r"(0|[1-9][0-9]*)[smhd]?", text)
 
 
 @SETTINGS

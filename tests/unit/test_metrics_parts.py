@@ -7,6 +7,7 @@ server metrics. The real thing is tests/integration/test_metrics.py."""
 from __future__ import annotations
 
 import base64
+import threading
 import types
 
 import pytest
@@ -233,6 +234,36 @@ def test_exporter_metrics_follow_the_naming_rules():
         if line and not line.startswith("#") and "{" in line:
             names = {pair.split("=")[0] for pair in line[line.index("{") + 1:line.index("}")].split(",")}
             assert names <= set(collector.LISTENER_LABELS) | {"direction", "reason"}
+
+
+def test_seconds_to_expiry_per_session():
+    text = scrape([dict(SESSION, expires_in=1800, expires_reason="lifetime"), dict(SESSION, uid=OTHER, expires_in=None)])
+    labels = 'backend="haproxy",encryption="none",reason="lifetime",role="PROD",runtime="process",uid="%s"' % UID
+    assert "scistream_session_expires_in_seconds{%s} 1800.0" % labels in text
+    assert OTHER not in "".join(line for line in text.splitlines() if line.startswith("scistream_session_expires_in"))
+
+
+def test_the_exporter_loop_releases_expired_sessions(tmp_path, caplog):
+    from ansible_collections.scistream.gateway.plugins.module_utils.exporter import server as exporter_server
+    calls = []
+    stop = threading.Event()
+
+    class Gateway:
+        def expire(self):
+            calls.append(1)
+            if len(calls) == 2:
+                raise OSError("disk gone")
+            if len(calls) >= 3:
+                stop.set()
+            return [{"uid": UID, "reason": "idle", "ports": [5100], "owner": None},
+                    {"uid": OTHER, "reason": "lifetime", "ports": [5101], "owner": None, "error": "x\ny\x1b[31m"}]
+    caplog.set_level("INFO", logger="scistream.exporter")
+    exporter_server.expire_loop(Gateway(), 0.01, stop)
+    assert len(calls) == 3
+    assert "session %s expired (idle): released, ports 5100 freed" % UID in caplog.text
+    assert "x\\x0ay\\x1b[31m" in caplog.text and "\x1b" not in caplog.text
+    with pytest.raises(SystemExit, match="--expire_interval"):
+        exporter_server.serve(exporter_server.parser().parse_args(["--expire_interval", "0.5"]))
 
 
 def test_listener_up_is_per_port():

@@ -759,3 +759,70 @@ def test_fuzz_proxy_container_names(name):
     for pattern in (proxy_container.NAME_RE, proxy_container.FILE_RE):
         if pattern.fullmatch(name):
             assert re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}", name) and "\n" not in name and "/" not in name
+
+
+def test_sessions_get_the_server_lifetime_and_the_owner_renews_them(tmp_path):
+    service = make_service(tmp_path, session_lifetime=3600, max_session_lifetime=5400, idle_timeout=86400)
+    clock = {"now": 1_800_000_000}
+    service.gateway.clock = lambda: clock["now"]
+    uid = str(uuid.uuid4())
+
+    async def scenario():
+        await req_and_hello(service, uid, "PROD", 1, caller=ALICE)
+        [record] = service.gateway.store.all()
+        assert (record.lifetime, record.idle_timeout, record.expires_at) == (3600, 86400, clock["now"] + 3600)
+        assert record.max_expires_at == clock["now"] + 5400
+        clock["now"] += 1000
+        await service.hello(uid, [], caller=ALICE)  # a hello renews
+        assert service.gateway.store.load(uid).expires_at == clock["now"] + 3600
+        clock["now"] += 1000
+        await service.req(uid, "PROD", 1, caller=ALICE)  # so does a req
+        await service.update(uid, ["127.0.0.1:9"], caller=ALICE)  # and an update (this one changes it)
+        assert service.gateway.store.load(uid).expires_at == 1_800_000_000 + 5400  # never past the maximum
+        assert await service.expire() == []
+        clock["now"] = 1_800_000_000 + 5400
+        [gone] = await service.expire()
+        assert gone["uid"] == uid and gone["reason"] == "lifetime"
+
+    run(scenario())
+    assert service.gateway.store.all() == []
+
+
+def test_a_req_waiting_for_its_hello_is_not_expired(tmp_path):
+    service = make_service(tmp_path, session_lifetime=1, hello_timeout=3)
+    uid = str(uuid.uuid4())
+
+    async def scenario():
+        req = asyncio.ensure_future(service.req(uid, "PROD", 1, caller=ALICE))
+        await asyncio.sleep(0.3)
+        assert await service.expire() == []
+        service.gateway.clock = lambda: 10 ** 10
+        assert await service.expire() == []  # pending: kept
+        await service.hello(uid, [], caller=ALICE)
+        await req  # the hello renewed it: one second from "now"
+        assert await service.expire() == []
+        service.gateway.clock = lambda: 10 ** 10 + 1
+        [gone] = await service.expire()
+        assert gone["uid"] == uid
+
+    run(scenario())
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--session_lifetime", "12 h"], "--session_lifetime '12 h'"),
+    (["--idle_timeout=-5m"], "--idle_timeout '-5m'"),
+    (["--max_session_lifetime", "31d"], "--max_session_lifetime '31d'"),
+    (["--session_lifetime", "2h", "--max_session_lifetime", "1h"], "longer than --max_session_lifetime 1h"),
+    (["--expire_interval", "0"], "--expire_interval"),
+])
+def test_lifetime_options_are_checked(argv, message, capsys):
+    with pytest.raises(SystemExit):
+        server.parse_args(argv)
+    assert message in capsys.readouterr().err
+
+
+def test_lifetime_option_defaults():
+    args = server.parse_args([])
+    assert (args.session_lifetime, args.max_session_lifetime, args.idle_timeout, args.expire_interval) == (43200, 0, 0, 5.0)
+    args = server.parse_args(["--session-lifetime", "90s", "--idle-timeout=30m", "--max-session-lifetime", "7d"])
+    assert (args.session_lifetime, args.idle_timeout, args.max_session_lifetime) == (90, 1800, 604800)

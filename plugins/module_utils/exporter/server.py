@@ -36,6 +36,7 @@ except ImportError:  # reported by main()
 
 from ..s2ds.errors import S2DSError
 from ..s2ds.runtimes.registry import make_gateway
+from ..s2ds.untrusted import escape
 from .web import (DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_PER_PEER, DEFAULT_REQUEST_DEADLINE, DEFAULT_WORKERS,
                   MetricsHTTPServer, WebConfig, WebConfigError, load_web_config, metrics_handler)
 
@@ -100,7 +101,27 @@ def parser():
                         "answer (default %(default)s)")
     p.add_argument("--web.workers", dest="workers", type=int, default=DEFAULT_WORKERS,
                    help="threads answering complete requests (default %(default)s)")
+    p.add_argument("--expire_interval", type=float, default=0.0,
+                   help="every this many seconds, release the sessions past their lifetime or idle timeout, as the "
+                        "control server's loop does (for gateways without one; 1-300, default 0: off)")
     return p
+
+
+def expire_loop(gateway, interval, stop):
+    """``gateway.expire()`` every ``interval`` seconds until ``stop`` (an Event) is set; logs what it released."""
+    while not stop.wait(interval):
+        try:
+            released = gateway.expire()
+        except Exception:  # pylint: disable=broad-exception-caught
+            LOG.exception("expiring sessions failed")
+            continue
+        for entry in released:
+            if entry.get("error"):
+                LOG.error("session %s expired (%s) but its release failed: %s", entry["uid"], entry["reason"],
+                          escape(entry["error"]))
+            else:
+                LOG.info("session %s expired (%s): released, ports %s freed", entry["uid"], entry["reason"],
+                         ",".join(str(port) for port in entry["ports"]))
 
 
 def web_limits(args):
@@ -121,9 +142,13 @@ def serve(args, ready=None):
         web = load_web_config(args.web_config) if args.web_config else WebConfig()
     except (ValueError, WebConfigError) as exc:
         raise SystemExit(str(exc)) from None
+    interval = getattr(args, "expire_interval", 0.0)
+    if interval and not (math.isfinite(interval) and 1 <= interval <= 300):
+        raise SystemExit("--expire_interval %r: must be 0 (off) or between 1 and 300 seconds" % interval)
     registry = CollectorRegistry(auto_describe=False)
     from .collector import SessionCollector  # pylint: disable=import-outside-toplevel
-    registry.register(SessionCollector(build_gateway(args.state_dir, args.process_supervisor)))
+    gateway = build_gateway(args.state_dir, args.process_supervisor)
+    registry.register(SessionCollector(gateway))
     try:
         server = ExporterServer((host, port), make_handler(registry, web), web.tls_context,
                                 **web_limits(args))
@@ -138,11 +163,17 @@ def serve(args, ready=None):
     if args.pid_file:
         with open(args.pid_file, "w", encoding="ascii") as handle:
             handle.write("%d\n" % os.getpid())
+    stop_expiring = threading.Event()
+    if interval:
+        threading.Thread(target=expire_loop, args=(gateway, interval, stop_expiring), name="expire",
+                         daemon=True).start()
+        LOG.info("releasing expired sessions every %gs", interval)
     if ready is not None:
         ready.set()
     try:
         server.serve_forever(poll_interval=0.5)
     finally:
+        stop_expiring.set()
         server.server_close()
         if args.pid_file and os.path.exists(args.pid_file):
             os.unlink(args.pid_file)

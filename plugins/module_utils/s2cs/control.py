@@ -294,7 +294,8 @@ class ControlService:
 
     def __init__(self, gateway, listener_ip="0.0.0.0", port_range="5100-5200", backend="haproxy",
                  runtime="process", hello_timeout=180.0, hello_grace=5.0, psk=None, limits=None,
-                 enforce_owner=False, workers=4, psk_compat=None):
+                 enforce_owner=False, workers=4, psk_compat=None, session_lifetime=None, max_session_lifetime=None,
+                 idle_timeout=None):
         self.gateway = gateway
         self.listener_ip = listener_ip
         self.port_range = port_range
@@ -306,6 +307,11 @@ class ControlService:
         self.psk_compat = psk_compat
         self.limits = limits or Limits()
         self.enforce_owner = enforce_owner
+        # Seconds (None: none) given to the sessions this server makes; renewed by their owner's req, hello and
+        # update, never past max_session_lifetime from their creation.
+        self.session_lifetime = session_lifetime or None
+        self.max_session_lifetime = max_session_lifetime or None
+        self.idle_timeout = idle_timeout or None
         self.quota_ports = self.limits.ports_quota(port_range)
         self.marks = PendingMarks(gateway.store.state_dir)
         self._executor = concurrent.futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="s2cs-gateway")
@@ -320,13 +326,48 @@ class ControlService:
     # -- helpers ---------------------------------------------------------------
     def _spec(self, uid, role, num_conn, targets=(), record=None):
         """The spec of a session from the server's settings; an existing ``record`` keeps its own
-        listener address, backend and runtime."""
+        listener address, backend, runtime, lifetime and idle timeout."""
         return SessionSpec.build(uid, role, num_conn=num_conn,
                                  listener_ip=record.listener_ip if record else self.listener_ip,
                                  port_range=self.port_range, targets=targets,
                                  backend=record.backend if record else self.backend,
                                  runtime=record.runtime if record else self.runtime,
-                                 psk=self.psk, psk_compat=self.psk_compat)
+                                 psk=self.psk, psk_compat=self.psk_compat,
+                                 lifetime=record.lifetime if record else self.session_lifetime,
+                                 idle_timeout=record.idle_timeout if record else self.idle_timeout,
+                                 max_lifetime=None if record else self.max_session_lifetime)
+
+    async def _renew(self, uid, caller):
+        """The owner's req, hello or update renews the session (its lifetime and idle time start again)."""
+        try:
+            await self._blocking(self.gateway.renew, uid)
+        except (S2DSError, OSError) as exc:
+            LOG.error("renewing session %s failed: %s", uid, untrusted_text(str(exc), LOG_LIMIT))
+
+    # -- lifetimes -------------------------------------------------------------
+    async def expire(self):
+        """Release every session past its lifetime or idle timeout (Gateway.expire), but the ones being set up
+        now; logs each. Returns what Gateway.expire returned."""
+        released = await self._blocking(self.gateway.expire, keep=set(self._pending))
+        for entry in released:
+            self._hellos.pop(entry["uid"], None)
+            if entry.get("error"):
+                LOG.error("session %s expired (%s) but its release failed: %s", entry["uid"], entry["reason"],
+                          untrusted_text(entry["error"], LOG_LIMIT))
+            else:
+                LOG.info("session %s of %s expired (%s): released, ports %s freed", entry["uid"],
+                         untrusted_text(str(entry["owner"]), LOG_LIMIT), entry["reason"],
+                         ",".join(str(port) for port in entry["ports"]))
+        return released
+
+    async def expire_loop(self, interval):
+        """``expire`` every ``interval`` seconds until the server stops; a failure is logged and the loop goes on."""
+        while not self._stopping:
+            try:
+                await self.expire()
+            except Exception:  # pylint: disable=broad-exception-caught
+                LOG.exception("expiring sessions failed")
+            await asyncio.sleep(interval)
 
     async def _blocking(self, fn, *args, **kwargs):
         """Run a Gateway call (files, locks, proxies) off the loop."""
@@ -452,6 +493,7 @@ class ControlService:
                 raise ControlError("ALREADY_EXISTS", "session %s already exists with role %s and num_conn %d" % (
                     uid, record.role, len(record.ports)))
             prod_listeners = self._hellos.get(uid, list(record.targets) if record.role == "PROD" else [])
+            await self._renew(uid, caller)
             return record.listeners, prod_listeners, False
         self._check_pending(caller)
         self._check_quota(records, caller, spec.num_conn)
@@ -522,6 +564,8 @@ class ControlService:
                 pending.error = ControlError("ABORTED", "session %s was released before its hello arrived" % uid)
             else:
                 await self._blocking(self.marks.remove, uid)
+                # Its lifetime starts again with the hello, not with the reservation.
+                await self._renew(uid, pending.caller)
         except asyncio.CancelledError:
             # The client gave up (or the server stops): nobody will learn these listeners.
             if not pending.hello_received and not self._stopping:
@@ -568,6 +612,7 @@ class ControlService:
             await self._check_hello(record.role, len(record.ports), prod_listeners)
             if prod_listeners and record.role == "PROD":
                 self._hellos[uid] = prod_listeners
+            await self._renew(uid, caller)
             return record.listeners
         self._check_owner(uid, pending.caller.identity, caller, "hello for")
         # The session's role comes from req: S2UC sends PROD in the hello of a CONS session.
@@ -648,6 +693,8 @@ class ControlService:
             if exc.field in CLIENT_FIELDS and exc.field != "uid":
                 raise _bad_input(exc) from None
             raise setup_failed("update", uid, exc) from None
+        if not outcome.changed:  # a changed session was renewed by present itself
+            await self._renew(uid, caller)
         LOG.debug("update %s: %s -> %s (%s)", uid, ", ".join(outcome.session["listeners"]), ", ".join(targets),
                   ", ".join(outcome.actions) or "unchanged")
         return outcome.session["listeners"], outcome.changed

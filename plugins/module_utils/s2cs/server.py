@@ -51,6 +51,7 @@ except ImportError:  # reported by main()
 from ..s2ds.backends import PSK_COMPAT
 from ..s2ds.errors import S2DSError
 from ..s2ds.policy import TargetPolicy
+from ..s2ds.session import format_duration, parse_duration
 from ..s2ds.runtimes.registry import make_gateway, options_of
 from . import metrics
 from .control import LOG, SERVER_DIR, Caller, ControlError, ControlService, ControlServicer, Limits, peer_host
@@ -537,6 +538,20 @@ def parser():
     own.add_argument(*_spellings("--hello_timeout"), dest="hello_timeout", type=float, default=180.0,
                      help="seconds a req waits for its hello (default %(default)s, as SciStream's server: a manual "
                           "prod-req and a hello minutes later still meet)")
+    life = p.add_argument_group("session lifetimes (durations: 90s, 30m, 12h, 7d, or bare seconds; 0 = none)")
+    life.add_argument(*_spellings("--session_lifetime"), dest="session_lifetime", type=duration_type("--session_lifetime"),
+                      default=DEFAULT_SESSION_LIFETIME,
+                      help="a session this server makes is released this long after its owner's last req, hello or "
+                           "update (default 12h, as AWS IoT secure tunneling; 0: never)")
+    life.add_argument(*_spellings("--max_session_lifetime"), dest="max_session_lifetime",
+                      type=duration_type("--max_session_lifetime"), default=0,
+                      help="no renewal keeps a session past this long after its creation (default 0: no bound)")
+    life.add_argument(*_spellings("--idle_timeout"), dest="idle_timeout", type=duration_type("--idle_timeout"), default=0,
+                      help="release a session when no byte was counted through its listeners for this long (the "
+                           "kernel counters; root with the nftables binding). Default 0: never idle")
+    life.add_argument(*_spellings("--expire_interval"), dest="expire_interval", type=float, default=5.0,
+                      help="seconds between two passes of the loop that releases expired sessions (1-300, default "
+                           "%(default)s)")
     own.add_argument(*_spellings("--pid_file"), dest="pid_file", help="write the server's pid here once it listens")
     own.add_argument("--daemon", action="store_true", help="detach; exit 0 once the server listens (use with --pid_file)")
     own.add_argument(*_spellings("--log_file"), dest="log_file", help="log here instead of stderr")
@@ -627,6 +642,21 @@ def parser():
     return p
 
 
+#: What --session_lifetime gives a session by default: 12 hours.
+DEFAULT_SESSION_LIFETIME = 12 * 3600
+
+
+def duration_type(option):
+    """An argparse type: the grammar's duration (session.py), its error naming the option and the value."""
+    def convert(text):
+        try:
+            return parse_duration(option, text)
+        except S2DSError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+    convert.__name__ = "duration"
+    return convert
+
+
 def parse_args(argv=None):
     """The options, with --type resolved to backend and runtime, and the limits checked."""
     p = parser()
@@ -643,6 +673,11 @@ def parse_args(argv=None):
     for name in ("rate_per_peer", "large_req_hello_timeout", "handshake_timeout", "max_connection_idle"):
         if not (math.isfinite(getattr(args, name)) and getattr(args, name) > 0):
             p.error("--%s %r: must be a positive, finite number" % (name, getattr(args, name)))
+    if not (math.isfinite(args.expire_interval) and 1 <= args.expire_interval <= 300):
+        p.error("--expire_interval %r: must be between 1 and 300 seconds" % args.expire_interval)
+    if args.max_session_lifetime and args.session_lifetime > args.max_session_lifetime:
+        p.error("--session_lifetime %s is longer than --max_session_lifetime %s" % (
+            format_duration(args.session_lifetime), format_duration(args.max_session_lifetime)))
     if args.client_secret_file and args.client_secret:
         p.error("--client_secret and --client_secret_file: give one")
     args.insecure = not args.ssl
@@ -774,7 +809,9 @@ async def serve_async(args, ready=None, interceptors=()):
                                  backend=args.backend, runtime=args.runtime, hello_timeout=args.hello_timeout,
                                  psk=read_secret(args.psk_file) if args.psk_file else None, psk_compat=args.psk_compat,
                                  limits=limits_of(args),
-                                 enforce_owner=checker.enabled, workers=args.max_workers)
+                                 enforce_owner=checker.enabled, workers=args.max_workers,
+                                 session_lifetime=args.session_lifetime, max_session_lifetime=args.max_session_lifetime,
+                                 idle_timeout=args.idle_timeout)
     except S2DSError as exc:
         raise SystemExit("bad setting: %s" % exc) from None
     service.recover()
@@ -806,12 +843,18 @@ async def serve_async(args, ready=None, interceptors=()):
     if threading.current_thread() is threading.main_thread():
         for sig in (signal.SIGTERM, signal.SIGINT):
             asyncio.get_running_loop().add_signal_handler(sig, stop.set)
+    expiring = asyncio.get_running_loop().create_task(service.expire_loop(args.expire_interval))
+    LOG.info("session lifetime %s (at most %s from creation), idle timeout %s; expired sessions released every %gs",
+             format_duration(args.session_lifetime) if args.session_lifetime else "none",
+             format_duration(args.max_session_lifetime) if args.max_session_lifetime else "no bound",
+             format_duration(args.idle_timeout) if args.idle_timeout else "none", args.expire_interval)
     if ready is not None:
         ready.set()
     try:
         await stop.wait()
     finally:
         LOG.info("stopping (sessions stay; a restarted server takes them over)")
+        expiring.cancel()
         service.shutdown()
         await server.stop(grace=2)
         service.close()

@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import time
 
 from . import counting
 from .backends import PSK_COMPAT, get_backend, render_config
@@ -62,13 +63,19 @@ class Gateway:
     where it cannot work (no nftables binding, not root); None turns
     counting off. ``policy`` (a :class:`.policy.TargetPolicy`) says where sessions may
     forward: by default the strict default (no loopback, no own address, ...), never open.
+    ``clock`` gives the time in seconds since the epoch (``time.time``; the tests give a fake one): the
+    sessions' deadlines are kept on disk in it.
     """
 
-    def __init__(self, state_dir, runtimes, counter="default", policy=None):
+    def __init__(self, state_dir, runtimes, counter="default", policy=None, clock=None):
         self.store = SessionStore(state_dir)
         self.runtimes = runtimes
         self.counter = counting.shared_counter(state_dir) if counter == "default" else counter
         self.policy = policy if policy is not None else TargetPolicy()
+        self.clock = clock or time.time
+
+    def now(self):
+        return int(self.clock())
 
     def runtime_for(self, spec_or_record):
         name = spec_or_record.runtime
@@ -143,7 +150,11 @@ class Gateway:
                                runtime_state=dict(existing.runtime_state) if existing else {},
                                encryption=spec.encryption, owner=existing.owner if existing else owner,
                                proxy_uid=proxy_uid,
-                               target_names=[t.name for t in spec.targets] if any(t.name for t in spec.targets) else [])
+                               target_names=[t.name for t in spec.targets] if any(t.name for t in spec.targets) else [],
+                               lifetime=spec.lifetime, idle_timeout=spec.idle_timeout)
+        if existing is not None:
+            for field in SessionRecord.BOOKKEEPING:
+                setattr(wanted, field, getattr(existing, field))
         # A proxy moving to another uid (a record from before the pool gets one) is restarted, never reloaded.
         if check_mode:
             uid_changes = existing is not None and pool is not None and existing.proxy_uid is None
@@ -196,6 +207,11 @@ class Gateway:
         elif backend.uses_psk and spec.psk_is_derived and spec.targets:
             warnings.append("psk for session %s is derived from its uid and is only as secret as the uid; "
                             "give both gateways a psk of their own" % spec.uid)
+        if actions:
+            # A run that makes or changes the session renews it (a run that changes nothing does not).
+            if existing is None and spec.max_lifetime:
+                wanted.max_expires_at = self.now() + spec.max_lifetime
+            renew_record(wanted, self.now())
         if not check_mode and actions:
             self._apply(runtime, backend, existing, wanted, files, actions)
         return Outcome(changed=bool(actions), actions=actions, session=self.describe(wanted), diff=diff,
@@ -304,11 +320,106 @@ class Gateway:
                        session={"uid": broken.uid, "broken": True, "record_path": broken.path})
 
     def describe(self, record):
-        """The public view of a session: the record less runtime internals, plus its config path."""
+        """The public view of a session: the record less runtime internals, plus its config path and when it
+        expires (``expires_in`` seconds from now, ``expires_reason`` lifetime or idle; None for never)."""
         info = record.public()
         config_name = get_backend(record.backend).config_name
         info["config_path"] = os.path.join(self.store.run_dir(record.uid), config_name) if record.targets else None
+        when, reason = record.deadline()
+        info["expires_in"] = None if when is None else max(0, when - self.now())
+        info["expires_reason"] = reason
         return info
+
+    # -- lifetimes -----------------------------------------------------------------
+    def renew(self, uid, owner=None):
+        """Renew session ``uid`` (its owner's req, hello or update): its lifetime and idle timeout start again.
+
+        With ``owner`` given, only a session of that owner is renewed. Returns the renewed record, or None
+        (no such session, another owner's, or a broken record)."""
+        with self.store.locked(create=False):
+            record = self.store.load_entry(uid)
+            if not isinstance(record, SessionRecord) or (owner is not None and record.owner != owner):
+                return None
+            renew_record(record, self.now())
+            self.store.save(record)
+            return record
+
+    def expire(self, now=None, keep=()):
+        """Release every session past its lifetime, or idle past its idle timeout, exactly as ``absent`` would.
+
+        Idle is measured with the kernel's counters of the session's listeners (the counting table, or the
+        kernel runtime's own): each call notes the bytes counted, and a count that moved since the last
+        call makes the session busy again; where a session's bytes cannot be counted (no counters here,
+        a remote Docker engine) it is never idle, and only its lifetime ends it. The bookkeeping is written
+        to the records, so a restart keeps every deadline. Nothing here opens a path the proxy can write but
+        what ``absent`` opens to stop it.
+
+        Returns one dict per session released: ``uid``, ``owner``, ``reason`` (lifetime or idle),
+        ``deadline`` and the ``ports`` freed, and ``error`` for one whose release failed (it is tried again
+        at the next call). Sessions in ``keep`` (uids a caller is setting up right now) are left alone."""
+        now = self.now() if now is None else int(now)
+        if not os.path.isdir(self.store.sessions_dir):
+            return []
+        released = []
+        with self.store.locked(create=False), self.store.cached():
+            for record in self.store.all():
+                if record.uid in keep or (record.lifetime is None and record.idle_timeout is None
+                                          and record.expires_at is None):
+                    continue
+                try:
+                    reason, when = self._expiry(record, now)
+                except S2DSError as exc:
+                    released.append({"uid": record.uid, "owner": record.owner, "reason": None, "error": str(exc)})
+                    continue
+                if reason is None:
+                    continue
+                entry = {"uid": record.uid, "owner": record.owner, "reason": reason, "deadline": when,
+                         "ports": list(record.ports)}
+                try:
+                    self._discard(self.runtime_for(record), get_backend(record.backend), record)
+                except (S2DSError, OSError) as exc:
+                    entry["error"] = "session %s: %s" % (record.uid, exc)
+                released.append(entry)
+        return released
+
+    def _expiry(self, record, now):
+        """``(reason, deadline)`` when ``record`` is due at ``now``, else ``(None, None)``, after noting its bytes
+        (the record is saved when its bookkeeping moved)."""
+        idle_known = False
+        if record.idle_timeout:
+            seen = self._bytes_seen(record)
+            idle_known = seen is not None
+            if seen is not None and (record.idle_bytes is None or seen != record.idle_bytes or record.idle_since is None):
+                # Busy (or counted for the first time): the idle timeout runs from now.
+                record.idle_bytes, record.idle_since = seen, now
+                self.store.save(record)
+            elif seen is None and record.idle_since is None:
+                record.idle_since = now
+                self.store.save(record)
+        when, reason = record.deadline() if idle_known else (record.expires_at, "lifetime")
+        if when is not None and now >= when:
+            return reason, when
+        return None, None
+
+    def _bytes_seen(self, record):
+        """All bytes the kernel counted through ``record``'s listeners so far, or None where it counts none here.
+
+        Read from the kernel alone (nftables), never from a file the proxy can write."""
+        try:
+            if record.runtime == "kernel":
+                runtime = self.runtime_for(record)
+                listeners = runtime.traffic(get_backend(record.backend), self.store, record, counter=self.counter)
+            elif self.counter is not None and self.counter.available and record.targets:
+                listeners = self.counter.read(record)
+            else:
+                return None
+        except counting.CountersUnavailable:
+            return None
+        if not listeners:
+            return None
+        # The counting table gives each direction (bytes_in, bytes_out); the kernel runtime its total too.
+        return sum(int(entry["bytes_in"]) + int(entry["bytes_out"]) if "bytes_in" in entry else int(entry.get("bytes", 0))
+                   for entry in listeners)
 
     # -- info --------------------------------------------------------------------
     def sessions(self, uid=None):
@@ -357,3 +468,11 @@ class Gateway:
             return
         if traffic is not None:
             info["traffic"] = traffic
+
+
+def renew_record(record, now):
+    """Start ``record``'s lifetime and idle timeout again at ``now`` (never past its ``max_expires_at``)."""
+    record.expires_at = now + record.lifetime if record.lifetime else None
+    if record.max_expires_at is not None:
+        record.expires_at = min(record.expires_at or record.max_expires_at, record.max_expires_at)
+    record.idle_since = now

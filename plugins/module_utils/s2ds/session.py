@@ -123,6 +123,41 @@ def parse_count(field, value, low, high):
     return number
 
 
+#: Units of a duration and their seconds: ``90s``, ``30m``, ``12h``, ``7d``.
+DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+#: The longest lifetime or idle timeout the grammar takes (30 days): beyond it, release the session yourself.
+MAX_DURATION = 30 * 86400
+_DURATION_RE = re.compile(r"(0|[1-9][0-9]{0,7})([smhd]?)")
+
+
+def parse_duration(field, value, maximum=MAX_DURATION):
+    """A duration into whole seconds: ``90s``, ``30m``, ``12h``, ``7d``, or bare seconds (``3600`` or an int).
+
+    ASCII digits, no sign, no space, no leading zero, no fraction; ``0`` (in any unit) means none and gives 0.
+    At most ``maximum`` seconds. None stays None (not set).
+    """
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (str, int)):
+        raise invalid(field, value, "must be a duration such as 90s, 30m, 12h or 7d")
+    match = _DURATION_RE.fullmatch(str(value)) if isinstance(value, str) or value >= 0 else None
+    if not match:
+        raise invalid(field, value, "must be a duration such as 90s, 30m, 12h or 7d (a whole number and one of "
+                                    "the units s, m, h, d; a bare number is seconds)")
+    seconds = int(match.group(1)) * DURATION_UNITS[match.group(2) or "s"]
+    if seconds > maximum:
+        raise invalid(field, value, "must be at most %s" % format_duration(maximum))
+    return seconds
+
+
+def format_duration(seconds):
+    """``seconds`` in the largest unit that divides it (``parse_duration`` reads it back): 43200 -> ``12h``."""
+    for unit in ("d", "h", "m"):
+        if seconds and seconds % DURATION_UNITS[unit] == 0:
+            return "%d%s" % (seconds // DURATION_UNITS[unit], unit)
+    return "%ds" % seconds
+
+
 def parse_port_range(value):
     """``"start-end"`` (inclusive) within 1-65535, start <= end."""
     match = _PORT_RANGE_RE.fullmatch(_text("port_range", value))
@@ -404,12 +439,20 @@ class SessionSpec:
     encryption: str = DEFAULTS["encryption"]
     tls: TLSMaterial = dataclasses.field(default=None, repr=False)
     psk_compat: str = None
+    #: Seconds a session lives after it was made or last renewed (None: for ever), and after the last byte
+    #: counted through its listeners (None: never idle); see Gateway.expire.
+    lifetime: int = None
+    idle_timeout: int = None
+    #: Seconds after its creation no renewal extends a session past (None: no such bound; the control server's
+    #: --max_session_lifetime).
+    max_lifetime: int = None
 
     @classmethod
     def build(cls, uid, role, num_conn=DEFAULTS["num_conn"], listener_ip=DEFAULTS["listener_ip"],
               port_range=DEFAULTS["port_range"], targets=(), backend=DEFAULTS["backend"], runtime=None, psk=None,
               psk_cipher=DEFAULTS["psk_cipher"], template=None, encryption=DEFAULTS["encryption"], tls_cert=None,
-              tls_key=None, tls_ca=None, tls_version=DEFAULTS["tls_version"], psk_compat=None):
+              tls_key=None, tls_ca=None, tls_version=DEFAULTS["tls_version"], psk_compat=None,
+              lifetime=None, idle_timeout=None, max_lifetime=None):
         """Validate raw inputs (strings, as a user typed them) into a spec."""
         uid = parse_uid(uid)
         role = parse_choice("role", role, ROLES)
@@ -441,10 +484,15 @@ class SessionSpec:
                     template_text = handle.read()
             except OSError as exc:
                 raise invalid("template", template, "cannot be read: %s" % exc.strerror) from None
+        # 0 (in any unit) is "none", as the control server's --session_lifetime 0.
+        lifetime = parse_duration("lifetime", lifetime) or None
+        idle_timeout = parse_duration("idle_timeout", idle_timeout) or None
+        max_lifetime = parse_duration("max_lifetime", max_lifetime) or None
         return cls(uid=uid, role=role, num_conn=num_conn, listener_ip=listener_ip,
                    port_range=parse_port_range(port_range), targets=targets, backend=backend,
                    runtime=runtime, psk=psk, psk_cipher=str(psk_cipher), template=template,
-                   template_text=template_text, encryption="tls" if tls else "none", tls=tls, psk_compat=psk_compat)
+                   template_text=template_text, encryption="tls" if tls else "none", tls=tls, psk_compat=psk_compat,
+                   lifetime=lifetime, idle_timeout=idle_timeout, max_lifetime=max_lifetime)
 
     @property
     def psk_is_derived(self):
@@ -495,6 +543,20 @@ class SessionRecord:
     proxy_uid: int = None
     #: The host name each target was resolved from (None for an address); empty when no target was a name.
     target_names: list = dataclasses.field(default_factory=list)
+    #: The session's lifetime and idle timeout in seconds (None: none), as asked for.
+    lifetime: int = None
+    idle_timeout: int = None
+    #: When (seconds since the epoch) the lifetime ends: renewed by the owner's req/hello/update and by a
+    #: run that changes the session, never past ``max_expires_at`` (the bound from its creation). None: never.
+    expires_at: int = None
+    max_expires_at: int = None
+    #: Idle bookkeeping: the bytes last counted through the listeners (None: not counted yet) and when
+    #: that count last changed or the session was renewed (the idle timeout runs from there).
+    idle_bytes: int = None
+    idle_since: int = None
+
+    #: The fields a run keeps from the record it finds (the deadlines and the bookkeeping are not options).
+    BOOKKEEPING = ("expires_at", "max_expires_at", "idle_bytes", "idle_since")
 
     @property
     def listeners(self):
@@ -520,7 +582,20 @@ class SessionRecord:
             "targets": list(self.targets),
             "encryption": self.encryption,
             "owner": self.owner,
+            "lifetime": self.lifetime,
+            "idle_timeout": self.idle_timeout,
+            "expires_at": self.expires_at,
         }
+
+    def deadline(self):
+        """``(when, reason)``: the first moment the session expires and why (``lifetime`` or ``idle``), or
+        ``(None, None)`` for a session that never does. Idle is measured from ``idle_since``."""
+        candidates = []
+        if self.expires_at is not None:
+            candidates.append((self.expires_at, "lifetime"))
+        if self.idle_timeout and self.idle_since is not None:
+            candidates.append((self.idle_since + self.idle_timeout, "idle"))
+        return min(candidates) if candidates else (None, None)
 
 
 def format_endpoint(ip, port):

@@ -31,7 +31,7 @@ import tempfile
 
 from .backends import BACKENDS
 from .errors import S2DSError
-from .session import (ENCRYPTIONS, ROLES, RUNTIMES, SessionRecord, parse_choice, parse_hostname, parse_ip, parse_target, parse_uid,
+from .session import (ENCRYPTIONS, MAX_DURATION, ROLES, RUNTIMES, SessionRecord, parse_choice, parse_hostname, parse_ip, parse_target, parse_uid,
                       session_key)
 from .uidpool import is_pool_uid
 
@@ -136,6 +136,20 @@ def check_record(record):
         raise ValueError("owner %r is not an identity a control server records" % (record.owner,))
     if not is_pool_uid(record.proxy_uid):
         raise ValueError("proxy_uid %r is not a uid a proxy uid pool hands out" % (record.proxy_uid,))
+    for field in ("lifetime", "idle_timeout"):
+        value = getattr(record, field)
+        if value is not None and not (_is_whole(value) and 1 <= value <= MAX_DURATION):
+            raise ValueError("%s %r is not a duration in seconds (1 to %d)" % (field, value, MAX_DURATION))
+    for field in ("expires_at", "max_expires_at", "idle_since"):
+        value = getattr(record, field)
+        if value is not None and not (_is_whole(value) and 0 <= value < 2 ** 40):
+            raise ValueError("%s %r is not a time in whole seconds since the epoch" % (field, value))
+    if record.idle_bytes is not None and not (_is_whole(record.idle_bytes) and 0 <= record.idle_bytes < 2 ** 64):
+        raise ValueError("idle_bytes %r is not a byte count" % (record.idle_bytes,))
+
+
+def _is_whole(value):
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def _is_port(value):
