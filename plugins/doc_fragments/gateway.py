@@ -55,8 +55,8 @@ options:
     description:
       - The uids (first-last, inclusive; the group of the same number is each one's only group) that
         O(proxy_user=pool) hands out, one per session. A uid that an account or a group of the host has (but the
-        pool's own C(scistream-p<uid>) account), or that a running process uses, is skipped. At most 65536 uids; root, 65534, 65535 and systemd's C(DynamicUser=)
-        range 61184-65519 are refused.
+        pool's own C(scistream-p<uid>) account), or that a running process uses, is skipped. At most 65536 uids;
+        root, 65534, 65535 and systemd's C(DynamicUser=) range 61184-65519 are refused.
     type: str
     default: 7400-8399
   allowed_targets:
