@@ -12,6 +12,7 @@ import contextlib
 import io
 import json
 import os
+import shlex
 import tarfile
 import time
 
@@ -82,6 +83,8 @@ def push_inside(container, listener, sink_port, size="20M"):
 
 
 PROXY_UID = 7400  # the gateway role's scistream user (tests/integration/playbooks/systemd.yml creates it)
+#: The pool the sessions' uids come from (the modules' default proxy_uid_range; 7400 is the scistream user's).
+POOL_UIDS = range(7401, 8400)
 
 
 def proc_status(container, pid):
@@ -89,14 +92,34 @@ def proc_status(container, pid):
     return dict(line.split(":", 1) for line in text.splitlines() if ":" in line)
 
 
-def unprivileged(container, unit):
-    """Assert the unit's proxy and its children run as the proxy user; return their effective capabilities."""
-    main = run(container, "systemctl show -p MainPID --value " + unit)[1].strip()
+def main_pid(container, unit):
+    return run(container, "systemctl show -p MainPID --value " + unit)[1].strip()
+
+
+def unit_uid(container, unit):
+    """The uid the unit's User= names (a number: the session's pool uid)."""
+    return int(run(container, "systemctl show -p User --value " + unit)[1].strip())
+
+
+def as_uid(container, uid, command):
+    """Run ``command`` inside the gateway container as ``uid`` (and gid of the same number, no other group)."""
+    return run(container, "setpriv --reuid=%d --regid=%d --clear-groups sh -c %s" % (uid, uid, shlex.quote(command)))
+
+
+def unprivileged(container, unit, uid=None):
+    """Assert the unit's proxy and its children run as ``uid`` (default: the unit's User=, which must be a pool
+    uid, never root nor the shared scistream account); return their effective capabilities."""
+    uid = unit_uid(container, unit) if uid is None else uid
+    assert uid in POOL_UIDS, (unit, uid)
+    main = main_pid(container, unit)
     pids = [main] + run(container, "cat /proc/%s/task/*/children" % main)[1].split()
     caps = set()
     for pid in pids:
         status = proc_status(container, pid)
-        assert status["Uid"].split()[:2] == [str(PROXY_UID)] * 2 and status["NoNewPrivs"].strip() == "1", (unit, pid)
+        assert status["Uid"].split() == [str(uid)] * 4 and status["NoNewPrivs"].strip() == "1", (unit, pid)
+        # No group but its own (systemd's initgroups() lists the primary group as a supplementary one as well).
+        assert status["Gid"].split() == [str(uid)] * 4 and status["Groups"].split() in ([], [str(uid)]), (
+            unit, pid, status["Groups"])
         caps.add(int(status["CapEff"], 16) | int(status["CapBnd"], 16))
     assert len(caps) == 1
     return caps.pop()

@@ -37,6 +37,12 @@ options:
         session record keeps the uid (C(proxy_uid)); a session made before runs as before until its next change,
         which restarts its proxy as a pool uid. The host-wide allocation is kept in
         C(/var/lib/scistream/proxy-uids/registry.json).
+      - Under O(process_supervisor=systemd) the session's unit has C(User=) and C(Group=) set to that uid and gid.
+        systemd starts a unit only as a uid the user database knows, so the first time a unit runs as a pool uid
+        the module makes the pool's own account for it (C(scistream-p<uid>), group of the same name and number
+        with no member, no password, home C(/), no login shell, with C(groupadd) and C(useradd)); it stays after
+        the session is released and is reused with the uid. A uid that any other account or group has is never
+        handed out.
       - Run as that user, a proxy holds no capability, or only C(CAP_NET_BIND_SERVICE) for a listener below port
         1024 (a container with such a port runs root with that one capability, as Docker gives a non-root user no
         ambient capability). The session's run dir is then C(root:<its group>) 0750, the config and key files in
@@ -48,9 +54,9 @@ options:
   proxy_uid_range:
     description:
       - The uids (first-last, inclusive; the group of the same number is each one's only group) that
-        O(proxy_user=pool) hands out, one per session. A uid that an account or a group of the host has, or that a
-        running process uses, is skipped. At most 65536 uids; root, 65534, 65535 and systemd's C(DynamicUser=)
-        range 61184-65519 are refused.
+        O(proxy_user=pool) hands out, one per session. A uid that an account or a group of the host has (but the
+        pool's own C(scistream-p<uid>) account), or that a running process uses, is skipped. At most 65536 uids;
+        root, 65534, 65535 and systemd's C(DynamicUser=) range 61184-65519 are refused.
     type: str
     default: 7400-8399
   allowed_targets:

@@ -363,12 +363,12 @@ def test_ports_and_uids_are_free_after_release(place):
     assert _registry_uids(place) == []
 
 
-# -- systemd: no pool yet ---------------------------------------------------------------
-def test_systemd_refuses_the_pool_naming_the_field(place):
-    """systemd refuses a unit User= that no account has (217/USER): the pool waits for accounts of its own."""
-    with pytest.raises(S2DSError) as refused:
-        ProcessRuntime("systemd", "pool", proxy_uid_range="7460-7479", uid_registry=place["registry"])
-    assert refused.value.field == "proxy_user"
+# -- systemd: the pool too (tests/integration/test_systemd.py runs the units) ----------------
+def test_systemd_takes_the_pool(place):
+    """systemd's User= needs an account (217/USER without one): the supervisor makes the pool's own (unit tests:
+    tests/unit/test_systemd_unit.py); the runtime has the pool under systemd as under the daemon supervisor."""
+    runtime = ProcessRuntime("systemd", "pool", proxy_uid_range="7460-7479", uid_registry=place["registry"])
+    assert runtime.uid_pool is not None and runtime.supervisor.name == "systemd"
 
 
 # -- docker: the container runs as the session's pool uid, hardened ----------------------

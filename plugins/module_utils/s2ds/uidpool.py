@@ -24,12 +24,20 @@ a session whose proxy is down; the registry can. The registry lives on disk
 * no live entry of the registry holds it (an entry whose session record is
   gone from its state dir is stale and reclaimed),
 * no account and no group of this host has that number (``getpwuid`` /
-  ``getgrgid``: the gid must give nobody else access), and
+  ``getgrgid``: the gid must give nobody else access), but the pool's own
+  account for it (:func:`pool_account_name`: the systemd supervisor makes
+  one, since systemd runs a unit only as a uid the user database knows), and
 * no process of the host runs with it as real, effective, saved or file
   system uid (a registry lost or edited does not let two proxies share one).
 
 The session record keeps its uid (``proxy_uid``); a record without one
 (written before the pool) keeps working and gets a uid at its next change.
+
+Pool accounts (``scistream-p<uid>``, group of the same name and number, no
+member, no password, no home, no login shell) are made only under the
+systemd supervisor, the first time a unit runs as that uid, and stay when
+the session goes: the uid is still the pool's, and the next session that
+gets it finds its account. Nothing but the pool's uid ever has that gid.
 """
 
 from __future__ import annotations
@@ -47,8 +55,8 @@ import time
 
 from .errors import PortsExhausted, S2DSError, invalid
 
-__all__ = ["DEFAULT_PROXY_UID_RANGE", "DEFAULT_REGISTRY", "PoolAccount", "UidPool", "UidsExhausted",
-           "parse_uid_range", "is_pool_uid", "uids_in_use"]
+__all__ = ["DEFAULT_PROXY_UID_RANGE", "DEFAULT_REGISTRY", "POOL_ACCOUNT_PREFIX", "PoolAccount", "UidPool", "UidsExhausted",
+           "is_pool_account", "parse_uid_range", "is_pool_uid", "pool_account_name", "uids_in_use"]
 
 DEFAULT_PROXY_UID_RANGE = "7400-8399"
 #: In a directory of its own, so a sandboxed daemon (the S2CS unit, ProtectSystem=strict) can be given just that.
@@ -62,6 +70,8 @@ RESERVED_RANGES = ((0, 0, "root"), (65534, 65535, "nobody and the 16-bit -1"),
 CLAIM_GRACE = 600
 #: Most uids one pool may hold (the registry and the process probe stay small).
 MAX_POOL_SIZE = 65536
+#: A pool account's user and group name is this and its number (``scistream-p7401``).
+POOL_ACCOUNT_PREFIX = "scistream-p"
 _RANGE_RE = re.compile(r"([1-9][0-9]{0,9})-([1-9][0-9]{0,9})")
 _KEY_RE = re.compile(r"[A-Za-z0-9._-]{1,80}")
 
@@ -136,15 +146,39 @@ def uids_in_use():
     return used
 
 
+def pool_account_name(uid):
+    """The user and group name of the pool's own account for ``uid`` (made under the systemd supervisor)."""
+    return "%s%d" % (POOL_ACCOUNT_PREFIX, uid)
+
+
+def _lookup(lookup, key):
+    try:
+        return lookup(key)
+    except KeyError:
+        return None
+
+
+def is_pool_account(uid, user=True, group=True):
+    """True when what the user database has at ``uid`` is the pool's own account and nothing else: the user (if
+    any, or required with ``user``) is ``pool_account_name(uid)`` with primary group ``uid``, the group (likewise
+    with ``group``) has that name and no member. Anything else there (an operator's account) keeps the uid out."""
+    name = pool_account_name(uid)
+    entry, group_entry = _lookup(pwd.getpwuid, uid), _lookup(grp.getgrgid, uid)
+    if (entry is None and user) or (group_entry is None and group):
+        return False
+    if entry is not None and (entry.pw_name != name or entry.pw_gid != uid):
+        return False
+    if group_entry is not None and (group_entry.gr_name != name or group_entry.gr_mem):
+        return False
+    # A member is also an account whose primary group it is (the group file does not list those).
+    return not any(other.pw_gid == uid and other.pw_uid != uid for other in pwd.getpwall())
+
+
 def _taken_by_host(uid):
-    """True when an account or a group of this host has the number ``uid``."""
-    for lookup in (pwd.getpwuid, grp.getgrgid):
-        try:
-            lookup(uid)
-            return True
-        except KeyError:
-            pass
-    return False
+    """True when an account or a group of this host has the number ``uid``, the pool's own account aside."""
+    if _lookup(pwd.getpwuid, uid) is None and _lookup(grp.getgrgid, uid) is None:
+        return False
+    return not is_pool_account(uid, user=False, group=False)
 
 
 class UidPool:

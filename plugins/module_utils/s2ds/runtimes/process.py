@@ -42,18 +42,10 @@ class ProcessRuntime(Runtime):
         if supervisor not in SUPERVISORS:
             raise S2DSError("process_supervisor %r: must be auto, systemd or daemon" % supervisor,
                             field="process_supervisor", value=supervisor)
-        #: Where each session's proxy gets a uid of its own (``proxy_user: pool``, or ``auto`` where the
-        #: gateway role made the proxy account); None: every proxy runs as ``account``.
-        #: Not under systemd yet: systemd refuses a ``User=`` that no account has (status 217/USER), so
-        #: there ``auto`` keeps the one proxy account and ``pool`` is refused (the daemon supervisor and the
-        #: docker runtime have the pool).
-        if supervisor == "systemd":
-            if str(proxy_user) == "pool":
-                raise S2DSError("proxy_user 'pool' needs process_supervisor daemon (or the docker runtime): systemd "
-                                "refuses a unit User= that no account has", field="proxy_user", value=proxy_user)
-            self.uid_pool = None
-        else:
-            self.uid_pool = resolve_uid_pool(proxy_user, proxy_uid_range, uid_registry)
+        #: Where each session's proxy gets a uid of its own (``proxy_user: pool``, or ``auto`` where the gateway
+        #: role made the proxy account), under either supervisor; None: every proxy runs as ``account``. Under
+        #: systemd the unit's User=/Group= are that uid and gid (supervisors/systemd.py says why not DynamicUser=).
+        self.uid_pool = resolve_uid_pool(proxy_user, proxy_uid_range, uid_registry)
         #: Who the proxies run as without a pool uid (None: root); see privileges.resolve_proxy_account.
         self.account = resolve_proxy_account(proxy_user)
         #: Keeps the proxies running (``supervisor.name``: systemd or daemon).

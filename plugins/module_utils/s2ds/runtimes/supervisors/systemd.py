@@ -9,26 +9,111 @@ sends the backend's reload signal. The unit is enabled
 (``WantedBy=multi-user.target``), so the proxy comes back by itself when the
 host boots; release disables and removes it. A unit fails in the background,
 so the gateway checks a config before a start.
+
+Each session's unit runs as the session's pool uid (``User=``/``Group=``
+with the numbers the uid pool gave, :mod:`...uidpool`), like the daemon
+supervisor's ``setpriv`` and the docker runtime's ``--user``. Why not
+``DynamicUser=`` with ``LoadCredential=``: systemd would pick the uid (from
+its own range) only when the unit starts, and hand it to another unit after
+this one stops, so the gateway could neither give the run dir and its
+``proxy/`` dir to that uid beforehand nor keep one uid per session across
+the runtimes (the pool's registry, the daemon supervisor, docker); and the
+configs would have to name keys at ``$CREDENTIALS_DIRECTORY`` paths that do
+not exist when the gateway checks them. Why not a root unit that drops to
+the uid with ``setpriv``: systemd would then see (and ``systemd-analyze
+security`` score) a root service holding CAP_SETUID/CAP_SETGID/CAP_SETPCAP
+and the set-uid system calls. But systemd runs a unit only as a uid the
+user database knows (a bare number fails with status 217/USER), so before a
+unit first runs as a pool uid the supervisor makes the pool's own account for
+it (:func:`ensure_pool_account`: ``scistream-p<uid>``, no member, password,
+home or shell), which the pool then recognises as its own.
 """
 
 from __future__ import annotations
 
 import contextlib
 import glob
+import grp
 import os
+import pwd
 import shlex
+import time
 
 from ...errors import S2DSError
 from ...names import session_key
 from ...sandbox import unit_sandbox
 from ...store import read_text, write_file_atomic
+from ...uidpool import PoolAccount, is_pool_account, pool_account_name
 from ..privileges import needs_low_port
 from . import Supervisor, run_command
 
-__all__ = ["SYSTEMD_UNIT_DIR", "SYSTEMD_WANTS_DIR", "SystemdSupervisor", "hardening_lines"]
+__all__ = ["SYSTEMD_UNIT_DIR", "SYSTEMD_WANTS_DIR", "SystemdSupervisor", "ensure_pool_account", "hardening_lines"]
 
 SYSTEMD_UNIT_DIR = "/etc/systemd/system"
 SYSTEMD_WANTS_DIR = os.path.join(SYSTEMD_UNIT_DIR, "multi-user.target.wants")
+#: A pool account's comment (GECOS) field.
+POOL_ACCOUNT_COMMENT = "SciStream session proxy (uid pool)"
+#: Seconds to keep trying while another program holds the user database's lock.
+ACCOUNT_LOCK_WAIT = 10
+
+
+def _nologin_shell():
+    for path in ("/usr/sbin/nologin", "/sbin/nologin"):
+        if os.path.exists(path):
+            return path
+    return "/bin/false"
+
+
+def _account_tool(argv):
+    """Run groupadd / useradd (shadow's tools, which lock and rewrite the user database themselves), again while
+    another program holds its lock, for at most ACCOUNT_LOCK_WAIT seconds."""
+    deadline = time.monotonic() + ACCOUNT_LOCK_WAIT
+    while True:
+        result = run_command(argv)
+        output = result.stdout.decode("utf-8", "replace").strip()
+        if result.returncode == 0:
+            return
+        if "lock" not in output.lower() or time.monotonic() > deadline:
+            raise S2DSError("%s failed (exit %d): %s" % (shlex.join(argv), result.returncode, output[-300:]),
+                            field="proxy_user", value="pool")
+        time.sleep(0.2)
+
+
+def ensure_pool_account(uid):
+    """Make the pool's own account for ``uid`` unless the user database has it: a system group
+    ``scistream-p<uid>`` of gid ``uid`` with no member, and a system user of that name and uid, that group
+    as its only group, no password (locked), home ``/`` (not made), no login shell, no lastlog/faillog entry.
+    True when something was made. Refuses (naming ``proxy_user``) a uid or name some other account has."""
+    name = pool_account_name(uid)
+    if is_pool_account(uid):
+        return False
+    for by_name, what in ((pwd.getpwnam, "user"), (grp.getgrnam, "group")):
+        with contextlib.suppress(KeyError):
+            other = by_name(name)
+            number = other.pw_uid if what == "user" else other.gr_gid
+            if number != uid:
+                raise S2DSError("pool uid %d: the %s name %s is taken by %s %d" % (uid, what, name, what, number),
+                                field="proxy_user", value="pool")
+    if not is_pool_account(uid, user=False, group=False):
+        raise S2DSError("pool uid %d: an account or group of this host has it; it is not the pool's" % uid,
+                        field="proxy_user", value="pool")
+    made = False
+    try:
+        grp.getgrgid(uid)
+    except KeyError:
+        _account_tool(["groupadd", "--system", "--gid", str(uid), name])
+        made = True
+    try:
+        pwd.getpwuid(uid)
+    except KeyError:
+        _account_tool(["useradd", "--system", "--no-log-init", "--no-create-home", "--no-user-group",
+                       "--uid", str(uid), "--gid", str(uid), "--home-dir", "/", "--shell", _nologin_shell(),
+                       "--comment", POOL_ACCOUNT_COMMENT, name])
+        made = True
+    if not is_pool_account(uid):
+        raise S2DSError("pool uid %d: the account %s was not made as asked" % (uid, name), field="proxy_user",
+                        value="pool")
+    return made
 
 
 def hardening_lines(run_dir, own_dir, low_port, as_root=False):
@@ -74,8 +159,8 @@ class SystemdSupervisor(Supervisor):
                              as_root=self.runtime.account_for(record) is None))
 
     def _unit_identity(self, record):
-        """``User=`` and ``Group=``: the session's pool uid and gid (numbers: no account has them), else the proxy
-        account; nothing for root."""
+        """``User=`` and ``Group=``: the session's pool uid and gid (as numbers; ``start`` makes the pool account
+        that lets systemd resolve them), else the proxy account; nothing for root."""
         account = self.runtime.account_for(record)
         if account is None:
             return ""
@@ -102,6 +187,9 @@ class SystemdSupervisor(Supervisor):
                 and self._systemctl("is-active", "--quiet", name).returncode == 0)
 
     def start(self, backend, store, record):
+        account = self.runtime.account_for(record)
+        if isinstance(account, PoolAccount):
+            ensure_pool_account(account.uid)  # before the unit names it: systemd resolves User= when it starts
         unit = os.path.join(SYSTEMD_UNIT_DIR, self.unit_name(backend, record))
         write_file_atomic(unit, self.unit_text(backend, store, record), mode=0o644)
         self._systemctl("daemon-reload")
