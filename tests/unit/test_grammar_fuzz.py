@@ -96,8 +96,9 @@ def test_any_text_is_a_port_range_or_refused(text):
         assert 1 <= parsed[0] <= parsed[1] <= 65535 and parse_port_range("%d-%d" % parsed) == parsed
 
 
-DURATION_TEXT = st.one_of(any_text, st.from_regex(r"[0-9+ -]{0,4}[0-9]{1,9}[smhdSMHD\u00b2 ]{0,2}", fullmatch=True),
-                         st.integers(-10, 2 * MAX_DURATION), st.booleans(), st.none(), st.floats(0, 100))
+DURATION_TEXT = st.one_of(
+    any_text, st.from_regex(r"[0-9+ -]{0,4}[0-9]{1,9}[smhdSMHD\u00b2 ]{0,2}", fullmatch=True),
+    st.integers(-10, 2 * MAX_DURATION), st.booleans(), st.none(), st.floats(0, 100))
 
 
 @SETTINGS
