@@ -82,6 +82,20 @@ class PlaybookRun:
                 for h, r in t["hosts"].items() if r.get("failed")]
 
 
+#: Where fake clocks start by default: seconds since the epoch (2027), far from 0 like a real deadline.
+CLOCK_T0 = 1_800_000_000
+
+
+class Clock:
+    """A fake clock for code that takes one in ``time.time``'s shape: read it by calling, move it by ``now``."""
+
+    def __init__(self, now=CLOCK_T0):
+        self.now = now
+
+    def __call__(self):
+        return self.now
+
+
 class Sink:
     """A TCP (or UDP) sink on loopback that hashes what it receives, in a thread."""
 

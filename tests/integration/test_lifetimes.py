@@ -19,7 +19,7 @@ import uuid
 
 import pytest
 
-from conftest import Sink, streamcheck
+from conftest import CLOCK_T0, Clock, Sink, streamcheck
 from ansible_collections.scistream.gateway.plugins.module_utils.s2ds import counting
 from ansible_collections.scistream.gateway.plugins.module_utils.s2ds.backends import get_backend
 from ansible_collections.scistream.gateway.plugins.module_utils.s2ds.gateway import Gateway
@@ -31,15 +31,7 @@ from ansible_collections.scistream.gateway.plugins.module_utils.s2ds.session imp
 
 # Its sessions forward to sinks on loopback: allowed explicitly, as an operator would.
 LOOPBACK_POLICY = TargetPolicy(allow=WITH_LOOPBACK)
-T0 = 1_800_000_000
-
-
-class Clock:
-    def __init__(self, now=T0):
-        self.now = now
-
-    def __call__(self):
-        return self.now
+T0 = CLOCK_T0
 
 
 def make_gateway(state_dir, clock):

@@ -9,6 +9,7 @@ import os
 
 import pytest
 
+from conftest import CLOCK_T0, Clock
 from gateway_fakes import UID, FakeRuntime, spec
 from ansible_collections.scistream.gateway.plugins.module_utils.s2ds.counting import CountersUnavailable
 from ansible_collections.scistream.gateway.plugins.module_utils.s2ds.errors import S2DSError
@@ -18,15 +19,7 @@ from ansible_collections.scistream.gateway.plugins.module_utils.s2ds.session imp
 from ansible_collections.scistream.gateway.plugins.module_utils.s2ds.store import BrokenRecord
 
 OTHER = "0b7a3c52-9d1e-4f6a-8b2c-3d4e5f607182"
-T0 = 1_800_000_000
-
-
-class Clock:
-    def __init__(self, now=T0):
-        self.now = now
-
-    def __call__(self):
-        return self.now
+T0 = CLOCK_T0
 
 
 class FakeCounter:

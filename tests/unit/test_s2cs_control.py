@@ -18,6 +18,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from conftest import Clock
 from ansible_collections.scistream.gateway.plugins.module_utils.s2cs.control import (
     Caller, ControlError, ControlService, Limits, PendingMarks, peer_host, public_message)
 from ansible_collections.scistream.gateway.plugins.module_utils.s2ds.errors import PortsExhausted, S2DSError
@@ -535,16 +536,8 @@ def test_unknown_release_is_answered_without_the_gateway(tmp_path):
     run(scenario())
 
 
-class FakeClock:
-    def __init__(self):
-        self.now = 0.0
-
-    def __call__(self):
-        return self.now
-
-
 def test_rate_limiter_refills_and_forgets_quiet_peers():
-    clock = FakeClock()
+    clock = Clock(0.0)
     limiter = control_module().RateLimiter(10, 5, clock=clock)
     assert [limiter.allow("a") for dummy in range(6)] == [True] * 5 + [False]
     assert limiter.allow("b")  # each address its own bucket
@@ -560,7 +553,7 @@ def test_rate_limiter_refills_and_forgets_quiet_peers():
 @settings(max_examples=200, deadline=None)
 @given(st.floats(0.5, 100), st.integers(1, 50), st.lists(st.floats(0, 2), max_size=200))
 def test_fuzz_rate_limiter_never_allows_more_than_burst_plus_rate(rate, burst, gaps):
-    clock = FakeClock()
+    clock = Clock(0.0)
     limiter = control_module().RateLimiter(rate, burst, clock=clock)
     allowed = 0
     for gap in gaps:
