@@ -119,7 +119,10 @@ class Server:
             return
         pid = self.pid
         os.kill(pid, signal.SIGTERM)
-        assert wait_until(lambda: not process_alive(pid), 10), "S2CS %d did not stop" % pid
+        if not wait_until(lambda: not process_alive(pid), 15):
+            os.kill(pid, signal.SIGKILL)  # leave nothing running for the next test
+            raise AssertionError("S2CS %d did not stop in 15 s after SIGTERM; its log ends:\n%s"
+                                 % (pid, self.log()[-3000:]))
 
     def client(self, token=None, timeout=30.0):
         return ControlClient(self.address, ca_path=self.pki["ca.crt"], token=token, timeout=timeout)

@@ -7,12 +7,16 @@ tests/globus_auth_standin.py (HTTPS on loopback, the one call the server
 makes). globus-sdk is pointed at it the documented way: the
 GLOBUS_SDK_SERVICE_URL_AUTH environment variable (read by
 globus_sdk.config.get_service_url), and trusts its certificate through
-GLOBUS_SDK_VERIFY_SSL (a CA file). Ports 41004-41005, 41011, 41420-41429.
+GLOBUS_SDK_VERIFY_SSL (a CA file). Ports 41004-41005, 41011, 41017-41019, 41420-41429.
+
+Every test asks for ``globus`` before ``servers``: the servers stop first, while
+Globus Auth still answers, as in a real deployment.
 """
 
 from __future__ import annotations
 
 import os
+import socket
 import time
 import uuid
 
@@ -49,7 +53,7 @@ def globus(pki, tmp_path):
         yield state, env, str(secret)
 
 
-def test_globus_tokens_are_introspected_cached_and_own_their_sessions(servers, globus, tmp_path):
+def test_globus_tokens_are_introspected_cached_and_own_their_sessions(globus, servers, tmp_path):
     state, env, secret = globus
     server = servers("gw", 41004, "41420-41429", env=env,
                      extra=["--client-id", CLIENT_ID, "--client_secret_file", secret])
@@ -77,7 +81,7 @@ def test_globus_tokens_are_introspected_cached_and_own_their_sessions(servers, g
     assert "tok-" not in log and "the-client-secret" not in log
 
 
-def test_a_wrong_client_secret_refuses_every_call(servers, globus, tmp_path):
+def test_a_wrong_client_secret_refuses_every_call(globus, servers, tmp_path):
     state, env, dummy = globus
     wrong = tmp_path / "wrong_secret"
     wrong.write_text("not-the-secret\n")
@@ -89,3 +93,26 @@ def test_a_wrong_client_secret_refuses_every_call(servers, globus, tmp_path):
             client.request(str(uuid.uuid4()), "PROD", 1, ["127.0.0.1:9"])
         assert exc_info.value.code == "UNAUTHENTICATED"
     assert "introspection refused (HTTP 401)" in server.log()
+
+
+def test_a_globus_auth_that_never_answers_holds_neither_the_caller_nor_the_server(servers, pki, tmp_path):
+    """Globus Auth accepts the connection and says nothing: the call is refused in bounded time, the server stops."""
+    secret = tmp_path / "client_secret"
+    secret.write_text("the-client-secret\n")
+    os.chmod(secret, 0o600)
+    with socket.create_server(("127.0.0.1", 41017), backlog=16) as silent:  # listens, never accepts, never answers
+        env = {"GLOBUS_SDK_SERVICE_URL_AUTH": "https://127.0.0.1:41017/", "GLOBUS_SDK_VERIFY_SSL": pki["ca.crt"]}
+        server = servers("gw-silent", 41018, "41019-41019", env=env,
+                         extra=["--client_id", CLIENT_ID, "--client_secret_file", str(secret)])
+        started = time.monotonic()
+        with server.client(token="tok-alice", timeout=60) as client:
+            with pytest.raises(ControlCallError) as exc_info:
+                client.request(str(uuid.uuid4()), "PROD", 1, ["127.0.0.1:9"])
+        waited = time.monotonic() - started
+        assert exc_info.value.code == "UNAUTHENTICATED"
+        # Two attempts of 5 s and a pause of at most 1 s (globus-sdk alone would retry 5 times over a minute);
+        # a bound, with room for a loaded machine, not a measurement.
+        assert waited < 30, waited
+        assert "Globus Auth cannot be reached" in server.log()
+        server.stop()  # while Globus Auth still says nothing
+        assert silent.fileno() >= 0

@@ -183,6 +183,17 @@ def expiry(value):
     return number if math.isfinite(number) else None
 
 
+def bound_globus_calls(client, timeout, retries, max_sleep):
+    """Bound a globus-sdk client's calls: the timeout of one attempt, how many more, the pause between.
+
+    globus-sdk 4 keeps the retry settings on the client (``retry_config``), 3 on its transport.
+    """
+    client.transport.http_timeout = timeout
+    settings = getattr(client, "retry_config", client.transport)
+    settings.max_retries = retries
+    settings.max_sleep = max_sleep
+
+
 class GlobusIntrospection:
     """Globus Auth token check by introspection (globus-sdk's ConfidentialAppAuthClient).
 
@@ -200,11 +211,18 @@ class GlobusIntrospection:
     MAX_CACHE_SECONDS = 600.0
     #: An ``exp`` further ahead than this is not Globus' (its tokens live 48 hours): refused.
     MAX_LIFETIME = 30 * 24 * 3600.0
+    #: One introspection waits this long per attempt (globus-sdk's default is 60 s) ...
+    HTTP_TIMEOUT = 5.0
+    #: ... and is tried again at most this often (globus-sdk's default is 5, with a back-off of up to 10 s):
+    #: an auth thread, and the caller waiting on it, is held 11 s at most, and so is a stopping server.
+    MAX_RETRIES = 1
+    MAX_RETRY_SLEEP = 1.0
 
     def __init__(self, client_id, client_secret, clock=time.time):
         import globus_sdk  # pylint: disable=import-outside-toplevel
         self.globus_sdk = globus_sdk
         self.client = globus_sdk.ConfidentialAppAuthClient(client_id, client_secret)
+        bound_globus_calls(self.client, self.HTTP_TIMEOUT, self.MAX_RETRIES, self.MAX_RETRY_SLEEP)
         self.scope = "https://auth.globus.org/scopes/%s/scistream" % client_id
         self.clock = clock
         self._cache = {}
@@ -214,12 +232,15 @@ class GlobusIntrospection:
     def __call__(self, token):
         key = hashlib.sha256(token.encode("utf-8")).digest()
         with self._lock:
-            # One introspection per token at a time: S2UC's req and hello arrive together.
-            in_flight = self._in_flight.setdefault(key, [threading.Lock(), 0])
+            # One introspection per token at a time: S2UC's req and hello arrive together, and a call that
+            # waited for another's introspection takes its answer, refusal included (not asked twice).
+            in_flight = self._in_flight.setdefault(key, [threading.Lock(), 0, []])
             in_flight[1] += 1
         try:
             with in_flight[0]:
-                return self._check(key, token)
+                if not in_flight[2]:
+                    in_flight[2].append(self._check(key, token))
+                return in_flight[2][0]
         finally:
             with self._lock:
                 in_flight[1] -= 1
