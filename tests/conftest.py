@@ -313,6 +313,12 @@ def servers(pki, tmp_path):  # pylint: disable=redefined-outer-name
 
 
 @pytest.fixture(scope="session")
+def s2cs_wheels(tmp_path_factory):
+    """One controller-side wheelhouse for every test that runs the s2cs role (its download is made once a run)."""
+    return str(tmp_path_factory.mktemp("s2cs-wheels"))
+
+
+@pytest.fixture(scope="session")
 def janus_controller(tmp_path_factory):
     """The run's one real Janus controller (tests/janus_real.py), admin, ports 44000-44099."""
     import janus_real  # pylint: disable=import-outside-toplevel

@@ -54,7 +54,7 @@ def sc24_instances(prefix, base):
 
 @pytest.mark.skipif(os.path.isdir("/run/systemd/system"), reason="checks the daemon supervisor (no systemd as PID 1)")
 @pytest.mark.skipif(not os.path.exists("/usr/bin/python3"), reason="needs the distribution's python3 with venv")
-def test_sc24_deployment_as_three_instances(tmp_path, sink):
+def test_sc24_deployment_as_three_instances(tmp_path, sink, s2cs_wheels):
     base = tmp_path / "sc24"
     base.mkdir()
     prefix = "s2cs-mig-%s" % uuid.uuid4().hex[:6]
@@ -66,7 +66,8 @@ def test_sc24_deployment_as_three_instances(tmp_path, sink):
     ctl = str(base / "home" / "bin" / "s2cs-ctl")
     consumers = []
     with GlobusAuthStandIn(auth, 41016, pki["server.crt"], pki["server.key"]) as standin:
-        variables = {"base": str(base), "scistream_s2cs_instances": instances, "scistream_s2cs_allow_anonymous": True,
+        variables = {"base": str(base), "wheels": s2cs_wheels, "scistream_s2cs_instances": instances,
+                     "scistream_s2cs_allow_anonymous": True,
                      "scistream_s2cs_environment": {"GLOBUS_SDK_SERVICE_URL_AUTH": standin.url,
                                                     "GLOBUS_SDK_VERIFY_SSL": pki["ca.crt"]}}
         try:

@@ -40,7 +40,7 @@ def pid_of(name):
 
 @pytest.mark.skipif(os.path.isdir("/run/systemd/system"), reason="checks the daemon supervisor (no systemd as PID 1)")
 @pytest.mark.skipif(not os.path.exists("/usr/bin/python3"), reason="needs the distribution's python3 with venv")
-def test_role_runs_daemons_idempotently(tmp_path):
+def test_role_runs_daemons_idempotently(tmp_path, s2cs_wheels):
     base = tmp_path / "sss2cs-role"
     names = ["sss2cs-a-%s" % uuid.uuid4().hex[:6], "sss2cs-b-%s" % uuid.uuid4().hex[:6]]
     instances = [
@@ -49,7 +49,7 @@ def test_role_runs_daemons_idempotently(tmp_path):
         {"name": names[1], "port": 31031, "listener_ip": "127.0.0.1", "port_range": "31810-31819",
          "state_dir": str(base / "state-b"), "backend": "stunnel"},
     ]
-    variables = {"base": str(base), "scistream_s2cs_instances": instances}
+    variables = {"base": str(base), "wheels": s2cs_wheels, "scistream_s2cs_instances": instances}
     ctl = str(base / "home" / "bin" / "s2cs-ctl")
     try:
         rc, run = run_playbook(PLAYBOOK, variables, timeout=600)

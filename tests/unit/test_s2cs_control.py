@@ -12,6 +12,8 @@ from __future__ import annotations
 import asyncio
 import os
 import re
+import threading
+import time
 import uuid
 
 import pytest
@@ -280,6 +282,46 @@ def test_globus_answers_are_checked_and_cached():
                 dict(good, sub="user\nname"), dict(good, scope=None)):
         globus.client = FakeIntrospection(bad)
         assert globus("other-%s" % id(bad)) is None
+
+
+class SlowRefusal:
+    """An introspection that refuses after a pause, counting its calls."""
+
+    def __init__(self, started):
+        self.started = started
+        self.calls = 0
+
+    def oauth2_token_introspect(self, token):
+        self.calls += 1
+        self.started.set()
+        time.sleep(0.3)
+        return {"active": False}
+
+
+def test_calls_with_one_token_share_one_introspection_refusal_included():
+    pytest.importorskip("globus_sdk")
+    globus = server.GlobusIntrospection("client-1", "secret", clock=lambda: 1000.0)
+    started = threading.Event()
+    globus.client = SlowRefusal(started)
+    answers = []
+    first = threading.Thread(target=lambda: answers.append(globus("tok")))
+    first.start()
+    assert started.wait(5)
+    second = threading.Thread(target=lambda: answers.append(globus("tok")))  # S2UC's hello beside its req
+    second.start()
+    first.join(5)
+    second.join(5)
+    assert answers == [None, None] and globus.client.calls == 1
+    assert globus("tok") is None and globus.client.calls == 2  # a refusal is not cached: a later call asks again
+
+
+def test_globus_calls_are_bounded_in_time_and_retries():
+    pytest.importorskip("globus_sdk")
+    client = server.GlobusIntrospection("client-1", "secret").client
+    settings_ = getattr(client, "retry_config", client.transport)  # globus-sdk 4, or 3
+    assert client.transport.http_timeout == server.GlobusIntrospection.HTTP_TIMEOUT <= 10
+    assert settings_.max_retries == server.GlobusIntrospection.MAX_RETRIES <= 2
+    assert settings_.max_sleep <= 1
 
 
 UPSTREAM_TYPES = [("Haproxy", ("haproxy", "docker")), ("Nginx", ("nginx", "docker")),
