@@ -10,8 +10,10 @@ Ports 41000-41499 only (the s2cs block). Every wait is bounded.
 
 from __future__ import annotations
 
+import errno
 import os
 import signal
+import socket
 import statistics
 import time
 import uuid
@@ -26,7 +28,9 @@ grpc = pytest.importorskip("grpc")
 
 from ansible_collections.scistream.gateway.plugins.module_utils.s2cs import protocol  # noqa: E402
 from ansible_collections.scistream.gateway.plugins.module_utils.s2cs.client import ControlCallError, ControlClient  # noqa: E402
+from ansible_collections.scistream.gateway.plugins.module_utils.s2cs.guard import GUARD_TABLE, ConnectionGuard  # noqa: E402
 from ansible_collections.scistream.gateway.plugins.module_utils.s2cs.server import token_identity  # noqa: E402
+from ansible_collections.scistream.gateway.plugins.module_utils.s2ds import nft  # noqa: E402
 from ansible_collections.scistream.gateway.plugins.module_utils.s2ds.runtimes.base import (  # noqa: E402
     listening_ports, process_alive, wait_until)
 
@@ -275,3 +279,50 @@ def test_a_partners_error_text_reaches_the_task_escaped_and_cut(pki, servers, tm
     finally:
         partner.stop(0)
     assert sessions(cons.state_dir) == []
+
+
+def _connect(source, port):
+    """A TCP connection from ``source`` (a loopback address) to the server, or the errno that refused it."""
+    sock = socket.socket()
+    sock.settimeout(5)
+    sock.bind((source, 0))
+    try:
+        sock.connect(("127.0.0.1", port))
+    except OSError as exc:
+        sock.close()
+        return exc.errno
+    return sock
+
+
+def test_connections_beyond_the_caps_are_reset_by_the_kernel(servers):
+    """4 connections per address and 16 in all (the least --max_connections): the next is reset before the server
+    sees it, a client that behaves still gets through once others let go, and the server's stop takes its caps away."""
+    server = servers("gw", 41022, "41023-41024", extra=["--max_connections_per_peer", "4", "--max_connections", "16"])
+    guard = ConnectionGuard(server.state_dir, 41022, 4, 16)
+    assert "at most 4 per address (IPv6: per /64) and 16 in all" in server.log()
+    held = []
+    try:
+        held += [_connect("127.0.0.2", 41022) for dummy in range(4)]
+        assert all(isinstance(s, socket.socket) for s in held), held
+        assert _connect("127.0.0.2", 41022) == errno.ECONNREFUSED, "a 5th connection from one address"
+        for source in ("127.0.0.3", "127.0.0.4", "127.0.0.5"):
+            held += [_connect(source, 41022) for dummy in range(4)]
+        assert all(isinstance(s, socket.socket) for s in held), held
+        assert _connect("127.0.0.6", 41022) == errno.ECONNREFUSED, "a 17th connection in all"
+    finally:
+        for sock in held:
+            if isinstance(sock, socket.socket):
+                sock.close()
+    # Closed connections free their places (conntrack sees them end); bounded in time.
+    assert wait_until(lambda: isinstance(_probe("127.0.0.6", 41022), socket.socket), 10)
+    with server.client() as good:
+        timed_stream(good)
+    server.stop()
+    assert guard.chain not in {e["chain"]["name"] for e in nft.Nft().list_table(GUARD_TABLE) if "chain" in e}
+
+
+def _probe(source, port):
+    sock = _connect(source, port)
+    if isinstance(sock, socket.socket):
+        sock.close()
+    return sock

@@ -54,6 +54,7 @@ from ..s2ds.policy import TargetPolicy
 from ..s2ds.session import format_duration, parse_duration
 from ..s2ds.runtimes.registry import make_gateway, options_of
 from . import metrics
+from .guard import GUARD_TABLE, ConnectionGuard, GuardError
 from .control import LOG, SERVER_DIR, Caller, ControlError, ControlService, ControlServicer, Limits, peer_host
 
 #: This server's version (the collection's); it speaks the control protocol of SciStream 1.2.1.
@@ -641,6 +642,13 @@ def parser():
                      help="TCP connections the control server holds at once, in total; never more than its open-file "
                           "limit allows (raised to the hard limit at start) less a reserve for proxies and files "
                           "(default %(default)s)")
+    lim.add_argument(*_spellings("--max_connections_per_peer"), dest="max_connections_per_peer", type=int,
+                     default=MAX_CONNECTIONS_PER_PEER,
+                     help="TCP connections to the control port at once per client IPv4 address or IPv6 /64, and "
+                          "--max_connections in all, capped in the kernel (nftables ct count, table inet "
+                          "scistream-guard; needs CAP_NET_ADMIN and nftables): a connection beyond is reset before "
+                          "the server sees it; 0: no kernel caps (grpcio's --max_connections alone) "
+                          "(default %(default)s)")
     lim.add_argument(*_spellings("--handshake_timeout"), dest="handshake_timeout", type=float,
                      default=HANDSHAKE_TIMEOUT,
                      help="seconds a new connection has for its TLS and HTTP/2 handshake, else it is closed "
@@ -691,6 +699,8 @@ def parse_args(argv=None):
                  "max_connections", "max_concurrent_streams"):
         if getattr(args, name) is not None and getattr(args, name) < 1:
             p.error("--%s %r: must be at least 1" % (name, getattr(args, name)))
+    if args.max_connections_per_peer < 0:
+        p.error("--max_connections_per_peer %r: must be 0 (no kernel caps) or more" % args.max_connections_per_peer)
     for name in ("rate_per_peer", "large_req_hello_timeout", "handshake_timeout", "max_connection_idle"):
         if not (math.isfinite(getattr(args, name)) and getattr(args, name) > 0):
             p.error("--%s %r: must be a positive, finite number" % (name, getattr(args, name)))
@@ -742,6 +752,8 @@ def limits_of(args):
 
 #: Connection defaults of the control server (see --max_connections and the rest).
 MAX_CONNECTIONS = 4096
+#: Connections one client address (an IPv6 /64) may hold at once: a client multiplexes its calls on one.
+MAX_CONNECTIONS_PER_PEER = 64
 HANDSHAKE_TIMEOUT = 10.0
 MAX_CONNECTION_IDLE = 300.0
 MAX_CONCURRENT_STREAMS = 64
@@ -777,8 +789,6 @@ def connection_cap(wanted, nofile):
 def grpc_options(args, nofile=None):
     """The gRPC server's channel options: message size, connection count, handshake and idle timeouts."""
     cap = connection_cap(args.max_connections, nofile)
-    if cap < args.max_connections:
-        LOG.warning("--max_connections %d lowered to %d: the open-file limit is %s", args.max_connections, cap, nofile)
     return [("grpc.max_receive_message_length", args.max_message_bytes),
             ("grpc.max_allowed_incoming_connections", cap),
             ("grpc.server_handshake_timeout_ms", int(args.handshake_timeout * 1000)),
@@ -787,6 +797,25 @@ def grpc_options(args, nofile=None):
             # Pings without calls cost the server nothing it must answer: refuse a flood of them.
             ("grpc.http2.min_ping_interval_without_data_ms", 10000),
             ("grpc.http2.max_ping_strikes", 2)]
+
+
+def connection_guard(args, host, port, total):
+    """The kernel's caps on connections to the control port (guard.py), in place; None with
+    --max_connections_per_peer 0. A server that cannot have them does not start."""
+    if not args.max_connections_per_peer:
+        LOG.warning("no kernel caps on connections (--max_connections_per_peer 0): one address may hold up to "
+                    "--max_connections %d", total)
+        return None
+    guard = ConnectionGuard(args.state_dir, port, args.max_connections_per_peer, total, address=host)
+    try:
+        guard.install()
+    except GuardError as exc:
+        raise SystemExit("--max_connections_per_peer %d: the kernel caps cannot be put in place (%s); the server "
+                         "needs CAP_NET_ADMIN and nftables (Debian: nftables, python3-nftables), or "
+                         "--max_connections_per_peer 0 to go without them" % (args.max_connections_per_peer, exc)) from None
+    LOG.info("connections to port %d: at most %d per address (IPv6: per /64) and %d in all, reset by the kernel "
+             "(nftables inet %s, chain %s)", port, args.max_connections_per_peer, total, GUARD_TABLE, guard.chain)
+    return guard
 
 
 def build_checker(args):
@@ -837,8 +866,12 @@ async def serve_async(args, ready=None, interceptors=()):
         raise SystemExit("bad setting: %s" % exc) from None
     service.recover()
     auth_pool = concurrent.futures.ThreadPoolExecutor(max_workers=4, thread_name_prefix="s2cs-auth")
+    nofile = raise_nofile()
+    cap = connection_cap(args.max_connections, nofile)
+    if cap < args.max_connections:
+        LOG.warning("--max_connections %d lowered to %d: the open-file limit is %s", args.max_connections, cap, nofile)
     server = grpc_aio.server(interceptors=metrics.install(args, gateway) + list(interceptors),
-                             options=grpc_options(args, raise_nofile()))
+                             options=grpc_options(args, nofile))
     # A caller whose token is still being checked has no identity yet: its address gets the smaller cap.
     authenticate = authenticator(checker, auth_pool, per_peer=min(args.max_pending_per_peer,
                                                                   args.max_pending_per_identity))
@@ -856,6 +889,7 @@ async def serve_async(args, ready=None, interceptors=()):
         raise SystemExit("cannot listen on %s" % address)
     describe_auth(args, checker, counts)
     LOG.info("target policy: %s", gateway.policy.describe())
+    guard = connection_guard(args, host, bound, cap)
     await server.start()
     LOG.info("S2CS listening on %s: backend %s, runtime %s, listeners %s ports %s, state %s, hello timeout %gs",
              address, args.backend, args.runtime, args.listener_ip, args.port_range, args.state_dir,
@@ -878,6 +912,8 @@ async def serve_async(args, ready=None, interceptors=()):
         expiring.cancel()
         service.shutdown()
         await server.stop(grace=2)
+        if guard is not None:
+            guard.remove()
         service.close()
         auth_pool.shutdown(wait=False)
         lock.release()
