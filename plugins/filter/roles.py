@@ -7,6 +7,8 @@
 - ``unit_sandbox``: the ``[Service]`` sandbox of a daemon's unit, from the one source (s2ds/sandbox.py).
 - ``code_tree``: the Python files of some module_utils packages and one hash over them (the daemon role ships them).
 - ``s2cs_instances``: the s2cs role's instances with their defaults filled in, checked.
+- ``s2cs_protected_ports``: the ports of this host's services no session may forward to (the s2cs role's
+  ``--protected_ports``).
 - ``cert_sans``: subjectAltName entries of a server certificate.
 - ``file_sd_targets``: Prometheus file_sd targets of the play's exporters.
 - ``counted_bytes``: bytes a stream's listeners counted between two s2ds_info reads (playbooks/verify.yml).
@@ -24,7 +26,9 @@ from ansible.errors import AnsibleFilterError
 from ansible.module_utils.parsing.convert_bool import boolean
 
 from ansible_collections.scistream.gateway.plugins.module_utils.s2ds.errors import quoted
+from ansible_collections.scistream.gateway.plugins.module_utils.s2ds.errors import S2DSError
 from ansible_collections.scistream.gateway.plugins.module_utils.s2ds.sandbox import unit_sandbox
+from ansible_collections.scistream.gateway.plugins.module_utils.s2ds.session import parse_port
 
 NAME = re.compile(r"[A-Za-z0-9_-]+")
 S2CS_CHOICES = {"backend": ("haproxy", "nginx", "stunnel"), "runtime": ("process", "docker")}
@@ -92,6 +96,35 @@ def s2cs_instances(instances, defaults, state_root, images=None):
     return resolved
 
 
+#: SciStream's default control port: protected whatever this host's instances use (another server may take it).
+DEFAULT_CONTROL_PORT = 5000
+
+
+def s2cs_protected_ports(instances, exporter_port=9787, extra=()):
+    """The ports no session may forward to on this host: 5000, the exporter's, each instance's port and metrics
+    port, then ``extra``; once each, in that order, each checked by the grammar (0 or empty: none).
+
+    The s2cs role gives them to every instance as ``--protected_ports`` (the server adds its own ports as well).
+    """
+    named = [("the default control port", DEFAULT_CONTROL_PORT), ("scistream_exporter_port", exporter_port)]
+    for instance in instances or ():
+        name = quoted(instance.get("name"))
+        named += [("instance %s port" % name, instance.get("port")),
+                  ("instance %s metrics_port" % name, instance.get("metrics_port"))]
+    named += [("scistream_s2cs_protected_ports[%d]" % index, port) for index, port in enumerate(extra or ())]
+    ports = []
+    for field, value in named:
+        if value in (None, "", 0, "0"):
+            continue
+        if isinstance(value, bool) or not isinstance(value, (int, str)):
+            raise AnsibleFilterError("%s %s: must be a port number" % (field, quoted(value)))
+        try:
+            ports.append(parse_port(field, str(value)))
+        except S2DSError as exc:
+            raise AnsibleFilterError(str(exc)) from None
+    return list(dict.fromkeys(ports))
+
+
 def cert_sans(hosts, extra=()):
     """subjectAltName entries (``IP:`` for addresses, ``DNS:`` for names) of ``hosts`` and then ``extra``, once each.
 
@@ -157,4 +190,4 @@ class FilterModule:
 
     def filters(self):
         return {"unit_sandbox": _unit_sandbox, "code_tree": code_tree, "s2cs_instances": s2cs_instances,
-                "cert_sans": cert_sans, "file_sd_targets": file_sd_targets, "counted_bytes": counted_bytes}
+                "s2cs_protected_ports": s2cs_protected_ports, "cert_sans": cert_sans, "file_sd_targets": file_sd_targets, "counted_bytes": counted_bytes}

@@ -24,6 +24,8 @@ from conftest import ROOT, run_playbook
 pytest.importorskip("grpc")
 
 from ansible_collections.scistream.gateway.plugins.module_utils.s2cs.client import ControlCallError, ControlClient  # noqa: E402
+from ansible_collections.scistream.gateway.plugins.module_utils.s2cs.guard import GUARD_TABLE, ConnectionGuard  # noqa: E402
+from ansible_collections.scistream.gateway.plugins.module_utils.s2ds import nft  # noqa: E402
 from ansible_collections.scistream.gateway.plugins.module_utils.s2ds.runtimes.base import process_alive  # noqa: E402
 
 PLAYBOOK = os.path.join(ROOT, "tests", "integration", "playbooks", "s2cs_role.yml")
@@ -62,6 +64,8 @@ def test_role_runs_daemons_idempotently(tmp_path, s2cs_wheels):
         token = token_file.read_text().strip()
         assert len(token) >= 40
         assert (base / "etc" / "instances" / "tokens").read_text() == token + "\n"
+        # Each instance caps its connections in the kernel, in a chain of its own.
+        assert {ConnectionGuard(i["state_dir"], i["port"], 64, 4096).chain for i in instances} <= guard_chains()
         ca = str(base / "etc" / "tls" / "ca.crt")
         with ControlClient("127.0.0.1:31030", ca_path=ca) as anonymous:
             with pytest.raises(ControlCallError) as refused:
@@ -97,3 +101,9 @@ def test_role_runs_daemons_idempotently(tmp_path, s2cs_wheels):
             if os.path.exists(ctl):
                 subprocess.run([ctl, "stop", name], check=False, timeout=30)
         shutil.rmtree(base, ignore_errors=True)
+    assert not {ConnectionGuard(i["state_dir"], i["port"], 64, 4096).chain for i in instances} & guard_chains(), \
+        "a stopped server's caps are gone"
+
+
+def guard_chains():
+    return {e["chain"]["name"] for e in nft.Nft().list_table(GUARD_TABLE) if "chain" in e}

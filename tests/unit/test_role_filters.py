@@ -5,12 +5,13 @@
 from __future__ import annotations
 
 import os
+import re
 
 import pytest
 from ansible.errors import AnsibleFilterError
 
 from ansible_collections.scistream.gateway.plugins.filter.roles import (
-    FilterModule, cert_sans, code_tree, counted_bytes, file_sd_targets, s2cs_instances)
+    FilterModule, cert_sans, code_tree, counted_bytes, file_sd_targets, s2cs_instances, s2cs_protected_ports)
 from ansible_collections.scistream.gateway.plugins.module_utils.s2ds.sandbox import unit_sandbox
 
 DEFAULTS = {"listener_ip": "0.0.0.0", "backend": "haproxy", "runtime": "process", "image": "", "client_id": "",
@@ -18,7 +19,7 @@ DEFAULTS = {"listener_ip": "0.0.0.0", "backend": "haproxy", "runtime": "process"
 
 
 def test_filters_are_registered():
-    assert set(FilterModule().filters()) == {"unit_sandbox", "code_tree", "s2cs_instances", "cert_sans",
+    assert set(FilterModule().filters()) == {"unit_sandbox", "code_tree", "s2cs_instances", "s2cs_protected_ports", "cert_sans",
                                              "file_sd_targets", "counted_bytes"}
 
 
@@ -118,3 +119,21 @@ def test_counted_bytes():
     assert counted_bytes(stream, hostvars) == {"PROD": 120, "CONS": "not counted (s2ds_info says why)"}
     assert counted_bytes(stream, {}) == {"PROD": "not counted (s2ds_info says why)",
                                          "CONS": "not counted (s2ds_info says why)"}
+
+
+def test_s2cs_protected_ports_in_order_once_each():
+    instances = [{"name": "a", "port": 5000, "metrics_port": 0}, {"name": "b", "port": "5001", "metrics_port": 9791}]
+    assert s2cs_protected_ports(instances, 9787, [8443, 5001]) == [5000, 9787, 5001, 9791, 8443]
+    assert s2cs_protected_ports([], "", []) == [5000]
+
+
+@pytest.mark.parametrize("instances, exporter, extra, named", [
+    ([{"name": "b", "port": "50 01"}], 9787, [], "instance 'b' port"),
+    ([], "+9787", [], "scistream_exporter_port"),
+    ([], 9787, [70000], "scistream_s2cs_protected_ports[0]"),
+    ([], 9787, [True], "scistream_s2cs_protected_ports[0]"),
+    ([{"name": "c", "port": 5002, "metrics_port": "x\n"}], 9787, [], "instance 'c' metrics_port"),
+])
+def test_s2cs_protected_ports_refuses_naming_the_field(instances, exporter, extra, named):
+    with pytest.raises(AnsibleFilterError, match=re.escape(named)):
+        s2cs_protected_ports(instances, exporter, extra)
