@@ -54,8 +54,8 @@ def test_the_guard_caps_per_address_and_in_all_on_its_port():
         assert rule["expr"][0]["match"]["right"] == 5000 and rule["expr"][-1] == {"reject": {"type": "tcp reset"}}
         assert {"match": {"op": "in", "left": {"ct": {"key": "state"}}, "right": "new"}} in rule["expr"]
     assert per_v4["expr"][2]["set"]["stmt"] == [{"ct count": {"val": 64, "inv": True}}]
-    assert per_v6["expr"][2]["set"]["elem"] == {"&": [{"payload": {"protocol": "ip6", "field": "saddr"}},
-                                                        "ffff:ffff:ffff:ffff::"]}, "IPv6 is counted per /64"
+    per_64 = {"&": [{"payload": {"protocol": "ip6", "field": "saddr"}}, "ffff:ffff:ffff:ffff::"]}
+    assert per_v6["expr"][2]["set"]["elem"] == per_64, "IPv6 is counted per /64"
     assert total["expr"][2] == {"ct count": {"val": 4096, "inv": True}}
 
 
