@@ -54,7 +54,7 @@ sys.path.insert(0, os.path.join(ROOT, "bench"))
 # pylint: disable=wrong-import-position
 import grpc  # noqa: E402
 from pairs import alternate  # noqa: E402
-from test_s2cs import BUILD, Server, client_request, make_pki, sessions  # noqa: E402
+from s2cs_real import BUILD, Server, client_request, make_pki, sessions  # noqa: E402
 
 from ansible_collections.scistream.gateway.plugins.module_utils.s2cs import protocol  # noqa: E402
 from ansible_collections.scistream.gateway.plugins.module_utils.s2cs.client import ControlClient  # noqa: E402

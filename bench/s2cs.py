@@ -52,7 +52,7 @@ from ansible_collections.scistream.gateway.plugins.module_utils.s2ds.gateway imp
 from ansible_collections.scistream.gateway.plugins.module_utils.s2ds.policy import WITH_LOOPBACK, TargetPolicy  # noqa: E402
 from ansible_collections.scistream.gateway.plugins.module_utils.s2ds.runtimes.process import ProcessRuntime  # noqa: E402
 from ansible_collections.scistream.gateway.plugins.module_utils.s2ds.session import SessionSpec  # noqa: E402
-from test_s2cs import Server, make_pki  # noqa: E402  (tests/integration/test_s2cs.py)
+from s2cs_real import Server, make_pki  # noqa: E402  (tests/s2cs_real.py)
 
 # Its gateways forward to services on loopback: allowed explicitly, as an operator would.
 LOOPBACK_POLICY = TargetPolicy(allow=WITH_LOOPBACK)
@@ -154,7 +154,7 @@ def behaving_stream(server):
 
 def beside_pending(server, pending):
     """behaving_stream() while ``pending`` reqs wait for a hello that never comes; they are cancelled after."""
-    from test_s2cs import client_request, sessions  # pylint: disable=import-outside-toplevel
+    from s2cs_real import client_request, sessions  # pylint: disable=import-outside-toplevel
     with server.client() as hostile:
         futures = [hostile.stub.req.future(client_request(str(uuid.uuid4()), "PROD", 1), metadata=hostile.metadata,
                                            timeout=120) for dummy in range(pending)]
