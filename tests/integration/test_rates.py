@@ -1,0 +1,148 @@
+# -*- coding: utf-8 -*-
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""Session rates enforced in the kernel, through two gateways in network namespaces (tests/ratepath.py).
+
+* A rated stream through HAProxy (process runtime) and through the nftables backend (kernel runtime) arrives
+  intact (SHA-256) at about its rate: a generous band (the benchmark, bench/rate.py, measures precisely).
+* Unclassified traffic on the shaped device is not slowed: HTB with no default class sends it directly.
+* A rate changed is the class changed; a session released takes its class and its classification with it, and
+  leaves the root qdisc.
+* A device whose root qdisc is someone else's is refused, naming rate_devices, and the session leaves nothing.
+
+Namespaces and veths ssr-r-* / ssrr-*; ports 49000-49499 (this file's block).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+
+import pytest
+
+import netns
+import ratepath
+
+pytestmark = pytest.mark.skipif(netns.available() is not None, reason=str(netns.available()))
+
+SOURCE_PORT = 49010
+BAND = 0.25  # within 25% of the rate asked: the test proves shaping, not its precision
+
+
+def _pyroute2_missing():
+    probe = subprocess.run([ratepath.SYSTEM_PYTHON, "-c", "import pyroute2"], capture_output=True, check=False)
+    return probe.returncode != 0
+
+
+@pytest.fixture(scope="module")
+def topo():
+    if _pyroute2_missing():
+        pytest.skip("needs python3-pyroute2 for /usr/bin/python3 (run .ci/setup)")
+    topology = netns.Topology("r", net=81, prefix="ssr")
+    try:
+        yield topology.create()
+    finally:
+        topology.destroy()
+
+
+#: The collection's own tc adapter, run in a namespace: {"classes": {classid: bytes/s}, "root": [kind, handle]}.
+TC_VIEW = r"""
+import json, sys
+sys.path.insert(0, sys.argv[1])
+from ansible_collections.scistream.gateway.plugins.module_utils.s2ds import tc
+control = tc.TrafficControl()
+index = control.index(sys.argv[2])
+root = control.root_qdisc(index)
+print(json.dumps({"classes": {tc.class_text(minor): rate for minor, rate in control.classes(index).items()},
+                  "root": None if root is None else [root[0], "%x:" % (root[1] >> 16)]}))
+"""
+
+
+def tc_view(topo, role, device):
+    out = topo.sh(role, ratepath.SYSTEM_PYTHON, "-c", TC_VIEW, os.path.join(ratepath.ROOT, ".build"), device)
+    return json.loads(out.stdout)
+
+
+def classes(topo, role, device):
+    """``{classid: rate in bytes per second}`` of the collection's root qdisc on ``device`` in ``role``'s namespace."""
+    return tc_view(topo, role, device)["classes"]
+
+
+def root_qdisc(topo, role, device):
+    root = tc_view(topo, role, device)["root"]
+    return None if root is None else tuple(root)
+
+
+def rate_map(topo, role):
+    out = topo.sh(role, "nft", "-j", "list", "map", "inet", "scistream-rate", "classes", check=False)
+    if out.returncode != 0:
+        return {}
+    entries = [e["map"] for e in json.loads(out.stdout)["nftables"] if "map" in e]
+    return {key: value for key, value in (entries[0].get("elem", []) if entries else [])}
+
+
+@pytest.mark.parametrize("backend, runtime", [("haproxy", "process"), ("nftables", "kernel")])
+def test_a_rated_stream_gets_its_rate(topo, tmp_path, backend, runtime):
+    with ratepath.chain(topo, str(tmp_path), backend, runtime, "80Mbit", SOURCE_PORT, (49100, 49139)) as session:
+        got = ratepath.stream(topo, SOURCE_PORT, 20_000_000, port=session.port)
+        assert got["bytes"] == 20_000_000 and got["sha256"] == got["sent"]
+        # 80 Mbit/s on the wire (whole frames) is about 76 Mbit/s of payload; 2 s of it.
+        assert (1 - BAND) * 80e6 <= got["bits_per_second"] <= (1 + BAND) * 80e6, got
+        minor = "5353:%x" % session.sessions["a"]["ports"][0]
+        assert classes(topo, "a", topo.veth("a", "b"))[minor] == 10_000_000
+
+
+def test_unclassified_traffic_is_not_shaped(topo, tmp_path):
+    """With a 10 Mbit/s session on both gateways' devices, the routed path through the same devices runs free."""
+    topo.route(True)
+    try:
+        with ratepath.chain(topo, str(tmp_path), "haproxy", "process", "10Mbit", SOURCE_PORT, (49140, 49179)):
+            assert root_qdisc(topo, "a", topo.veth("a", "b")) == ("htb", "5353:")
+            got = ratepath.stream(topo, SOURCE_PORT + 1, 50_000_000)
+            assert got["sha256"] == got["sent"]
+            # 50 MB at 10 Mbit/s would take 40 s; unshaped it is far faster than any rate here.
+            assert got["bits_per_second"] > 10 * 10e6, got
+    finally:
+        topo.route(False)
+
+
+def test_a_rate_changed_and_released(topo, tmp_path):
+    session = ratepath.Chain(topo, str(tmp_path), "haproxy", "process", "50Mbit", SOURCE_PORT, (49180, 49219))
+    device = topo.veth("a", "b")
+    try:
+        session.present()
+        minor = "5353:%x" % session.sessions["a"]["ports"][0]
+        assert classes(topo, "a", device)[minor] == 50_000_000 // 8
+        assert rate_map(topo, "a")[session.sessions["a"]["ports"][0]] == minor
+        session.present(rate="20MB/s")
+        assert session.sessions["a"]["rate"] == 160_000_000
+        assert classes(topo, "a", device)[minor] == 20_000_000
+        got = ratepath.stream(topo, SOURCE_PORT, 10_000_000, port=session.port)
+        assert got["sha256"] == got["sent"]
+        session.present(rate="0bit")  # no rate: unshaped again
+        assert minor not in classes(topo, "a", device)
+        session.present(rate="50Mbit")
+        assert minor in classes(topo, "a", device)
+    finally:
+        session.absent()
+    assert minor not in classes(topo, "a", device)
+    assert session.sessions["a"]["ports"][0] not in rate_map(topo, "a")
+    assert not os.listdir(os.path.join(session.states["a"], "sessions"))
+    # The root qdisc stays (other sessions may use it); it shapes nothing by itself.
+    assert root_qdisc(topo, "a", device) == ("htb", "5353:")
+
+
+def test_another_root_qdisc_is_refused(topo, tmp_path):
+    device = topo.veth("b", "c")
+    topo.sh("b", "tc", "qdisc", "del", "dev", device, "root", check=False)
+    topo.sh("b", "tc", "qdisc", "add", "dev", device, "root", "handle", "1:", "pfifo")
+    session = ratepath.Chain(topo, str(tmp_path), "haproxy", "process", "50Mbit", SOURCE_PORT, (49220, 49259))
+    try:
+        with pytest.raises(RuntimeError, match="rate_devices") as raised:
+            session.present()
+        assert "someone else's" in str(raised.value)
+        assert root_qdisc(topo, "b", device) == ("pfifo", "1:")
+        assert not os.listdir(os.path.join(session.states["b"], "sessions"))
+    finally:
+        session.absent()
+        topo.sh("b", "tc", "qdisc", "del", "dev", device, "root", check=False)
