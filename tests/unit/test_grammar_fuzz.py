@@ -23,7 +23,7 @@ from ansible_collections.scistream.gateway.plugins.module_utils.s2ds.backends im
 from ansible_collections.scistream.gateway.plugins.module_utils.s2ds.errors import S2DSError
 from ansible_collections.scistream.gateway.plugins.module_utils.s2ds.session import (
     MAX_DURATION, MAX_RATE, MIN_RATE, RATE_UNITS, SessionRecord, Target, format_duration, format_rate, parse_duration,
-    parse_hostname, parse_ip, parse_port_range, parse_rate, parse_target, parse_uid, session_key)
+    parse_devices, parse_hostname, parse_ip, parse_port_range, parse_rate, parse_target, parse_uid, session_key)
 
 SETTINGS = settings(max_examples=1000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -145,6 +145,18 @@ def test_any_text_is_a_rate_or_refused(text):
         assert parse_rate("rate", format_rate(bits)) == bits
         # Only ASCII digits and one of the units got through.
         assert re.fullmatch(r"(0|[1-9][0-9]*)(%s)" % "|".join(re.escape(unit) for unit in RATE_UNITS), text)
+
+
+@SETTINGS
+@given(st.one_of(any_text, st.lists(any_text, max_size=3), st.none(), st.integers()))
+@example("eth0,eth1")
+@example(["../x"])
+@example(["a" * 16])
+def test_any_text_is_a_device_list_or_refused(value):
+    names = _refused_naming("rate_devices", lambda v: parse_devices("rate_devices", v), value)
+    if names is not None:
+        assert parse_devices("rate_devices", names) == names
+        assert all(re.fullmatch(r"[A-Za-z0-9_.:@-]{1,15}", name) and name not in (".", "..") for name in names)
 
 
 @SETTINGS

@@ -209,6 +209,28 @@ def protocol_rate(value):
     return value * PROTOCOL_RATE_UNIT if value > 0 else None
 
 
+_DEVICE_RE = re.compile(r"[A-Za-z0-9_.:@-]{1,15}")
+
+
+def parse_devices(field, values):
+    """Network device names (Linux: 1-15 characters, here of ``A-Za-z0-9_.:@-``, not ``.`` nor ``..``); a
+    comma-separated text is split. None or empty stays None (the default)."""
+    if values is None:
+        return None
+    if isinstance(values, str):
+        values = [v for v in values.split(",") if v]
+    if not isinstance(values, (list, tuple)):
+        raise invalid(field, values, "must be a list of network device names such as eth0")
+    names = []
+    for value in values:
+        if not isinstance(value, str) or not _DEVICE_RE.fullmatch(value) or value in (".", ".."):
+            raise invalid(field, value, "must be a network device name: 1 to 15 characters of A-Z, a-z, 0-9, "
+                                        "'_', '.', ':', '@' and '-', such as eth0")
+        if value not in names:
+            names.append(value)
+    return names or None
+
+
 def parse_port_range(value):
     """``"start-end"`` (inclusive) within 1-65535, start <= end."""
     match = _PORT_RANGE_RE.fullmatch(_text("port_range", value))
