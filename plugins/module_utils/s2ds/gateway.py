@@ -204,10 +204,13 @@ class Gateway:
             actions.append("count")
         if wanted.rate:
             self._check_shapeable(runtime, wanted)
-            if not self.shaper.shapes(wanted) or (existing is not None and existing.rate
-                                                  and existing.ports[:1] != wanted.ports[:1]):
+        # Shaped while it has targets (a stream to shape), as it is counted.
+        was_shaped = existing is not None and existing.rate and self.store.read_run_file(
+            wanted.uid, shaping.RESTORE_FILE) is not None
+        if wanted.rate and files:
+            if not self.shaper.shapes(wanted) or (was_shaped and existing.ports[:1] != wanted.ports[:1]):
                 actions.append("shape")
-        elif existing is not None and existing.rate:
+        elif was_shaped:
             actions.append("unshape")
 
         diff = {}
@@ -260,7 +263,8 @@ class Gateway:
                 runtime.restart(backend, self.store, wanted)
             if files and runtime.local_network and set(actions) & {"start", "reload", "restart"}:
                 wait_for_listeners(runtime, backend, self.store, wanted)
-            if "unshape" in actions or ("shape" in actions and existing is not None and existing.rate):
+            moved = existing is not None and existing.rate and existing.ports[:1] != wanted.ports[:1]
+            if "unshape" in actions or ("shape" in actions and moved):
                 self.shaper.remove(existing)
                 self.store.remove_run_file(wanted.uid, shaping.RESTORE_FILE)
             if "shape" in actions:
@@ -303,7 +307,8 @@ class Gateway:
 
     def _check_shapeable(self, runtime, record):
         """Refuse a rate that cannot be enforced here (a session is never run unshaped when it asked for one)."""
-        if not (runtime.local_network or record.runtime == "kernel"):
+        egress_here = runtime.local_network if runtime.egress_here is None else runtime.egress_here
+        if not egress_here:
             raise invalid("rate", format_rate(record.rate), "runtime %s sends from another host's network stack; "
                           "rates are enforced on this host's egress only" % record.runtime)
         if not self.shaper.available:
