@@ -146,3 +146,22 @@ def test_another_root_qdisc_is_refused(topo, tmp_path):
     finally:
         session.absent()
         topo.sh("b", "tc", "qdisc", "del", "dev", device, "root", check=False)
+
+
+def test_rates_are_restored_at_boot(topo, tmp_path):
+    """The boot-time restore (the gateway role's scistream-nft-restore) puts back the table and the class from the
+    session's rate.json, after the kernel lost both (as at a reboot)."""
+    restore = os.path.join(ratepath.ROOT, "roles", "gateway", "files", "scistream-nft-restore.py")
+    device = topo.veth("a", "b")
+    with ratepath.chain(topo, str(tmp_path), "nftables", "kernel", "40Mbit", SOURCE_PORT, (49260, 49299)) as session:
+        minor = "5353:%x" % session.sessions["a"]["ports"][0]
+        topo.sh("a", "nft", "delete", "table", "inet", "scistream-rate")
+        topo.sh("a", "tc", "qdisc", "del", "dev", device, "root")
+        assert root_qdisc(topo, "a", device) in (None, ("noqueue", "0:")) and rate_map(topo, "a") == {}
+        out = topo.sh("a", ratepath.SYSTEM_PYTHON, restore, session.states["a"], check=False)
+        assert out.returncode == 0, out.stderr
+        assert "rates of 1 session(s) in place" in out.stdout
+        assert classes(topo, "a", device) == {minor: 5_000_000}
+        assert rate_map(topo, "a") == {session.sessions["a"]["ports"][0]: minor}
+        got = ratepath.stream(topo, SOURCE_PORT, 10_000_000, port=session.port)
+        assert got["sha256"] == got["sent"] and got["bits_per_second"] <= (1 + BAND) * 40e6, got
