@@ -116,3 +116,19 @@ def test_the_restore_document_classifies_every_listener():
     assert document["classes"] == [{"device": "eth1", "minor": 5100, "bytes_per_second": 10_000_000}]
     chain = document["base"][2]["add"]["chain"]
     assert chain["hook"] == "postrouting" and chain["prio"] == shaping.PRIORITY > 100  # after NAT
+
+
+def test_module_options_reach_the_spec_and_the_gateway(tmp_path):
+    from ansible_collections.scistream.gateway.plugins.module_utils.ansible_s2ds import (
+        ALL_GATEWAY_OPTIONS, SESSION_OPTIONS, request_from_params)
+    from ansible_collections.scistream.gateway.plugins.module_utils.s2ds.runtimes.registry import make_gateway
+    params = {name: option.get("default") for name, option in SESSION_OPTIONS.items()}
+    params.update(uid=UID, role="PROD", rate="20MB/s")
+    assert request_from_params(params).rate == 160_000_000
+    assert request_from_params(dict(params, rate="0Mbit")).rate is None
+    with pytest.raises(S2DSError, match="rate '1.5Gbit'") as raised:
+        request_from_params(dict(params, rate="1.5Gbit"))
+    assert raised.value.field == "rate"
+    assert ALL_GATEWAY_OPTIONS["rate_devices"] == {"type": "list", "elements": "str"}
+    gateway = make_gateway(str(tmp_path), rate_devices=["eth1"])
+    assert gateway.shaper.wanted_devices == ["eth1"]
