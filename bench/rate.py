@@ -16,8 +16,11 @@ producer sends, as a SciStream producer does) and reports what the consumer rece
 2. **two streams of different rates on one gateway** at once: each one's achieved / asked.
 3. **overhead of shaping that does not bind**: the same session unshaped (baseline) and with a rate far above
    what the path reaches (30 Gbit/s), alternated (the session's rate changed in place between samples).
+4. **Jain fairness of 4 equal streams of one capped identity**: per-identity caps are admission limits (the
+   control server gives each session its share, docs/rates.md), so 4 sessions of 250Mbit (an identity capped at
+   1Gbit) run at once; Jain's index (sum x)^2 / (n sum x^2) of what each got, and their sum against the cap.
 
-Not a test: nothing is asserted. Ports 49300-49499.
+Not a test: nothing is asserted. Ports 49300-49499 (iperf3 49301-49304, sessions 49310-49479).
 """
 
 from __future__ import annotations
@@ -126,6 +129,25 @@ def bench_two(topo, workdir, args):
     return lines
 
 
+def bench_fairness(topo, workdir, args):
+    lines = ["4 sessions of one identity capped at 1Gbit (250Mbit each, HAProxy, process), at once:", "",
+             "| run | per session Mbit/s | sum / cap | Jain index |", "|---|---|---|---|"]
+    sessions = [ratepath.Chain(topo, workdir, "haproxy", "process", "250Mbit", IPERF_PORT + i,
+                               (49440 + 10 * i, 49449 + 10 * i)) for i in range(4)]
+    try:
+        for session in sessions:
+            session.present()
+        for run in range(args.pairs):
+            got = at_once(topo, [session.port for session in sessions], args.seconds)
+            jain = sum(got) ** 2 / (len(got) * sum(x * x for x in got))
+            lines.append("| %d | %s | %.3f | %.4f |" % (run + 1, ", ".join("%.0f" % (x / 1e6) for x in got),
+                                                        sum(got) / 1e9, jain))
+    finally:
+        for session in sessions:
+            session.absent()
+    return lines
+
+
 def bench_overhead(topo, workdir, args):
     lines = ["Shaping configured but not binding (30Gbit) vs the same session unshaped, alternated:", "",
              "| path | runtime | unshaped Gbit/s | shaped, not binding, Gbit/s | ratio (range) |", "|---|---|---|---|---|"]
@@ -159,7 +181,7 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--seconds", type=int, default=3, help="length of one iperf3 run")
     parser.add_argument("--pairs", type=int, default=3, help="pairs per ratio (>= 3)")
-    parser.add_argument("--only", default="rates,two,overhead")
+    parser.add_argument("--only", default="rates,two,overhead,fairness")
     args = parser.parse_args()
     reason = netns.available()
     if reason:
@@ -171,8 +193,9 @@ def main():
     servers = None
     try:
         topo.create()
-        servers = Iperf(topo, [IPERF_PORT, IPERF_PORT + 1])
-        for name, func in (("rates", bench_rates), ("two", bench_two), ("overhead", bench_overhead)):
+        servers = Iperf(topo, [IPERF_PORT + i for i in range(4)])
+        for name, func in (("rates", bench_rates), ("two", bench_two), ("overhead", bench_overhead),
+                           ("fairness", bench_fairness)):
             if name in args.only:
                 print("\n".join(func(topo, workdir, args)) + "\n", flush=True)
     finally:
