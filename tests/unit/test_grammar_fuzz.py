@@ -137,6 +137,8 @@ RATE_TEXT = st.one_of(
 @example("100mbit")
 @example("33Gbit")
 @example("7999bit")
+@example("0")
+@example("00")
 def test_any_text_is_a_rate_or_refused(text):
     bits = _refused_naming("rate", lambda value: parse_rate("rate", value), text)
     if bits is not None:
@@ -144,7 +146,8 @@ def test_any_text_is_a_rate_or_refused(text):
         assert bits == 0 or MIN_RATE <= bits <= MAX_RATE
         assert parse_rate("rate", format_rate(bits)) == bits
         # Only ASCII digits and one of the units got through.
-        assert re.fullmatch(r"(0|[1-9][0-9]*)(%s)" % "|".join(re.escape(unit) for unit in RATE_UNITS), text)
+        assert text == "0" or re.fullmatch(r"(0|[1-9][0-9]*)(%s)" % "|".join(re.escape(unit) for unit in RATE_UNITS),
+                                           text)
 
 
 @SETTINGS

@@ -177,13 +177,15 @@ def parse_rate(field, value):
     per second, ``B/s`` ... ``GB/s`` bytes per second).
 
     ASCII digits, no sign, no space, no leading zero, no fraction, the unit always given (a bare number is
-    refused: bits or bytes?); ``0`` in any unit means none and gives 0. Between MIN_RATE and MAX_RATE
+    refused: bits or bytes?); ``0`` (bare or in any unit) means none and gives 0. Between MIN_RATE and MAX_RATE
     otherwise. None stays None (not set).
     """
     if value is None:
         return None
     if not isinstance(value, str):
         raise invalid(field, value, "must be a rate: %s" % _RATE_HELP)
+    if value == "0":
+        return 0
     match = _RATE_RE.fullmatch(value)
     if not match:
         raise invalid(field, value, "must be a rate: %s" % _RATE_HELP)
