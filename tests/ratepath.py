@@ -171,7 +171,8 @@ def streams_at_once(topo, jobs, timeout=60):
             out["sent"] = json.loads(source.communicate(timeout=30)[0].strip().splitlines()[-1])["sha256"]
             out["bits_per_second"] = out["bytes"] * 8 / out["seconds"] if out["seconds"] else None
             results.append(out)
-        results and results[0].setdefault("wall", time.monotonic() - start)
+        if results:
+            results[0]["wall"] = time.monotonic() - start
         return results
     finally:
         for proc in sources + fetches:

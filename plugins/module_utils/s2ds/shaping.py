@@ -171,12 +171,12 @@ class Shaper:
         (a device that cannot be shaped refuses before anything is classified)."""
         self._require(record.uid)
         devices = self.devices(record.uid)
-        try:
-            for device in devices:
+        for device in devices:
+            try:
                 self.tc.set_class(device, minor_of(record), bytes_per_second(record.rate))
-        except tc.ShapingError as exc:
-            raise ShapingUnavailable("rate of session %s: %s" % (record.uid, exc), field="rate_devices",
-                                     value=device) from None
+            except tc.ShapingError as exc:
+                raise ShapingUnavailable("rate of session %s: %s" % (record.uid, exc), field="rate_devices",
+                                         value=device) from None
         commands = base_commands() + ([] if self._has_rule() else rule_commands())
         stale = [port for port in record.ports if port in self._elements()]
         if stale:
