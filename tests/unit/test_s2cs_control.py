@@ -934,3 +934,11 @@ def test_rate_settings_are_checked(tmp_path, capsys):
     assert (args.rate_policy, args.max_rate, args.max_rate_per_identity, args.rate_devices) == (
         "cap", 2 * 10 ** 9, 800_000_000, ["eth1", "eth2"])
     assert server.parse_args([]).rate_policy == "off"
+
+
+def test_a_server_that_cannot_enforce_rates_does_not_start(tmp_path):
+    from test_rate_decisions import FakeShaper  # pylint: disable=import-outside-toplevel
+    gateway = Gateway(str(tmp_path / "state"), {}, shaper=FakeShaper("rates need pyroute2"))
+    server.check_rates(server.parse_args([]), gateway)  # off: nothing to enforce
+    with pytest.raises(SystemExit, match=r"--rate_policy honour: rates cannot be enforced here: rates need pyroute2"):
+        server.check_rates(server.parse_args(["--rate_policy", "honour"]), gateway)

@@ -835,6 +835,14 @@ def grpc_options(args, nofile=None):
             ("grpc.http2.max_ping_strikes", 2)]
 
 
+def check_rates(args, gateway):
+    """A server told to apply rates (--rate_policy honour or cap) that cannot enforce them does not start: its
+    sessions would be refused one by one, or worse, run unshaped."""
+    if args.rate_policy != "off" and not gateway.shaper.available:
+        raise SystemExit("--rate_policy %s: rates cannot be enforced here: %s (or --rate_policy off)" % (
+            args.rate_policy, gateway.shaper.reason))
+
+
 def connection_guard(args, host, port, total):
     """The kernel's caps on connections to the control port (guard.py), in place; None with
     --max_connections_per_peer 0. A server that cannot have them does not start."""
@@ -889,6 +897,7 @@ async def serve_async(args, ready=None, interceptors=()):
     """
     lock = StateDirLock(args.state_dir).acquire()
     gateway = build_gateway(args)
+    check_rates(args, gateway)
     checker, *counts = build_checker(args)
     try:
         service = ControlService(gateway, listener_ip=args.listener_ip, port_range=args.port_range,
