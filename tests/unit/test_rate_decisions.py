@@ -132,3 +132,10 @@ def test_module_options_reach_the_spec_and_the_gateway(tmp_path):
     assert ALL_GATEWAY_OPTIONS["rate_devices"] == {"type": "list", "elements": "str"}
     gateway = make_gateway(str(tmp_path), rate_devices=["eth1"])
     assert gateway.shaper.wanted_devices == ["eth1"]
+
+
+def test_the_rate_a_client_sends():
+    from ansible_collections.scistream.gateway.plugins.module_utils.s2ds.session import rate_for_protocol
+    assert rate_for_protocol(160_000_000) == 20000 and protocol_rate(20000) == 160_000_000
+    assert rate_for_protocol(None) == 0 and rate_for_protocol(0) == 0
+    assert rate_for_protocol(8_000) == 1 and rate_for_protocol(12_000) == 1  # rounded down, never 0

@@ -204,6 +204,11 @@ def format_rate(bits):
     return "%dbit" % bits
 
 
+def rate_for_protocol(bits):
+    """``bits`` per second as the protocol's ``Request.rate`` (kB/s, rounded down, at least 1); None gives 0 (none)."""
+    return max(1, bits // PROTOCOL_RATE_UNIT) if bits else 0
+
+
 def protocol_rate(value):
     """The protocol's ``Request.rate`` (int32, kB/s) in bits per second; 0 or less (none asked) gives None."""
     if isinstance(value, bool) or not isinstance(value, int):
