@@ -22,6 +22,7 @@ import pytest
 
 import netns
 import ratepath
+from ansible_collections.scistream.gateway.plugins.module_utils.s2ds import tc
 
 pytestmark = pytest.mark.skipif(netns.available() is not None, reason=str(netns.available()))
 
@@ -30,14 +31,15 @@ BAND = 0.25  # within 25% of the rate asked: the test proves shaping, not its pr
 
 
 def _pyroute2_missing():
+    """pyroute2 for the distribution's Python (the kernel runtime's gateways) and for this one (the proxies')."""
     probe = subprocess.run([ratepath.SYSTEM_PYTHON, "-c", "import pyroute2"], capture_output=True, check=False)
-    return probe.returncode != 0
+    return probe.returncode != 0 or not tc.HAS_PYROUTE2
 
 
 @pytest.fixture(scope="module")
 def topo():
     if _pyroute2_missing():
-        pytest.skip("needs python3-pyroute2 for /usr/bin/python3 (run .ci/setup)")
+        pytest.skip("needs python3-pyroute2 for /usr/bin/python3 and pyroute2 in this venv (run .ci/setup)")
     topology = netns.Topology("r", net=81, prefix="ssr")
     try:
         yield topology.create()
