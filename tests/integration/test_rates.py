@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import sys
 
 import pytest
 
@@ -167,3 +168,63 @@ def test_rates_are_restored_at_boot(topo, tmp_path):
         assert rate_map(topo, "a") == {session.sessions["a"]["ports"][0]: minor}
         got = ratepath.stream(topo, SOURCE_PORT, 10_000_000, port=session.port)
         assert got["sha256"] == got["sent"] and got["bits_per_second"] <= (1 + BAND) * 40e6, got
+
+
+#: A client of the control server, run in the gateway's namespace: req+hello with a rate, then a release.
+S2CS_CLIENT = r"""
+import json, sys
+sys.path.insert(0, sys.argv[1])
+from ansible_collections.scistream.gateway.plugins.module_utils.s2cs.client import ControlClient, ControlCallError
+address, ca, uid, rate, action = sys.argv[2], sys.argv[3], sys.argv[4], int(sys.argv[5]), sys.argv[6]
+with ControlClient(address, ca_path=ca, timeout=20) as client:
+    try:
+        if action == "release":
+            print(json.dumps({"released": client.release(uid)}))
+        else:
+            listeners, dummy, created = client.request(uid, "PROD", 1, prod_listeners=["127.0.0.1:49031"], rate=rate)
+            listeners, changed = client.update(uid, ["127.0.0.1:49031"], "PROD")  # the targets: a stream to shape
+            print(json.dumps({"listeners": listeners}))
+    except ControlCallError as exc:
+        print(json.dumps({"code": exc.code, "error": str(exc)}))
+"""
+
+
+def test_a_control_server_honours_the_rate_a_client_asks(topo, tmp_path):
+    """A real S2CS in gateway A's namespace with --rate_policy honour: the protocol's rate (kB/s) becomes the
+    session's class; more than --max_rate is refused naming it; a release takes the class away."""
+    s2cs_real = pytest.importorskip("s2cs_real")
+    (tmp_path / "pki").mkdir()
+    pki = s2cs_real.make_pki(tmp_path / "pki")
+    device = topo.veth("a", "b")
+    state = tmp_path / "s2cs"
+
+    class NamespaceServer(s2cs_real.Server):
+        """The server in gateway A's namespace (the collection first on its path, then this test's own)."""
+
+        def launch(self):
+            path = os.pathsep.join(filter(None, [s2cs_real.BUILD, os.environ.get("PYTHONPATH")]))
+            return subprocess.run(["ip", "netns", "exec", topo.ns["a"]] + self.argv, env=dict(os.environ, PYTHONPATH=path),
+                                  capture_output=True, text=True, timeout=30, check=False)
+
+    server = NamespaceServer(pki, state, 49050, "49060-49069",
+                             extra=["--rate_policy", "honour", "--max_rate", "100Mbit", "--rate_devices", device])
+
+    def call(uid, rate, action="req"):
+        out = topo.sh("a", sys.executable, "-c", S2CS_CLIENT, s2cs_real.BUILD, server.address, pki["ca.crt"], uid,
+                      str(rate), action, timeout=60)
+        return json.loads(out.stdout)
+
+    try:
+        uid = "8e1e4b8a-5c7d-4f3e-9a2b-1c0d9e8f7a6b"
+        answer = call(uid, 12500)  # 12500 kB/s: 100 Mbit/s
+        assert answer.get("listeners"), answer
+        port = int(answer["listeners"][0].rsplit(":", 1)[1])
+        with open(os.path.join(str(state), "sessions", uid + ".json"), encoding="utf-8") as handle:
+            assert json.load(handle)["rate"] == 100_000_000
+        assert classes(topo, "a", device)["5353:%x" % port] == 12_500_000
+        refused = call("9f2f5c9b-6d8e-4a4f-8b3c-2d1e0f9a8b7c", 20000)
+        assert refused["code"] == "RESOURCE_EXHAUSTED" and "limit max_rate (--max_rate 100Mbit)" in refused["error"]
+        assert call(uid, 0, "release")["released"]
+        assert "5353:%x" % port not in classes(topo, "a", device)
+    finally:
+        server.stop()
