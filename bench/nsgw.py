@@ -5,7 +5,7 @@
 """One Gateway call inside a network namespace, for bench/run.py (started with `ip netns exec`).
 
     ip netns exec NS PYTHON bench/nsgw.py '{"state_dir": ..., "action": "present", "spec": {...},
-                                            "network_mode": "container:NAME"}'
+                                            "network_mode": "container:NAME", "rate_devices": [DEVICE]}'
 
 Ports are reserved and checked, proxies started and rules applied in the
 namespace this runs in. Proxy containers (runtime docker) join the
@@ -25,6 +25,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(
 from ansible_collections.scistream.gateway.plugins.module_utils.s2ds.gateway import Gateway  # noqa: E402
 from ansible_collections.scistream.gateway.plugins.module_utils.s2ds.policy import WITH_LOOPBACK, TargetPolicy  # noqa: E402
 from ansible_collections.scistream.gateway.plugins.module_utils.s2ds.session import SessionSpec  # noqa: E402
+from ansible_collections.scistream.gateway.plugins.module_utils.s2ds.shaping import Shaper  # noqa: E402
 
 # Its gateways forward to services on loopback: allowed explicitly, as an operator would.
 LOOPBACK_POLICY = TargetPolicy(allow=WITH_LOOPBACK)
@@ -61,7 +62,8 @@ def runtimes(request):
 
 def main():
     request = json.loads(sys.argv[1])
-    gateway = Gateway(request["state_dir"], runtimes(request), policy=LOOPBACK_POLICY)
+    gateway = Gateway(request["state_dir"], runtimes(request), policy=LOOPBACK_POLICY,
+                      shaper=Shaper(request.get("rate_devices")))
     if request["action"] == "present":
         outcome = gateway.present(SessionSpec.build(**request["spec"]))
     else:

@@ -184,6 +184,7 @@ RESOURCES = {
     "integration/test_module_behaviour.py": {"ports-46900"},
     # the counting table of the root namespace (its idle test reads it; test_metrics_verify deletes it)
     "integration/test_lifetimes.py": {"ports-47000", "nft-count"},
+    "integration/test_rates.py": {"ports-49000", "netns-r"},
 }
 
 

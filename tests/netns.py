@@ -24,16 +24,18 @@ PREFIX = "ssnft"
 
 
 class Topology:
-    """Namespaces ``ssnft-<tag>-{c,b,a,p}`` on 10.97.<net>.0/24 and the two /24s after it."""
+    """Namespaces ``<prefix>-<tag>-{c,b,a,p}`` (prefix ssnft unless given) on 10.97.<net>.0/24 and the two
+    /24s after it."""
 
-    def __init__(self, tag, net=1, docker_image=None):
+    def __init__(self, tag, net=1, docker_image=None, prefix=PREFIX):
         self.tag = tag
+        self.prefix = prefix
         #: With an image, gateways B and A are the network namespaces of two idle containers
         #: (``ssnft-<tag>-b``, ``ssnft-<tag>-a``), so proxy containers can join them
         #: (``network_mode=container:<name>``) as host processes and kernel rules can.
         self.docker_image = docker_image
         self.net = net
-        self.ns = {role: "%s-%s-%s" % (PREFIX, tag, role) for role in ("c", "b", "a", "p")}
+        self.ns = {role: "%s-%s-%s" % (prefix, tag, role) for role in ("c", "b", "a", "p")}
         n = net
         self.consumer = "10.97.%d.10" % n
         self.b_lan, self.b_wan = "10.97.%d.2" % n, "10.97.%d.3" % (n + 1)
@@ -52,12 +54,16 @@ class Topology:
 
     def _veth(self, left, right, left_addr, right_addr):
         # veth names: at most 15 characters.
-        lname, rname = "%s%s-%s%s" % (PREFIX, self.tag, left, right), "%s%s-%s%s" % (PREFIX, self.tag, right, left)
+        lname, rname = self.veth(left, right), self.veth(right, left)
         subprocess.run(["ip", "link", "add", lname, "netns", self.ns[left], "type", "veth", "peer", "name", rname,
                         "netns", self.ns[right]], check=True, capture_output=True)
         for role, name, addr in ((left, lname, left_addr), (right, rname, right_addr)):
             self.sh(role, "ip", "addr", "add", addr + "/24", "dev", name)
             self.sh(role, "ip", "link", "set", name, "up")
+
+    def veth(self, here, there):
+        """The name of the veth in ``here``'s namespace that leads to ``there`` (at most 15 characters)."""
+        return "%s%s-%s%s" % (self.prefix, self.tag, here, there)
 
     def create(self):
         self.destroy()

@@ -88,4 +88,14 @@ options:
       - Left out, V(5000) (the control server's default port) and V(9787) (the exporter's port).
     type: list
     elements: str
+  rate_devices:
+    description:
+      - The egress devices (V(eth1), the WAN side) on which sessions' rates are enforced, each with the
+        collection's HTB root qdisc (handle C(5353:), no default class, so traffic of no rated session is not
+        shaped). A device whose root qdisc is someone else's is refused, never replaced.
+      - Left out, the devices of the host's default routes (IPv4 and IPv6) - on a gateway, the way to the WAN,
+        where streams to the other facility leave. Name the devices when the streams leave elsewhere.
+      - Only used by sessions with a rate (O(scistream.gateway.s2ds#module:rate)).
+    type: list
+    elements: str
 """

@@ -18,10 +18,10 @@ from ansible.errors import AnsibleFilterError
 
 from ansible_collections.scistream.gateway.plugins.module_utils.s2ds.errors import S2DSError, quoted
 from ansible_collections.scistream.gateway.plugins.module_utils.s2ds.session import (
-    parse_count, parse_duration, parse_target, parse_uid)
+    parse_count, parse_duration, parse_rate, parse_target, parse_uid)
 
 #: Stream options handed to the session as they are (None: the module's default).
-PASSED_ON = ("num_conn", "backend", "runtime", "psk", "encryption", "tls_version", "lifetime", "idle_timeout")
+PASSED_ON = ("num_conn", "backend", "runtime", "psk", "encryption", "tls_version", "lifetime", "idle_timeout", "rate")
 #: Where the pki role puts each TLS file, by session option.
 TLS_FILES = (("tls_cert", "gateway.crt"), ("tls_key", "gateway.key"), ("tls_ca", "ca.crt"))
 DEFAULT_PKI_DIR = "/etc/scistream/pki"
@@ -53,6 +53,7 @@ def check_stream(index, stream):
             checked["num_conn"] = parse_count("num_conn", stream["num_conn"], 1, 1024)
         for field in ("lifetime", "idle_timeout"):  # the same durations on both gateways of the stream
             parse_duration(field, stream.get(field))
+        parse_rate("rate", stream.get("rate"))  # the same rate on both gateways of the stream
     except S2DSError as exc:
         raise AnsibleFilterError("%s: %s" % (where, exc)) from None
     return checked

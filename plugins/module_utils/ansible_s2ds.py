@@ -60,6 +60,8 @@ SESSION_OPTIONS = dict(
     # Durations (90s, 30m, 12h, 7d; the grammar's parse_duration): a str, so that 3600 and "1h" both arrive as text.
     lifetime=dict(type="str"),
     idle_timeout=dict(type="str"),
+    # A rate with its unit (500Mbit, 2Gbit, 20MB/s; the grammar's parse_rate).
+    rate=dict(type="str"),
     **TLS_OPTIONS
 )
 SESSION_REQUIRED_IF = [("state", "present", ("role",))]
@@ -70,6 +72,8 @@ SESSION_REQUIRED_IF = [("state", "present", ("role",))]
 POLICY_OPTIONS = dict(
     allowed_targets=dict(type="list", elements="str"),
     protected_ports=dict(type="list", elements="str"),
+    # The egress devices sessions' rates are enforced on (s2ds/shaping.py): None is the default routes' devices.
+    rate_devices=dict(type="list", elements="str"),
 )
 GATEWAY_OPTIONS = dict(STATE_DIR_OPTION, **dict(registry.options_of("process"), **POLICY_OPTIONS))
 DOCKER_OPTIONS = registry.options_of("docker")
@@ -117,7 +121,8 @@ def module_gateway(module, images=None):
     ``images`` ({uid: image}) gives sessions of a batch their own image; the rest use the ``image`` option."""
     return registry.make_gateway(module.params["state_dir"], module.params, images=images,
                                  missing_library=lambda name, library: module.fail_json(msg=missing_required_lib(library)),
-                                 policy=policy_from_params(module.params))
+                                 policy=policy_from_params(module.params),
+                                 rate_devices=session.parse_devices("rate_devices", module.params.get("rate_devices")))
 
 
 def fail_from(module, exc, **result):

@@ -194,6 +194,20 @@ options:
         and backend V(nftables)); a session whose bytes cannot be counted here is never idle.
       - A run that makes or changes the session starts the idle time again.
     type: str
+  rate:
+    description:
+      - The rate the session's stream may leave this gateway at, with its unit - V(500Mbit), V(2Gbit), V(20MB/s)
+        (decimal SI - V(bit), V(Kbit), V(Mbit), V(Gbit), V(Tbit) per second, or bytes per second V(B/s), V(KB/s),
+        V(MB/s), V(GB/s)); from V(8Kbit) to V(32Gbit). V(0) in any unit, or unset - not shaped.
+      - Enforced in the kernel for every backend and runtime whose listeners are on this host (HTB on
+        O(rate_devices), a class per session, the packets sent from the session's listener ports classified by
+        nftables); the rate counts whole frames on the wire (with 1500-byte frames the payload gets about 95% of
+        it). See C(docs/rates.md).
+      - It shapes what leaves the gateway from the listeners (the stream toward the client that connected), not
+        what clients send to the listeners.
+      - Needs root, the nftables binding and pyroute2 (Debian C(python3-nftables), C(python3-pyroute2)); where a
+        rate cannot be enforced the task fails rather than run the session unshaped.
+    type: str
   template:
     description:
       - Path on the managed host of a Jinja2 template that replaces the built-in one for O(backend).

@@ -123,6 +123,10 @@ sessions:
       description: Why it expires then, V(lifetime) or V(idle); null for never.
       type: str
       sample: lifetime
+    rate:
+      description: The session's rate in bits per second (enforced on the gateway's O(rate_devices)), null for none.
+      type: int
+      sample: 500000000
     config_path:
       description: The rendered configuration, or null without targets.
       type: str

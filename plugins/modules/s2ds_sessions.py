@@ -50,7 +50,7 @@ options:
         O(scistream.gateway.s2ds#module:image), O(scistream.gateway.s2ds#module:psk),
         O(scistream.gateway.s2ds#module:psk_cipher), O(scistream.gateway.s2ds#module:psk_compat),
         O(scistream.gateway.s2ds#module:template), O(scistream.gateway.s2ds#module:lifetime),
-        O(scistream.gateway.s2ds#module:idle_timeout),
+        O(scistream.gateway.s2ds#module:idle_timeout), O(scistream.gateway.s2ds#module:rate),
         O(scistream.gateway.s2ds#module:encryption), O(scistream.gateway.s2ds#module:tls_cert),
         O(scistream.gateway.s2ds#module:tls_key), O(scistream.gateway.s2ds#module:tls_ca),
         O(scistream.gateway.s2ds#module:tls_version) and whatever

@@ -87,6 +87,14 @@ options:
       - The consumer-side server applies its own policy too (C(--allowed_cons_targets) of the control server).
     type: list
     elements: str
+  rate:
+    description:
+      - The rate to ask both servers for, with its unit (V(500Mbit), V(20MB/s); the grammar of
+        O(scistream.gateway.s2ds#module:rate)). Sent as the protocol's C(rate), in kB/s (rounded down), as S2UC's
+        C(--rate) is. Left out, V(0) - none asked (S2UC sends 10000 by default).
+      - A server applies it only with C(--rate_policy honour) or C(cap) (see C(docs/rates.md)); it may refuse a
+        rate beyond its C(--max_rate).
+    type: str
   state:
     description: V(present) sets the stream up, V(absent) releases it on both gateways.
     type: str
@@ -160,7 +168,8 @@ from ansible_collections.scistream.gateway.plugins.module_utils.s2cs.client impo
     open_stream,
 )
 from ansible_collections.scistream.gateway.plugins.module_utils.s2ds.errors import S2DSError
-from ansible_collections.scistream.gateway.plugins.module_utils.s2ds.session import parse_target, parse_uid
+from ansible_collections.scistream.gateway.plugins.module_utils.s2ds.session import (
+    parse_rate, parse_target, parse_uid, rate_for_protocol)
 
 
 def main():
@@ -174,6 +183,7 @@ def main():
             num_conn=dict(type="int", default=1),
             producer_targets=dict(type="list", elements="str"),
             cons_allowed_targets=dict(type="list", elements="str"),
+            rate=dict(type="str"),
             state=dict(type="str", default="present", choices=["present", "absent"]),
             timeout=dict(type="float", default=30),
         ),
@@ -189,6 +199,7 @@ def main():
             parse_target(params[field], field=field)
         targets = [str(parse_target(t, field="producer_targets")) for t in params["producer_targets"] or []]
         cons_policy = consumer_policy(params["cons_allowed_targets"])
+        rate = rate_for_protocol(parse_rate("rate", params["rate"]))
     except S2DSError as exc:
         module.fail_json(msg=str(exc), field=exc.field)
     if not 1 <= params["num_conn"] <= 1024:
@@ -201,7 +212,7 @@ def main():
         with client("prod_server") as prod, client("cons_server") as cons:
             if params["state"] == "absent":
                 module.exit_json(changed=close_stream(prod, cons, uid), uid=uid)
-            stream = open_stream(prod, cons, uid, params["num_conn"], targets, cons_policy=cons_policy)
+            stream = open_stream(prod, cons, uid, params["num_conn"], targets, cons_policy=cons_policy, rate=rate)
     except ControlCallError as exc:
         module.fail_json(msg=str(exc), uid=uid, server=exc.server, method=exc.method, code=exc.code,
                          field=getattr(exc, "field", None))

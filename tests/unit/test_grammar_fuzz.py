@@ -22,8 +22,8 @@ from hypothesis import strategies as st
 from ansible_collections.scistream.gateway.plugins.module_utils.s2ds.backends import BACKENDS, render_config, safe_value
 from ansible_collections.scistream.gateway.plugins.module_utils.s2ds.errors import S2DSError
 from ansible_collections.scistream.gateway.plugins.module_utils.s2ds.session import (
-    MAX_DURATION, SessionRecord, Target, format_duration, parse_duration, parse_hostname, parse_ip, parse_port_range,
-    parse_target, parse_uid, session_key)
+    MAX_DURATION, MAX_RATE, MIN_RATE, RATE_UNITS, SessionRecord, Target, format_duration, format_rate, parse_duration,
+    parse_devices, parse_hostname, parse_ip, parse_port_range, parse_rate, parse_target, parse_uid, session_key)
 
 SETTINGS = settings(max_examples=1000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -116,6 +116,50 @@ def test_any_text_is_a_duration_or_refused(text):
         assert parse_duration("lifetime", format_duration(seconds)) == seconds
         # Only ASCII digits and one unit letter got through.
         assert isinstance(text, int) or re.fullmatch(r"(0|[1-9][0-9]*)[smhd]?", text)
+
+
+RATE_TEXT = st.one_of(
+    any_text, st.from_regex(r"[0-9+ -]{0,3}[0-9]{1,14}(%s|kbit|mbit|B|bps|/s| ){0,2}" % "|".join(
+        re.escape(unit) for unit in RATE_UNITS), fullmatch=True),
+    st.builds(lambda n, unit: "%d%s" % (n, unit), st.integers(0, 10 ** 12), st.sampled_from(sorted(RATE_UNITS))),
+    st.integers(-10, 10 ** 10), st.booleans(), st.none(), st.floats(0, 100))
+
+
+@SETTINGS
+@given(RATE_TEXT)
+@example("\u0665Mbit")
+@example("01Gbit")
+@example("+5Mbit")
+@example("5 Mbit")
+@example("1.5Gbit")
+@example("5Mbit\n")
+@example("100")
+@example("100mbit")
+@example("33Gbit")
+@example("7999bit")
+@example("0")
+@example("00")
+def test_any_text_is_a_rate_or_refused(text):
+    bits = _refused_naming("rate", lambda value: parse_rate("rate", value), text)
+    if bits is not None:
+        assert isinstance(bits, int) and not isinstance(bits, bool)
+        assert bits == 0 or MIN_RATE <= bits <= MAX_RATE
+        assert parse_rate("rate", format_rate(bits)) == bits
+        # Only ASCII digits and one of the units got through.
+        assert text == "0" or re.fullmatch(r"(0|[1-9][0-9]*)(%s)" % "|".join(re.escape(unit) for unit in RATE_UNITS),
+                                           text)
+
+
+@SETTINGS
+@given(st.one_of(any_text, st.lists(any_text, max_size=3), st.none(), st.integers()))
+@example("eth0,eth1")
+@example(["../x"])
+@example(["a" * 16])
+def test_any_text_is_a_device_list_or_refused(value):
+    names = _refused_naming("rate_devices", lambda v: parse_devices("rate_devices", v), value)
+    if names is not None:
+        assert parse_devices("rate_devices", names) == names
+        assert all(re.fullmatch(r"[A-Za-z0-9_.:@-]{1,15}", name) and name not in (".", "..") for name in names)
 
 
 @SETTINGS

@@ -243,6 +243,13 @@ def test_seconds_to_expiry_per_session():
     assert OTHER not in "".join(line for line in text.splitlines() if line.startswith("scistream_session_expires_in"))
 
 
+def test_the_rate_per_session():
+    text = scrape([dict(SESSION, rate=500_000_000), dict(SESSION, uid=OTHER, rate=None)])
+    labels = 'backend="haproxy",encryption="none",role="PROD",runtime="process",uid="%s"' % UID
+    assert "scistream_session_rate_bits_per_second{%s} 5e+08" % labels in text
+    assert OTHER not in "".join(line for line in text.splitlines() if line.startswith("scistream_session_rate"))
+
+
 def test_the_exporter_loop_releases_expired_sessions(tmp_path, caplog):
     from ansible_collections.scistream.gateway.plugins.module_utils.exporter import server as exporter_server
     calls = []

@@ -26,6 +26,7 @@ BAD = [
     ("config_sha256", "../../etc/passwd"), ("runtime_state", ["x"]), ("encryption", "rot13"),
     ("proxy_uid", 0), ("proxy_uid", "7400"), ("proxy_uid", True), ("proxy_uid", 65534), ("proxy_uid", -1),
     ("proxy_uid", 2 ** 31), ("proxy_uid", 7400.5),
+    ("rate", 0), ("rate", "500Mbit"), ("rate", True), ("rate", 7999), ("rate", 32 * 10 ** 9 + 1), ("rate", 1e8),
 ]
 
 
@@ -40,6 +41,11 @@ def store_with(tmp_path, data, uid=UID):
 def test_a_good_record_loads(tmp_path):
     record = store_with(tmp_path, GOOD).load(UID)
     assert record.ports == [5100, 5101] and record.runtime_state["pid"] == 10
+
+
+def test_a_rated_record_loads_and_one_without_a_rate_keeps_working(tmp_path):
+    assert store_with(tmp_path / "old", GOOD).load(UID).rate is None  # written before rates
+    assert store_with(tmp_path / "new", dict(GOOD, rate=500_000_000)).load(UID).rate == 500_000_000
 
 
 def test_a_record_with_a_pool_uid_loads_and_one_without_keeps_working(tmp_path):
@@ -62,7 +68,7 @@ def test_json_that_is_no_record_is_broken(tmp_path, text):
 
 
 @settings(max_examples=200, deadline=None)
-@given(field=st.sampled_from(sorted(GOOD) + ["proxy_uid"]),
+@given(field=st.sampled_from(sorted(GOOD) + ["proxy_uid", "rate"]),
        value=st.one_of(st.none(), st.booleans(), st.integers(), st.text(max_size=40),
                        st.lists(st.one_of(st.integers(), st.text(max_size=20)), max_size=3),
                        st.dictionaries(st.text(max_size=5), st.integers(), max_size=2)))

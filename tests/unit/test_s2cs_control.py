@@ -861,3 +861,84 @@ def test_lifetime_option_defaults():
     assert (args.session_lifetime, args.max_session_lifetime, args.idle_timeout, args.expire_interval) == (43200, 0, 0, 5.0)
     args = server.parse_args(["--session-lifetime", "90s", "--idle-timeout=30m", "--max-session-lifetime", "7d"])
     assert (args.session_lifetime, args.idle_timeout, args.max_session_lifetime) == (90, 1800, 604800)
+
+
+def rated_service(tmp_path, **kwargs):
+    """A service whose gateway's shaper is a fake one (no kernel state is touched here)."""
+    from test_rate_decisions import FakeShaper  # pylint: disable=import-outside-toplevel
+    gateway = Gateway(str(tmp_path / "state"), {"process": lambda s: ProcessRuntime("daemon")}, policy=LOOPBACK_POLICY,
+                      shaper=FakeShaper())
+    options = dict(listener_ip="127.0.0.1", port_range="41950-41959", hello_timeout=5, hello_grace=2)
+    options.update(kwargs)
+    return ControlService(gateway, **options)
+
+
+async def rated_req(service, rate, caller=ALICE):
+    uid = str(uuid.uuid4())
+    req = asyncio.ensure_future(service.req(uid, "PROD", 1, caller=caller, rate=rate))
+    hello = asyncio.ensure_future(service.hello(uid, [], caller=caller))
+    try:
+        await req  # a refused req first: its hello then finds no session
+    finally:
+        await asyncio.gather(hello, return_exceptions=True)
+    return service.gateway.store.load(uid).rate
+
+
+def test_rate_policy_off_ignores_what_clients_ask(tmp_path):
+    service = rated_service(tmp_path)
+    assert run(rated_req(service, 10000)) is None  # S2UC's default slows nothing
+
+
+def test_rate_policy_honour_and_its_limits(tmp_path):
+    service = rated_service(tmp_path, rate_policy="honour", max_rate=200_000_000, max_rate_per_identity=240_000_000)
+
+    async def scenario():
+        assert await rated_req(service, 20000) == 160_000_000  # upstream's --rate=20000, 20 MB/s
+        with pytest.raises(ControlError, match=r"limit max_rate \(--max_rate 200Mbit\) reached: the session asks for "
+                                               r"240Mbit") as refused:
+            await rated_req(service, 30000)
+        assert codes(refused) == "RESOURCE_EXHAUSTED"
+        with pytest.raises(ControlError, match=r"limit max_rate_per_identity \(--max_rate_per_identity 240Mbit\) "
+                                               r"reached: this identity's sessions hold 160Mbit"):
+            await rated_req(service, 15000)
+        assert await rated_req(service, 10000) == 80_000_000  # 160 + 80 = 240: exactly the cap
+        assert await rated_req(service, 10000, caller=BOB) == 80_000_000  # another identity, its own cap
+
+    run(scenario())
+
+
+def test_rate_policy_cap(tmp_path):
+    service = rated_service(tmp_path, rate_policy="cap", max_rate=100_000_000, max_rate_per_identity=150_000_000)
+
+    async def scenario():
+        assert await rated_req(service, 20000) == 100_000_000  # min(asked, --max_rate)
+        assert await rated_req(service, 0) == 50_000_000  # none asked: what is left of the identity's cap
+        with pytest.raises(ControlError, match="limit max_rate_per_identity"):
+            await rated_req(service, 1000)
+
+    run(scenario())
+
+
+def test_rate_settings_are_checked(tmp_path, capsys):
+    with pytest.raises(S2DSError, match="needs --max_rate"):
+        rated_service(tmp_path, rate_policy="cap")
+    for argv, message in ((["--max_rate", "5 Mbit"], "--max_rate '5 Mbit'"), (["--max_rate", "100"], "--max_rate '100'"),
+                          (["--rate_policy", "always"], "--rate_policy"),
+                          (["--max_rate_per_identity", "1.5Gbit"], "--max_rate_per_identity '1.5Gbit'"),
+                          (["--rate_devices", "eth0,../x"], "--rate_devices '../x'")):
+        with pytest.raises(SystemExit):
+            server.parse_args(argv)
+        assert message in capsys.readouterr().err
+    args = server.parse_args(["--rate-policy", "cap", "--max-rate", "2Gbit", "--max_rate_per_identity", "100MB/s",
+                              "--rate_devices", "eth1,eth2"])
+    assert (args.rate_policy, args.max_rate, args.max_rate_per_identity, args.rate_devices) == (
+        "cap", 2 * 10 ** 9, 800_000_000, ["eth1", "eth2"])
+    assert server.parse_args([]).rate_policy == "off"
+
+
+def test_a_server_that_cannot_enforce_rates_does_not_start(tmp_path):
+    from test_rate_decisions import FakeShaper  # pylint: disable=import-outside-toplevel
+    gateway = Gateway(str(tmp_path / "state"), {}, shaper=FakeShaper("rates need pyroute2"))
+    server.check_rates(server.parse_args([]), gateway)  # off: nothing to enforce
+    with pytest.raises(SystemExit, match=r"--rate_policy honour: rates cannot be enforced here: rates need pyroute2"):
+        server.check_rates(server.parse_args(["--rate_policy", "honour"]), gateway)

@@ -14,7 +14,8 @@ UID_B = "9a8b7c6d-5e4f-4a3b-8c2d-1e0f9a8b7c6d"
 STREAMS = [
     {"name": "detector-frames", "uid": UID_A.upper(), "producer_gateway": "gw-a", "consumer_gateway": "gw-b",
      "producer_targets": ["10.0.3.10:5074", "10.0.3.10:5075"], "num_conn": 2, "backend": "haproxy",
-     "encryption": "tls", "producer_host": "daq-1", "lifetime": "12h", "idle_timeout": 1800},
+     "encryption": "tls", "producer_host": "daq-1", "lifetime": "12h", "idle_timeout": 1800,
+     "rate": "2Gbit"},
     {"name": "detector-control", "uid": "upstream-go-uid", "producer_gateway": "gw-a", "consumer_gateway": "gw-b",
      "producer_targets": ["[2001:DB8::10]:6000"], "backend": "stunnel", "psk": "p" * 20, "image": "my/stunnel:1"},
     {"uid": UID_B, "producer_gateway": "gw-b", "consumer_gateway": "gw-a", "producer_targets": ["daq-2.example.org:7"]},
@@ -29,11 +30,11 @@ def test_prod_items_of_one_gateway():
                      "backend": "haproxy", "runtime": "docker", "image": "my/haproxy:2", "listener_ip": "10.0.1.2",
                      "port_range": "5100-5200", "psk": None, "encryption": "tls", "tls_version": None,
                      "tls_cert": "/srv/pki/gateway.crt", "tls_key": "/srv/pki/gateway.key", "tls_ca": "/srv/pki/ca.crt",
-                     "lifetime": "12h", "idle_timeout": 1800}
+                     "lifetime": "12h", "idle_timeout": 1800, "rate": "2Gbit"}
     assert second["uid"] == "upstream-go-uid" and second["targets"] == ["[2001:db8::10]:6000"]
     assert second["image"] == "my/stunnel:1" and second["psk"] == "p" * 20 and second["tls_cert"] is None
     assert second["num_conn"] is None and second["encryption"] is None
-    assert second["lifetime"] is None and second["idle_timeout"] is None
+    assert second["lifetime"] is None and second["idle_timeout"] is None and second["rate"] is None
 
 
 def test_defaults_without_settings():
@@ -73,6 +74,9 @@ def test_cons_items_forward_to_the_prod_listeners():
     ({"lifetime": "-1h"}, "lifetime"),
     ({"idle_timeout": "31d"}, "idle_timeout '31d'"),
     ({"idle_timeout": "1h\nx"}, "idle_timeout"),
+    ({"rate": "2 Gbit"}, "rate '2 Gbit'"),
+    ({"rate": "1.5Gbit"}, "rate '1.5Gbit'"),
+    ({"rate": 500}, "rate 500"),
     ({"producer_gateway": ""}, "producer_gateway is required"),
 ])
 def test_bad_inventory_values_name_the_stream_and_field(change, field):

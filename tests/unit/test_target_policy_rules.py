@@ -287,7 +287,7 @@ def test_open_stream_checks_prod_answers_before_cons_is_asked():
         def __init__(self, server, listeners):
             self.server, self.listeners, self.calls = server, listeners, []
 
-        def request(self, uid, role, num_conn, prod_listeners=()):
+        def request(self, uid, role, num_conn, prod_listeners=(), rate=0):
             self.calls.append("request")
             return self.listeners, [], True
 

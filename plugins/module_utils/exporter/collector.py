@@ -87,6 +87,9 @@ class Families:
         self.expires = GaugeMetricFamily("scistream_session_expires_in_seconds", "Seconds until the session is "
                                          "released by its lifetime or idle timeout (reason), for sessions that have one.",
                                          labels=SESSION_LABELS + ["reason"])
+        self.rate = GaugeMetricFamily("scistream_session_rate_bits_per_second", "The rate the session's stream may "
+                                      "leave the gateway at (enforced in the kernel), for sessions that have one.",
+                                      labels=SESSION_LABELS)
         self.roles = {"PROD": 0, "CONS": 0}
 
     def add_session(self, session):
@@ -98,6 +101,8 @@ class Families:
         self.up.add_metric(labels, 1 if session.get("healthy") else 0)
         self.running.add_metric(labels, 1 if session.get("running") else 0)
         self.counted.add_metric(labels, 0 if "traffic_error" in session or "traffic" not in session else 1)
+        if session.get("rate"):
+            self.rate.add_metric(labels, session["rate"])
         if session.get("expires_in") is not None:
             self.expires.add_metric(labels + [str(session.get("expires_reason") or "")], session["expires_in"])
         not_listening = set(session.get("not_listening", ()))
@@ -126,4 +131,4 @@ class Families:
         for role, count in sorted(self.roles.items()):
             self.sessions.add_metric([role], count)
         return [self.up, self.running, self.counted, self.sessions, self.listener_up, self.bytes, self.packets,
-                self.connections, self.attempts, self.active, self.resets, self.errors, self.expires]
+                self.connections, self.attempts, self.active, self.resets, self.errors, self.expires, self.rate]

@@ -176,7 +176,7 @@ class ControlClient:
         return list(response.listeners)
 
 
-def open_stream(prod, cons, uid, num_conn, producer_targets, cons_policy=None):
+def open_stream(prod, cons, uid, num_conn, producer_targets, cons_policy=None, rate=0):
     """The two-gateway flow: PROD req+hello+update to the producer, then CONS to PROD's listeners.
 
     ``prod`` and ``cons`` are ControlClients. Returns a dict with both sides'
@@ -185,9 +185,11 @@ def open_stream(prod, cons, uid, num_conn, producer_targets, cons_policy=None):
     Every listener a server answers passes the grammar first (``checked_listeners``),
     and the listeners PROD answers pass ``cons_policy`` (a TargetPolicy; default
     ``consumer_policy()``, the strict default) before the CONS side is asked anything.
+    ``rate`` (the protocol's, kB/s; 0: none) goes with both reqs.
     """
     cons_policy = cons_policy if cons_policy is not None else consumer_policy()
-    prod_listeners, dummy, prod_created = prod.request(uid, "PROD", num_conn, prod_listeners=producer_targets)
+    prod_listeners, dummy, prod_created = prod.request(uid, "PROD", num_conn, prod_listeners=producer_targets,
+                                                       rate=rate)
     try:
         checked_listeners(prod.server, "req", "listeners", prod_listeners, num_conn)
         prod_listeners, prod_changed = prod.update(uid, producer_targets, "PROD")
@@ -197,7 +199,7 @@ def open_stream(prod, cons, uid, num_conn, producer_targets, cons_policy=None):
             cons_policy.check([parse_target(value) for value in prod_listeners], "CONS", field="prod_listeners")
         except S2DSError as exc:
             raise RefusedAnswer(prod.server, "update", "prod_listeners", str(exc)) from None
-        cons_listeners, dummy, cons_created = cons.request(uid, "CONS", num_conn)
+        cons_listeners, dummy, cons_created = cons.request(uid, "CONS", num_conn, rate=rate)
         cons_listeners, cons_changed = cons.update(uid, prod_listeners, "CONS")
         cons_listeners = checked_listeners(cons.server, "update", "listeners", cons_listeners, num_conn)
     except ControlCallError:

@@ -46,7 +46,13 @@ except ImportError as exc:  # the Ansible modules report it through missing_requ
     GRPC_IMPORT_ERROR = exc
 
 from ..s2ds.errors import PortsExhausted, S2DSError, TargetRefused
-from ..s2ds.session import SessionSpec, parse_port_range, parse_target, parse_uid
+from ..s2ds.session import (MAX_RATE, MIN_RATE, SessionSpec, format_rate, parse_port_range, parse_target, parse_uid,
+                            protocol_rate)
+
+#: What the server does with the rate a client asks for (the protocol's Request.rate, kB/s): ``off`` ignores it
+#: (S2UC sends 10000 by default, which must not slow every existing stream), ``honour`` applies it, ``cap``
+#: applies the smaller of it and --max_rate (and --max_rate when none is asked).
+RATE_POLICIES = ("off", "honour", "cap")
 from .text import LOG_LIMIT, untrusted_text
 
 LOG = logging.getLogger("scistream.s2cs")
@@ -235,6 +241,7 @@ class PendingSession:
         self.hello_received = False
         self.hello_error = None
         self.error = None
+        self.rate = None  # bits per second granted (counts against --max_rate_per_identity while pending)
 
 
 class PendingMarks:
@@ -295,7 +302,7 @@ class ControlService:
     def __init__(self, gateway, listener_ip="0.0.0.0", port_range="5100-5200", backend="haproxy",
                  runtime="process", hello_timeout=180.0, hello_grace=5.0, psk=None, limits=None,
                  enforce_owner=False, workers=4, psk_compat=None, session_lifetime=None, max_session_lifetime=None,
-                 idle_timeout=None):
+                 idle_timeout=None, rate_policy="off", max_rate=None, max_rate_per_identity=None):
         self.gateway = gateway
         self.listener_ip = listener_ip
         self.port_range = port_range
@@ -312,6 +319,15 @@ class ControlService:
         self.session_lifetime = session_lifetime or None
         self.max_session_lifetime = max_session_lifetime or None
         self.idle_timeout = idle_timeout or None
+        # Bits per second (None: no limit); see RATE_POLICIES and _rate_for.
+        if rate_policy not in RATE_POLICIES:
+            raise S2DSError("rate_policy %r: must be one of %s" % (rate_policy, ", ".join(RATE_POLICIES)),
+                            field="rate_policy", value=rate_policy)
+        if rate_policy == "cap" and not max_rate:
+            raise S2DSError("rate_policy cap needs --max_rate (the rate it caps at)", field="max_rate", value=None)
+        self.rate_policy = rate_policy
+        self.max_rate = max_rate or None
+        self.max_rate_per_identity = max_rate_per_identity or None
         self.quota_ports = self.limits.ports_quota(port_range)
         self.marks = PendingMarks(gateway.store.state_dir)
         self._executor = concurrent.futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="s2cs-gateway")
@@ -324,9 +340,10 @@ class ControlService:
         self._spec("00000000-0000-0000-0000-000000000000", "PROD", 1)
 
     # -- helpers ---------------------------------------------------------------
-    def _spec(self, uid, role, num_conn, targets=(), record=None):
+    def _spec(self, uid, role, num_conn, targets=(), record=None, rate=None):
         """The spec of a session from the server's settings; an existing ``record`` keeps its own
-        listener address, backend, runtime, lifetime and idle timeout."""
+        listener address, backend, runtime, lifetime, idle timeout and rate (``rate``, bits per second, is a
+        new session's, from :meth:`_rate_for`)."""
         return SessionSpec.build(uid, role, num_conn=num_conn,
                                  listener_ip=record.listener_ip if record else self.listener_ip,
                                  port_range=self.port_range, targets=targets,
@@ -335,7 +352,47 @@ class ControlService:
                                  psk=self.psk, psk_compat=self.psk_compat,
                                  lifetime=record.lifetime if record else self.session_lifetime,
                                  idle_timeout=record.idle_timeout if record else self.idle_timeout,
-                                 max_lifetime=None if record else self.max_session_lifetime)
+                                 max_lifetime=None if record else self.max_session_lifetime,
+                                 rate=format_rate(record.rate if record else rate) if (record.rate if record
+                                                                                       else rate) else None)
+
+    def _rate_for(self, asked, records, caller):
+        """The rate (bits per second, None: not shaped) a new session of ``caller`` gets for the protocol's
+        ``asked`` (kB/s; 0 or less: none asked), by --rate_policy; a refusal is RESOURCE_EXHAUSTED naming the limit.
+
+        ``honour`` gives what was asked (or --max_rate when nothing was and a per-identity cap is set) and
+        refuses more than --max_rate; ``cap`` gives the smaller of what was asked and --max_rate. Either way the
+        identity's sessions together stay within --max_rate_per_identity: ``cap`` gives what is left of it,
+        ``honour`` refuses more."""
+        if self.rate_policy == "off":
+            return None
+        try:
+            wanted = protocol_rate(asked) if asked is not None else None
+        except S2DSError as exc:
+            raise _bad_input(exc) from None
+        if self.rate_policy == "honour":
+            if wanted is not None and self.max_rate and wanted > self.max_rate:
+                raise ControlError("RESOURCE_EXHAUSTED", "limit max_rate (--max_rate %s) reached: the session asks for "
+                                   "%s" % (format_rate(self.max_rate), format_rate(wanted)))
+            if wanted is None and self.max_rate_per_identity:
+                wanted = self.max_rate
+        else:
+            wanted = min(wanted, self.max_rate) if wanted is not None else self.max_rate
+        if self.max_rate_per_identity:
+            held = sum(r.rate or 0 for r in records if getattr(r, "owner", None) == caller.identity)
+            held += sum(p.rate or 0 for p in self._pending.values() if p.caller.identity == caller.identity)
+            left = self.max_rate_per_identity - held
+            if wanted is None or self.rate_policy == "cap":
+                wanted = left if wanted is None else min(wanted, left)
+            if wanted > left or wanted < MIN_RATE:
+                raise ControlError("RESOURCE_EXHAUSTED", "limit max_rate_per_identity (--max_rate_per_identity %s) "
+                                   "reached: this identity's sessions hold %s and this one asks for %s" % (
+                                       format_rate(self.max_rate_per_identity), format_rate(held),
+                                       format_rate(max(wanted or 0, 0))))
+        if wanted is not None and not MIN_RATE <= wanted <= MAX_RATE:
+            raise ControlError("INVALID_ARGUMENT", "rate %d kB/s: must be between %s and %s" % (
+                asked, format_rate(MIN_RATE), format_rate(MAX_RATE)))
+        return wanted
 
     async def _renew(self, uid, caller):
         """The owner's req, hello or update renews the session (its lifetime and idle time start again)."""
@@ -469,8 +526,10 @@ class ControlService:
         return self.hello_timeout
 
     # -- req -------------------------------------------------------------------
-    async def req(self, uid, role, num_conn, caller=None):
-        """Reserve ports for ``uid``, wait for its hello; return (listeners, prod_listeners, created)."""
+    async def req(self, uid, role, num_conn, caller=None, rate=None):
+        """Reserve ports for ``uid``, wait for its hello; return (listeners, prod_listeners, created).
+
+        ``rate`` is the protocol's (kB/s), applied by --rate_policy to a new session."""
         caller = caller or Caller.anonymous()
         uid = self._uid(uid)
         try:
@@ -497,7 +556,14 @@ class ControlService:
             return record.listeners, prod_listeners, False
         self._check_pending(caller)
         self._check_quota(records, caller, spec.num_conn)
+        granted = self._rate_for(rate, records, caller)
+        if granted:
+            try:
+                spec = self._spec(uid, role, num_conn, rate=granted)
+            except S2DSError as exc:
+                raise _bad_input(exc) from None
         pending = PendingSession(spec.role, spec.num_conn, caller)
+        pending.rate = granted
         self._pending[uid] = pending
         async with self._condition():
             self._arrival.notify_all()
@@ -749,7 +815,7 @@ class ControlServicer:
     async def _anonymous(context):
         return Caller.anonymous(peer_host(context.peer()))
 
-    async def _call(self, context, method, *args):
+    async def _call(self, context, method, *args, **kwargs):
         name = method.__name__
         try:
             peer = peer_host(context.peer())
@@ -757,7 +823,7 @@ class ControlServicer:
                 raise ControlError("RESOURCE_EXHAUSTED", "limit rate_per_peer (--rate_per_peer %g, --rate_burst %g) "
                                    "reached: %s makes calls faster than that" % (self.rate.rate, self.rate.burst, peer))
             caller = await self.authenticate(context)
-            return await method(*args, caller=caller)
+            return await method(*args, caller=caller, **kwargs)
         except ControlError as exc:
             error = exc
             LOG.debug("%s: %s %s", name, exc.code, exc.message)
@@ -774,7 +840,7 @@ class ControlServicer:
     # the messages themselves stay exactly as the protocol has them.
     async def req(self, request, context):
         listeners, prod_listeners, created = await self._call(context, self.service.req, request.uid, request.role,
-                                                              request.num_conn)
+                                                              request.num_conn, rate=request.rate)
         context.set_trailing_metadata(((SESSION_KEY, "new" if created else "existing"),))
         return protocol.Response(listeners=listeners, prod_listeners=prod_listeners)
 

@@ -51,11 +51,12 @@ except ImportError:  # reported by main()
 from ..s2ds.backends import PSK_COMPAT
 from ..s2ds.errors import S2DSError
 from ..s2ds.policy import TargetPolicy
-from ..s2ds.session import format_duration, parse_duration
+from ..s2ds.session import format_duration, parse_devices, parse_duration, parse_rate
 from ..s2ds.runtimes.registry import make_gateway, options_of
 from . import metrics
 from .guard import GUARD_TABLE, ConnectionGuard, GuardError
-from .control import LOG, SERVER_DIR, Caller, ControlError, ControlService, ControlServicer, Limits, peer_host
+from .control import (LOG, RATE_POLICIES, SERVER_DIR, Caller, ControlError, ControlService, ControlServicer, Limits,
+                      peer_host)
 
 #: This server's version (the collection's); it speaks the control protocol of SciStream 1.2.1.
 VERSION = "0.1.0"
@@ -426,7 +427,8 @@ SERVER_RUNTIMES = ("process", "docker")
 def build_gateway(args):
     """A Gateway over ``--state_dir`` with the runtimes a control server offers, from its runtime options,
     and its target policy."""
-    return make_gateway(args.state_dir, vars(args), runtimes=SERVER_RUNTIMES, policy=policy_of(args))
+    return make_gateway(args.state_dir, vars(args), runtimes=SERVER_RUNTIMES, policy=policy_of(args),
+                        rate_devices=getattr(args, "rate_devices", None))
 
 
 class StateDirLock:
@@ -574,6 +576,21 @@ def parser():
     life.add_argument(*_spellings("--expire_interval"), dest="expire_interval", type=float, default=5.0,
                       help="seconds between two passes of the loop that releases expired sessions (1-300, default "
                            "%(default)s)")
+    rates = p.add_argument_group("rates (the protocol's Request.rate, kB/s; enforced in the kernel, docs/rates.md; "
+                                 "values with units: 500Mbit, 2Gbit, 20MB/s)")
+    rates.add_argument(*_spellings("--rate_policy"), dest="rate_policy", choices=list(RATE_POLICIES), default="off",
+                       help="off: ignore the rate clients ask for (default: S2UC asks 10000, 80 Mbit/s, unless told "
+                            "otherwise); honour: apply it; cap: apply the smaller of it and --max_rate")
+    rates.add_argument(*_spellings("--max_rate"), dest="max_rate", type=rate_type("--max_rate"), default=0,
+                       help="the most one session gets (honour: more is refused; cap: the rate given when none or "
+                            "more is asked; default 0: no limit, which cap does not take)")
+    rates.add_argument(*_spellings("--max_rate_per_identity"), dest="max_rate_per_identity",
+                       type=rate_type("--max_rate_per_identity"), default=0,
+                       help="the most one identity's sessions get together (honour: more is refused; cap: a new "
+                            "session gets what is left; default 0: no limit)")
+    rates.add_argument(*_spellings("--rate_devices"), dest="rate_devices", type=devices_type, default=None,
+                       help="comma-separated egress devices rates are enforced on (default: the devices of the "
+                            "default routes)")
     own.add_argument(*_spellings("--pid_file"), dest="pid_file", help="write the server's pid here once it listens")
     own.add_argument("--daemon", action="store_true", help="detach; exit 0 once the server listens (use with --pid_file)")
     own.add_argument(*_spellings("--log_file"), dest="log_file", help="log here instead of stderr")
@@ -673,6 +690,25 @@ def parser():
 
 #: What --session_lifetime gives a session by default: 12 hours.
 DEFAULT_SESSION_LIFETIME = 12 * 3600
+
+
+def rate_type(option):
+    """An argparse type: the grammar's rate (session.py, with units: 500Mbit, 20MB/s), its error naming the option."""
+    def convert(text):
+        try:
+            return parse_rate(option, text)
+        except S2DSError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+    convert.__name__ = "rate"
+    return convert
+
+
+def devices_type(text):
+    """An argparse type: comma-separated network device names (the grammar's parse_devices)."""
+    try:
+        return parse_devices("--rate_devices", text)
+    except S2DSError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def duration_type(option):
@@ -799,6 +835,14 @@ def grpc_options(args, nofile=None):
             ("grpc.http2.max_ping_strikes", 2)]
 
 
+def check_rates(args, gateway):
+    """A server told to apply rates (--rate_policy honour or cap) that cannot enforce them does not start: its
+    sessions would be refused one by one, or worse, run unshaped."""
+    if args.rate_policy != "off" and not gateway.shaper.available:
+        raise SystemExit("--rate_policy %s: rates cannot be enforced here: %s (or --rate_policy off)" % (
+            args.rate_policy, gateway.shaper.reason))
+
+
 def connection_guard(args, host, port, total):
     """The kernel's caps on connections to the control port (guard.py), in place; None with
     --max_connections_per_peer 0. A server that cannot have them does not start."""
@@ -853,6 +897,7 @@ async def serve_async(args, ready=None, interceptors=()):
     """
     lock = StateDirLock(args.state_dir).acquire()
     gateway = build_gateway(args)
+    check_rates(args, gateway)
     checker, *counts = build_checker(args)
     try:
         service = ControlService(gateway, listener_ip=args.listener_ip, port_range=args.port_range,
@@ -861,7 +906,8 @@ async def serve_async(args, ready=None, interceptors=()):
                                  limits=limits_of(args),
                                  enforce_owner=checker.enabled, workers=args.max_workers,
                                  session_lifetime=args.session_lifetime, max_session_lifetime=args.max_session_lifetime,
-                                 idle_timeout=args.idle_timeout)
+                                 idle_timeout=args.idle_timeout, rate_policy=args.rate_policy,
+                                 max_rate=args.max_rate, max_rate_per_identity=args.max_rate_per_identity)
     except S2DSError as exc:
         raise SystemExit("bad setting: %s" % exc) from None
     service.recover()

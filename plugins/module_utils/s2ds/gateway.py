@@ -17,13 +17,13 @@ import json
 import os
 import time
 
-from . import counting
+from . import counting, shaping
 from .backends import PSK_COMPAT, get_backend, render_config
 from .errors import S2DSError, invalid
 from .names import session_key
 from .policy import TargetPolicy
 from .ports import reserve_ports
-from .session import SessionRecord, SessionSpec
+from .session import SessionRecord, SessionSpec, format_rate
 from .store import BrokenRecord, SessionStore, sha256_text, write_checked_files, write_file_atomic
 from .runtimes.base import listening_ports, wait_for_listeners
 
@@ -67,8 +67,10 @@ class Gateway:
     sessions' deadlines are kept on disk in it.
     """
 
-    def __init__(self, state_dir, runtimes, counter="default", policy=None, clock=None):
+    def __init__(self, state_dir, runtimes, counter="default", policy=None, clock=None, shaper=None):
         self.store = SessionStore(state_dir)
+        #: Enforces the sessions' rates in the kernel (shaping.py); made on first use when not given.
+        self._shaper = shaper
         self.runtimes = runtimes
         self.counter = counting.shared_counter(state_dir) if counter == "default" else counter
         self.policy = policy if policy is not None else TargetPolicy()
@@ -76,6 +78,12 @@ class Gateway:
 
     def now(self):
         return int(self.clock())
+
+    @property
+    def shaper(self):
+        if self._shaper is None:
+            self._shaper = shaping.Shaper()
+        return self._shaper
 
     def runtime_for(self, spec_or_record):
         name = spec_or_record.runtime
@@ -151,7 +159,7 @@ class Gateway:
                                encryption=spec.encryption, owner=existing.owner if existing else owner,
                                proxy_uid=proxy_uid,
                                target_names=[t.name for t in spec.targets] if any(t.name for t in spec.targets) else [],
-                               lifetime=spec.lifetime, idle_timeout=spec.idle_timeout)
+                               lifetime=spec.lifetime, idle_timeout=spec.idle_timeout, rate=spec.rate)
         if existing is not None:
             for field in SessionRecord.BOOKKEEPING:
                 setattr(wanted, field, getattr(existing, field))
@@ -194,6 +202,16 @@ class Gateway:
 
         if files and self._counts(runtime) and not self.counter.counts(wanted):
             actions.append("count")
+        if wanted.rate:
+            self._check_shapeable(runtime, wanted)
+        # Shaped while it has targets (a stream to shape), as it is counted.
+        was_shaped = existing is not None and existing.rate and self.store.read_run_file(
+            wanted.uid, shaping.RESTORE_FILE) is not None
+        if wanted.rate and files:
+            if not self.shaper.shapes(wanted) or (was_shaped and existing.ports[:1] != wanted.ports[:1]):
+                actions.append("shape")
+        elif was_shaped:
+            actions.append("unshape")
 
         diff = {}
         new_config = files.get(backend.config_name, "")
@@ -245,6 +263,15 @@ class Gateway:
                 runtime.restart(backend, self.store, wanted)
             if files and runtime.local_network and set(actions) & {"start", "reload", "restart"}:
                 wait_for_listeners(runtime, backend, self.store, wanted)
+            moved = existing is not None and existing.rate and existing.ports[:1] != wanted.ports[:1]
+            if "unshape" in actions or ("shape" in actions and moved):
+                self.shaper.remove(existing)
+                self.store.remove_run_file(wanted.uid, shaping.RESTORE_FILE)
+            if "shape" in actions:
+                devices = self.shaper.install(wanted)
+                # Kept for the boot-time restore, as counting.json is: root's alone.
+                write_file_atomic(os.path.join(self.store.run_dir(wanted.uid), shaping.RESTORE_FILE),
+                                  json.dumps(shaping.restore_document(wanted, devices)) + "\n", mode=0o600)
             if "count" in actions:
                 self.counter.install(wanted)
                 # Kept for the boot-time restore (the gateway role's scistream-nft-restore, root): root's alone.
@@ -260,8 +287,12 @@ class Gateway:
         try:
             runtime.stop(backend, self.store, record)
         finally:
-            self._stop_counting(record.uid, record.role, record.ports)
-            self.store.delete(record.uid)
+            try:
+                if record.rate:
+                    self.shaper.remove(record)
+            finally:
+                self._stop_counting(record.uid, record.role, record.ports)
+                self.store.delete(record.uid)
             self._release_uid(runtime, record.uid)
 
     def _release_uid(self, runtime, uid):
@@ -273,6 +304,15 @@ class Gateway:
     def _restore_document(self, record):
         """The session's part of the counting table for the boot-time restore (with this gateway's chain names)."""
         return counting.restore_document(record, getattr(self.counter, "instance", None))
+
+    def _check_shapeable(self, runtime, record):
+        """Refuse a rate that cannot be enforced here (a session is never run unshaped when it asked for one)."""
+        egress_here = runtime.local_network if runtime.egress_here is None else runtime.egress_here
+        if not egress_here:
+            raise invalid("rate", format_rate(record.rate), "runtime %s sends from another host's network stack; "
+                          "rates are enforced on this host's egress only" % record.runtime)
+        if not self.shaper.available:
+            raise invalid("rate", format_rate(record.rate), "cannot be enforced here: %s" % self.shaper.reason)
 
     def _counts(self, runtime):
         """True where this gateway keeps kernel counters for the runtime's sessions (listeners on this host)."""

@@ -27,7 +27,7 @@ import os
 import stat
 import sys
 
-__all__ = ["COUNT_TABLE", "FAMILY", "FORWARD_TABLE", "HAS_NFTABLES", "MISSING_BINDING", "Nft", "counter_of",
+__all__ = ["COUNT_TABLE", "FAMILY", "FORWARD_TABLE", "HAS_NFTABLES", "MISSING_BINDING", "Nft", "RATE_TABLE", "counter_of",
            "load_in_one_or_each", "reset_table", "table_ref", "without_metainfo"]
 
 FAMILY = "inet"
@@ -35,6 +35,8 @@ FAMILY = "inet"
 FORWARD_TABLE = "scistream"
 #: The counting table of the proxies' listeners (counting.py).
 COUNT_TABLE = "scistream-count"
+#: The rated sessions' classification (shaping.py).
+RATE_TABLE = "scistream-rate"
 
 #: Where distributions install the binding for their own Python (Debian and Ubuntu first).
 SYSTEM_BINDINGS = ("/usr/lib/python3/dist-packages/nftables", "/usr/lib/python3*/site-packages/nftables",

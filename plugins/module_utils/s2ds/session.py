@@ -158,6 +158,86 @@ def format_duration(seconds):
     return "%ds" % seconds
 
 
+#: Units of a rate and their bits per second (decimal SI): ``500Mbit``, ``2Gbit``, ``20MB/s``.
+RATE_UNITS = {"bit": 1, "Kbit": 10 ** 3, "Mbit": 10 ** 6, "Gbit": 10 ** 9, "Tbit": 10 ** 12,
+              "B/s": 8, "KB/s": 8 * 10 ** 3, "MB/s": 8 * 10 ** 6, "GB/s": 8 * 10 ** 9}
+#: The bounds of a rate (bits per second): 8Kbit (1 kB/s, the protocol's unit) to 32Gbit (HTB's 32-bit rate
+#: is bytes per second, at most 4294967295, about 34 Gbit/s).
+MIN_RATE = 8 * 10 ** 3
+MAX_RATE = 32 * 10 ** 9
+_RATE_RE = re.compile(r"(0|[1-9][0-9]{0,12})(%s)" % "|".join(re.escape(unit) for unit in RATE_UNITS))
+_RATE_HELP = "a whole number and one of the units %s, such as 500Mbit, 2Gbit or 20MB/s" % ", ".join(RATE_UNITS)
+#: The protocol's ``Request.rate`` is in kB/s (upstream's user guide: "kb/s", its quickstart: ``--rate=20000  #
+#: 20 MB/s``): one unit is 1000 bytes per second.
+PROTOCOL_RATE_UNIT = 8000
+
+
+def parse_rate(field, value):
+    """A rate into whole bits per second: ``500Mbit``, ``2Gbit``, ``20MB/s`` (decimal SI; ``bit`` ... ``Tbit``
+    per second, ``B/s`` ... ``GB/s`` bytes per second).
+
+    ASCII digits, no sign, no space, no leading zero, no fraction, the unit always given (a bare number is
+    refused: bits or bytes?); ``0`` (bare or in any unit) means none and gives 0. Between MIN_RATE and MAX_RATE
+    otherwise. None stays None (not set).
+    """
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise invalid(field, value, "must be a rate: %s" % _RATE_HELP)
+    if value == "0":
+        return 0
+    match = _RATE_RE.fullmatch(value)
+    if not match:
+        raise invalid(field, value, "must be a rate: %s" % _RATE_HELP)
+    bits = int(match.group(1)) * RATE_UNITS[match.group(2)]
+    if bits and not MIN_RATE <= bits <= MAX_RATE:
+        raise invalid(field, value, "must be between %s and %s (or 0 for none)" % (format_rate(MIN_RATE),
+                                                                                      format_rate(MAX_RATE)))
+    return bits
+
+
+def format_rate(bits):
+    """``bits`` per second in the largest bit unit that divides it (``parse_rate`` reads it back): ``500Mbit``."""
+    for unit in ("Tbit", "Gbit", "Mbit", "Kbit"):
+        if bits and bits % RATE_UNITS[unit] == 0:
+            return "%d%s" % (bits // RATE_UNITS[unit], unit)
+    return "%dbit" % bits
+
+
+def rate_for_protocol(bits):
+    """``bits`` per second as the protocol's ``Request.rate`` (kB/s, rounded down, at least 1); None gives 0 (none)."""
+    return max(1, bits // PROTOCOL_RATE_UNIT) if bits else 0
+
+
+def protocol_rate(value):
+    """The protocol's ``Request.rate`` (int32, kB/s) in bits per second; 0 or less (none asked) gives None."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise invalid("rate", value, "must be a whole number of kB/s")
+    return value * PROTOCOL_RATE_UNIT if value > 0 else None
+
+
+_DEVICE_RE = re.compile(r"[A-Za-z0-9_.:@-]{1,15}")
+
+
+def parse_devices(field, values):
+    """Network device names (Linux: 1-15 characters, here of ``A-Za-z0-9_.:@-``, not ``.`` nor ``..``); a
+    comma-separated text is split. None or empty stays None (the default)."""
+    if values is None:
+        return None
+    if isinstance(values, str):
+        values = [v for v in values.split(",") if v]
+    if not isinstance(values, (list, tuple)):
+        raise invalid(field, values, "must be a list of network device names such as eth0")
+    names = []
+    for value in values:
+        if not isinstance(value, str) or not _DEVICE_RE.fullmatch(value) or value in (".", ".."):
+            raise invalid(field, value, "must be a network device name: 1 to 15 characters of A-Z, a-z, 0-9, "
+                                        "'_', '.', ':', '@' and '-', such as eth0")
+        if value not in names:
+            names.append(value)
+    return names or None
+
+
 def parse_port_range(value):
     """``"start-end"`` (inclusive) within 1-65535, start <= end."""
     match = _PORT_RANGE_RE.fullmatch(_text("port_range", value))
@@ -446,13 +526,15 @@ class SessionSpec:
     #: Seconds after its creation no renewal extends a session past (None: no such bound; the control server's
     #: --max_session_lifetime).
     max_lifetime: int = None
+    #: Bits per second the session's stream may leave this gateway at (None: not shaped); see shaping.py.
+    rate: int = None
 
     @classmethod
     def build(cls, uid, role, num_conn=DEFAULTS["num_conn"], listener_ip=DEFAULTS["listener_ip"],
               port_range=DEFAULTS["port_range"], targets=(), backend=DEFAULTS["backend"], runtime=None, psk=None,
               psk_cipher=DEFAULTS["psk_cipher"], template=None, encryption=DEFAULTS["encryption"], tls_cert=None,
               tls_key=None, tls_ca=None, tls_version=DEFAULTS["tls_version"], psk_compat=None,
-              lifetime=None, idle_timeout=None, max_lifetime=None):
+              lifetime=None, idle_timeout=None, max_lifetime=None, rate=None):
         """Validate raw inputs (strings, as a user typed them) into a spec."""
         uid = parse_uid(uid)
         role = parse_choice("role", role, ROLES)
@@ -488,11 +570,13 @@ class SessionSpec:
         lifetime = parse_duration("lifetime", lifetime) or None
         idle_timeout = parse_duration("idle_timeout", idle_timeout) or None
         max_lifetime = parse_duration("max_lifetime", max_lifetime) or None
+        rate = parse_rate("rate", rate) or None  # 0 is "none", as the protocol's 0
         return cls(uid=uid, role=role, num_conn=num_conn, listener_ip=listener_ip,
                    port_range=parse_port_range(port_range), targets=targets, backend=backend,
                    runtime=runtime, psk=psk, psk_cipher=str(psk_cipher), template=template,
                    template_text=template_text, encryption="tls" if tls else "none", tls=tls, psk_compat=psk_compat,
-                   lifetime=lifetime, idle_timeout=idle_timeout, max_lifetime=max_lifetime)
+                   lifetime=lifetime, idle_timeout=idle_timeout, max_lifetime=max_lifetime,
+                   rate=rate)
 
     @property
     def psk_is_derived(self):
@@ -554,6 +638,8 @@ class SessionRecord:
     #: that count last changed or the session was renewed (the idle timeout runs from there).
     idle_bytes: int = None
     idle_since: int = None
+    #: Bits per second the session's stream may leave the gateway at (None: not shaped), as asked for.
+    rate: int = None
 
     #: The fields a run keeps from the record it finds (the deadlines and the bookkeeping are not options).
     BOOKKEEPING = ("expires_at", "max_expires_at", "idle_bytes", "idle_since")
@@ -585,6 +671,7 @@ class SessionRecord:
             "lifetime": self.lifetime,
             "idle_timeout": self.idle_timeout,
             "expires_at": self.expires_at,
+            "rate": self.rate,
         }
 
     def deadline(self):

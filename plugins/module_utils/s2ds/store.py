@@ -31,8 +31,8 @@ import tempfile
 
 from .backends import BACKENDS
 from .errors import S2DSError
-from .session import (ENCRYPTIONS, MAX_DURATION, ROLES, RUNTIMES, SessionRecord, parse_choice, parse_hostname, parse_ip, parse_target, parse_uid,
-                      session_key)
+from .session import (ENCRYPTIONS, MAX_DURATION, MAX_RATE, MIN_RATE, ROLES, RUNTIMES, SessionRecord, parse_choice,
+                      parse_hostname, parse_ip, parse_target, parse_uid, session_key)
 from .uidpool import is_pool_uid
 
 
@@ -146,6 +146,8 @@ def check_record(record):
             raise ValueError("%s %r is not a time in whole seconds since the epoch" % (field, value))
     if record.idle_bytes is not None and not (_is_whole(record.idle_bytes) and 0 <= record.idle_bytes < 2 ** 64):
         raise ValueError("idle_bytes %r is not a byte count" % (record.idle_bytes,))
+    if record.rate is not None and not (_is_whole(record.rate) and MIN_RATE <= record.rate <= MAX_RATE):
+        raise ValueError("rate %r is not a rate in bits per second (%d to %d)" % (record.rate, MIN_RATE, MAX_RATE))
 
 
 def _is_whole(value):

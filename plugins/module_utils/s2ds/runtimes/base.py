@@ -40,6 +40,10 @@ class Runtime:
     #: True where listener ports are bound in this host's network namespace,
     #: so the gateway can check them locally.
     local_network = True
+    #: True where the session's stream leaves from this host's network stack (the proxies' host processes and
+    #: host-network containers, the kernel's NAT), so that its rate can be enforced here (shaping.py); None:
+    #: as ``local_network``.
+    egress_here = None
     #: True where ``start`` runs the proxy's own config parsing and fails, with the
     #: proxy's message, on a bad config; the gateway then skips the separate check
     #: for a new session (nothing runs yet that a bad config could break).

@@ -46,6 +46,8 @@ class KernelRuntime(Runtime):
 
     name = "kernel"
     local_network = False
+    #: The kernel forwards the stream itself: it leaves from this host.
+    egress_here = True
 
     def __init__(self):
         if not HAS_NFTABLES:

@@ -24,6 +24,7 @@ import sys
 
 from ..errors import S2DSError
 from ..gateway import Gateway
+from ..shaping import Shaper
 
 DEFAULT_STATE_DIR = "/var/lib/scistream"
 
@@ -147,7 +148,8 @@ def _missing_library(name, library):
     raise S2DSError("runtime %s needs the Python library %s" % (name, library), field="runtime", value=name)
 
 
-def make_gateway(state_dir, options=None, counter="default", images=None, runtimes=None, missing_library=None, policy=None):
+def make_gateway(state_dir, options=None, counter="default", images=None, runtimes=None, missing_library=None, policy=None,
+                 rate_devices=None):
     """A Gateway over ``state_dir`` offering ``runtimes`` (names; default every one) built from ``options``.
 
     ``options`` maps option names (:data:`RUNTIMES`' and ``image``) to values;
@@ -156,6 +158,7 @@ def make_gateway(state_dir, options=None, counter="default", images=None, runtim
     ``counter`` goes to the Gateway as it is. ``missing_library(runtime, library)``
     is called when a session's runtime lacks its library (default: S2DSError for
     that session). ``policy`` (a TargetPolicy) goes to the Gateway: None is the strict default.
+    ``rate_devices`` are the egress devices rates are enforced on (None: the default routes' devices).
     """
     given = dict(options or {})
     values = {}
@@ -178,4 +181,5 @@ def make_gateway(state_dir, options=None, counter="default", images=None, runtim
         return runtime
 
     names = list(RUNTIMES) if runtimes is None else list(runtimes)
-    return Gateway(state_dir, {name: factory(RUNTIMES[name]) for name in names}, counter=counter, policy=policy)
+    return Gateway(state_dir, {name: factory(RUNTIMES[name]) for name in names}, counter=counter, policy=policy,
+                   shaper=Shaper(rate_devices))
