@@ -16,6 +16,7 @@ import signal
 import socket
 import statistics
 import time
+import urllib.request
 import uuid
 from concurrent import futures
 
@@ -297,7 +298,8 @@ def _connect(source, port):
 def test_connections_beyond_the_caps_are_reset_by_the_kernel(servers):
     """4 connections per address and 16 in all (the least --max_connections): the next is reset before the server
     sees it, a client that behaves still gets through once others let go, and the server's stop takes its caps away."""
-    server = servers("gw", 41022, "41023-41024", extra=["--max_connections_per_peer", "4", "--max_connections", "16"])
+    server = servers("gw", 41022, "41023-41024", extra=["--max_connections_per_peer", "4", "--max_connections", "16",
+                                                        "--metrics_port", "41025"])
     guard = ConnectionGuard(server.state_dir, 41022, 4, 16)
     assert "at most 4 per address (IPv6: per /64) and 16 in all" in server.log()
     held = []
@@ -313,6 +315,11 @@ def test_connections_beyond_the_caps_are_reset_by_the_kernel(servers):
         for sock in held:
             if isinstance(sock, socket.socket):
                 sock.close()
+    # The refusals are the server's metrics (the kernel's rule counters: one reset SYN each).
+    with urllib.request.urlopen("http://127.0.0.1:41025/metrics", timeout=10) as response:
+        text = response.read().decode()
+    assert 'scistream_s2cs_connections_refused_total{cap="per_peer"} 1.0' in text, text[-2000:]
+    assert 'scistream_s2cs_connections_refused_total{cap="total"} 1.0' in text
     # Closed connections free their places (conntrack sees them end); bounded in time.
     assert wait_until(lambda: isinstance(_probe("127.0.0.6", 41022), socket.socket), 10)
     with server.client() as good:

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import hashlib
 import ipaddress
+import threading
 
 from ..s2ds import nft
 
@@ -73,6 +74,8 @@ class ConnectionGuard:
         self.protocols = ("ip", "ip6") if self.address is None else ("ip" if self.address.version == 4 else "ip6",)
         self._context = context
         self._nft = None
+        #: One libnftables context, used by the server's thread and the metrics thread (refused): one at a time.
+        self._lock = threading.Lock()
 
     # -- the commands ----------------------------------------------------------------------------------------------
 
@@ -143,21 +146,24 @@ class ConnectionGuard:
 
     def install(self):
         """Put the caps in place (replacing a killed predecessor's); GuardError says why not."""
-        self._run(self.commands(self._present()))
+        with self._lock:
+            self._run(self.commands(self._present()))
 
     def remove(self):
         """Take this server's chain and sets away (the table stays for the others); quiet when they are gone."""
-        try:
-            self._run(self.removal(self._present()))
-        except GuardError:
-            pass
+        with self._lock:
+            try:
+                self._run(self.removal(self._present()))
+            except GuardError:
+                pass
 
     def refused(self):
         """``{"per_peer": n, "total": n}``: connections refused so far (each rule's counter), or {} when unknown."""
         if self._nft is None:
             return {}
-        rules = [entry["rule"] for entry in self._nft.list_table(GUARD_TABLE)
-                 if "rule" in entry and entry["rule"].get("chain") == self.chain]
+        with self._lock:
+            listing = self._nft.list_table(GUARD_TABLE)
+        rules = [entry["rule"] for entry in listing if "rule" in entry and entry["rule"].get("chain") == self.chain]
         counts = {"per_peer": 0, "total": 0}
         for rule in rules:
             counter = nft.counter_of(rule) or {}

@@ -9,7 +9,9 @@
 * ``scistream_s2cs_calls_in_progress{method}``: calls running now; for ``req`` these are the
   pending reqs, waiting for their hello;
 * ``scistream_s2cs_auth_failures_total``: calls refused with UNAUTHENTICATED;
-* ``scistream_s2cs_sessions{role}``: the gateway's sessions by role.
+* ``scistream_s2cs_sessions{role}``: the gateway's sessions by role;
+* ``scistream_s2cs_connections_refused_total{cap}``: new connections the kernel reset at the connection caps
+  (``cap`` ``per_peer`` or ``total``; guard.py's rule counters, so they count what never reached the server).
 
 The bookkeeping (:class:`CallMetrics`) knows nothing of the transport; the
 gRPC adapter is :func:`interceptor` (``grpc.aio.ServerInterceptor``). The
@@ -39,7 +41,7 @@ except ImportError:  # the server reports it
 
 try:
     from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-    from prometheus_client.core import GaugeMetricFamily
+    from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
     from prometheus_client.exposition import CONTENT_TYPE_LATEST
     HAS_PROMETHEUS_CLIENT = True
 except ImportError:  # reported by install()
@@ -93,6 +95,30 @@ class CallMetrics:
     def watch_sessions(self, gateway):
         """``scistream_s2cs_sessions{role}``, read from the gateway's records at each scrape."""
         self.registry.register(_SessionsByRole(gateway))
+
+    def watch_refusals(self, refused):
+        """``scistream_s2cs_connections_refused_total{cap}`` from ``refused()`` (``{cap: count}``) at each scrape."""
+        self.registry.register(_Refusals(refused))
+
+
+class _Refusals:
+    def __init__(self, refused):
+        self.refused = refused
+
+    def describe(self):
+        return []
+
+    def collect(self):
+        family = CounterMetricFamily("scistream_s2cs_connections_refused",
+                                     "New connections to the control port the kernel reset at a connection cap.",
+                                     labels=["cap"])
+        try:
+            counts = self.refused() or {}
+        except Exception:  # pylint: disable=broad-exception-caught  # a failed read leaves the metric out
+            counts = {}
+        for cap, count in sorted(counts.items()):
+            family.add_metric([cap], count)
+        yield family
 
 
 class _SessionsByRole:
@@ -152,14 +178,19 @@ def interceptor(metrics):
     return MetricsInterceptor()
 
 
-def install(args, gateway):
-    """Serve the metrics when ``args.metrics_port`` is set; return the interceptors to put FIRST."""
+def install(args, gateway, refused=None):
+    """Serve the metrics when ``args.metrics_port`` is set; return the interceptors to put FIRST.
+
+    ``refused`` (optional) gives the connection caps' refusals, ``{cap: count}``, at each scrape.
+    """
     if not getattr(args, "metrics_port", None):
         return []
     if not HAS_PROMETHEUS_CLIENT:
         raise SystemExit("--metrics_port needs prometheus_client (Debian: python3-prometheus-client)")
     metrics = CallMetrics()
     metrics.watch_sessions(gateway)
+    if refused is not None:
+        metrics.watch_refusals(refused)
     serve_http(metrics.registry, args.metrics_address, args.metrics_port)
     return [interceptor(metrics)]
 

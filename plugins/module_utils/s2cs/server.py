@@ -916,8 +916,9 @@ async def serve_async(args, ready=None, interceptors=()):
     cap = connection_cap(args.max_connections, nofile)
     if cap < args.max_connections:
         LOG.warning("--max_connections %d lowered to %d: the open-file limit is %s", args.max_connections, cap, nofile)
-    server = grpc_aio.server(interceptors=metrics.install(args, gateway) + list(interceptors),
-                             options=grpc_options(args, nofile))
+    guarded = []  # the connection guard, once it is in place (it needs the bound port)
+    server = grpc_aio.server(interceptors=metrics.install(args, gateway, lambda: guarded[0].refused() if guarded else {})
+                             + list(interceptors), options=grpc_options(args, nofile))
     # A caller whose token is still being checked has no identity yet: its address gets the smaller cap.
     authenticate = authenticator(checker, auth_pool, per_peer=min(args.max_pending_per_peer,
                                                                   args.max_pending_per_identity))
@@ -936,6 +937,7 @@ async def serve_async(args, ready=None, interceptors=()):
     describe_auth(args, checker, counts)
     LOG.info("target policy: %s", gateway.policy.describe())
     guard = connection_guard(args, host, bound, cap)
+    guarded.extend([guard] if guard is not None else [])
     await server.start()
     LOG.info("S2CS listening on %s: backend %s, runtime %s, listeners %s ports %s, state %s, hello timeout %gs",
              address, args.backend, args.runtime, args.listener_ip, args.port_range, args.state_dir,
