@@ -81,7 +81,7 @@ def rate_map(topo, role):
     if out.returncode != 0:
         return {}
     entries = [e["map"] for e in json.loads(out.stdout)["nftables"] if "map" in e]
-    return {key: value for key, value in (entries[0].get("elem", []) if entries else [])}
+    return dict(entries[0].get("elem", []) if entries else [])
 
 
 @pytest.mark.parametrize("backend, runtime", [("haproxy", "process"), ("nftables", "kernel")])

@@ -191,8 +191,8 @@ def parse_rate(field, value):
         raise invalid(field, value, "must be a rate: %s" % _RATE_HELP)
     bits = int(match.group(1)) * RATE_UNITS[match.group(2)]
     if bits and not MIN_RATE <= bits <= MAX_RATE:
-        raise invalid(field, value, "must be between %s and %s (or 0 for none)" % (format_rate(MIN_RATE),
-                                                                                      format_rate(MAX_RATE)))
+        bounds = (format_rate(MIN_RATE), format_rate(MAX_RATE))
+        raise invalid(field, value, "must be between %s and %s (or 0 for none)" % bounds)
     return bits
 
 

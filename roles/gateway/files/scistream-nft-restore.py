@@ -138,8 +138,8 @@ def restore_rates(given, state_dir, control=None):
                 report("%s: class not restored: %s" % (path, exc))
                 ok = False
     reset = nft.reset_table(nft.RATE_TABLE) + documents[0][1]
-    not_loaded = nft.load_in_one_or_each(context(given), reset, [(path, session) for path, dummy, session, dummy2
-                                                                  in documents], report)
+    parts = [(path, session) for path, dummy, session, dummy2 in documents]
+    not_loaded = nft.load_in_one_or_each(context(given), reset, parts, report)
     print("scistream-nft-restore: rates of %d session(s) in place" % len(documents))
     return ok and not not_loaded
 
