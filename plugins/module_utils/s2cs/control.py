@@ -48,12 +48,12 @@ except ImportError as exc:  # the Ansible modules report it through missing_requ
 from ..s2ds.errors import PortsExhausted, S2DSError, TargetRefused
 from ..s2ds.session import (MAX_RATE, MIN_RATE, SessionSpec, format_rate, parse_port_range, parse_target, parse_uid,
                             protocol_rate)
+from .text import LOG_LIMIT, untrusted_text
 
 #: What the server does with the rate a client asks for (the protocol's Request.rate, kB/s): ``off`` ignores it
 #: (S2UC sends 10000 by default, which must not slow every existing stream), ``honour`` applies it, ``cap``
 #: applies the smaller of it and --max_rate (and --max_rate when none is asked).
 RATE_POLICIES = ("off", "honour", "cap")
-from .text import LOG_LIMIT, untrusted_text
 
 LOG = logging.getLogger("scistream.s2cs")
 
@@ -344,6 +344,7 @@ class ControlService:
         """The spec of a session from the server's settings; an existing ``record`` keeps its own
         listener address, backend, runtime, lifetime, idle timeout and rate (``rate``, bits per second, is a
         new session's, from :meth:`_rate_for`)."""
+        bits = record.rate if record else rate
         return SessionSpec.build(uid, role, num_conn=num_conn,
                                  listener_ip=record.listener_ip if record else self.listener_ip,
                                  port_range=self.port_range, targets=targets,
@@ -353,8 +354,7 @@ class ControlService:
                                  lifetime=record.lifetime if record else self.session_lifetime,
                                  idle_timeout=record.idle_timeout if record else self.idle_timeout,
                                  max_lifetime=None if record else self.max_session_lifetime,
-                                 rate=format_rate(record.rate if record else rate) if (record.rate if record
-                                                                                       else rate) else None)
+                                 rate=format_rate(bits) if bits else None)
 
     def _rate_for(self, asked, records, caller):
         """The rate (bits per second, None: not shaped) a new session of ``caller`` gets for the protocol's
