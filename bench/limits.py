@@ -263,6 +263,8 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--pairs", type=int, default=5)
     parser.add_argument("--only", default="idle,release,pending,slowloris")
+    parser.add_argument("--verbose", action="store_true",
+                        help="run the S2CS with --verbose (a log line per call), as the tests do")
     args = parser.parse_args()
     only = args.only.split(",")
     rows = []
@@ -277,7 +279,10 @@ def main():
             # 70: with authentication off nothing tells those addresses from a behaving one, so the port range
             # runs out (the finding). Here 8 per address, to measure the cost of waiting calls.
             server = Server(pki, os.path.join(tmp, "gw"), CONTROL_PORT, PORT_RANGE,
-                            extra=["--max_pending_per_identity", "8"])
+                            extra=["--max_pending_per_identity", "8"], start=False)
+            if not args.verbose:  # the tests' servers log every call; a deployed one does not (the role's default)
+                server.argv.remove("--verbose")
+            server.start()
             resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
             relays = Relays(CONTROL_PORT)
             try:
