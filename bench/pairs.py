@@ -63,3 +63,9 @@ def alternate(baseline, path, pairs=MIN_PAIRS):
     if pairs < MIN_PAIRS:
         raise ValueError("at least %d pairs make a median with a range" % MIN_PAIRS)
     return Pairs([(baseline(), path()) for dummy in range(pairs)])
+
+
+def loadavg():
+    """The 1, 5 and 15 minute load averages, as /proc/loadavg has them: printed beside every table."""
+    with open("/proc/loadavg", encoding="ascii") as handle:
+        return " ".join(handle.read().split()[:3])

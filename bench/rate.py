@@ -40,7 +40,7 @@ sys.path.insert(0, os.path.join(ROOT, "bench"))
 # pylint: disable=wrong-import-position
 import netns  # noqa: E402  (tests/netns.py)
 import ratepath  # noqa: E402  (tests/ratepath.py)
-from pairs import alternate  # noqa: E402  (bench/pairs.py)
+from pairs import alternate, loadavg  # noqa: E402  (bench/pairs.py)
 
 IPERF_PORT = 49301
 PATHS = (("haproxy", "process"), ("nftables", "kernel"))
@@ -189,7 +189,7 @@ def main():
     topo = netns.Topology("q", net=91, prefix="ssr")
     workdir = tempfile.mkdtemp(prefix="ssr-bench-")
     print("# scistream.gateway rate bench, %s, %d cores, loadavg %s, %d pairs of %d s\n" % (
-        time.strftime("%Y-%m-%d %H:%M"), os.cpu_count(), _loadavg(), args.pairs, args.seconds), flush=True)
+        time.strftime("%Y-%m-%d %H:%M"), os.cpu_count(), loadavg(), args.pairs, args.seconds), flush=True)
     servers = None
     try:
         topo.create()
@@ -202,12 +202,7 @@ def main():
         if servers is not None:
             servers.close()
         topo.destroy()
-        print("loadavg at the end: %s" % _loadavg())
-
-
-def _loadavg():
-    with open("/proc/loadavg", encoding="ascii") as handle:
-        return " ".join(handle.read().split()[:3])
+        print("loadavg at the end: %s" % loadavg())
 
 
 if __name__ == "__main__":

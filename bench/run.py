@@ -46,7 +46,7 @@ sys.path.insert(0, os.path.join(ROOT, "bench"))
 
 # pylint: disable=wrong-import-position
 import netns  # noqa: E402  (tests/netns.py)
-from pairs import alternate  # noqa: E402  (bench/pairs.py)
+from pairs import alternate, loadavg  # noqa: E402  (bench/pairs.py)
 from ansible_collections.scistream.gateway.plugins.module_utils.s2ds import backends  # noqa: E402
 from ansible_collections.scistream.gateway.plugins.module_utils.s2ds.gateway import Gateway  # noqa: E402
 from ansible_collections.scistream.gateway.plugins.module_utils.s2ds.policy import WITH_LOOPBACK, TargetPolicy  # noqa: E402
@@ -334,7 +334,7 @@ def main():
     backends.TUNING.update(json.loads(args.tuning))
     workdir = tempfile.mkdtemp(prefix="ssnft-bench-")
     print("# scistream.gateway bench, %s, %d cores, loadavg %s, %d pairs of %d s, tuning %s\n" % (
-        time.strftime("%Y-%m-%d %H:%M"), os.cpu_count(), _loadavg(), args.pairs, args.seconds,
+        time.strftime("%Y-%m-%d %H:%M"), os.cpu_count(), loadavg(), args.pairs, args.seconds,
         json.dumps(backends.TUNING, sort_keys=True)), flush=True)
     try:
         for name, func in (("loopback", bench_loopback), ("namespaces", bench_namespaces), ("module", bench_module),
@@ -343,12 +343,7 @@ def main():
                 print("\n".join(func(args, workdir)) + "\n", flush=True)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
-        print("loadavg at the end: %s" % _loadavg())
-
-
-def _loadavg():
-    with open("/proc/loadavg", encoding="ascii") as handle:
-        return " ".join(handle.read().split()[:3])
+        print("loadavg at the end: %s" % loadavg())
 
 
 if __name__ == "__main__":

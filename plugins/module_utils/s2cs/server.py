@@ -692,34 +692,30 @@ def parser():
 DEFAULT_SESSION_LIFETIME = 12 * 3600
 
 
-def rate_type(option):
-    """An argparse type: the grammar's rate (session.py, with units: 500Mbit, 20MB/s), its error naming the option."""
+def grammar_type(parse, option, name):
+    """An argparse type from one of the grammar's parsers (session.py): ``parse(option, text)``, its error naming the
+    option and the value; ``name`` is what argparse calls the type in its own messages."""
     def convert(text):
         try:
-            return parse_rate(option, text)
+            return parse(option, text)
         except S2DSError as exc:
             raise argparse.ArgumentTypeError(str(exc)) from None
-    convert.__name__ = "rate"
+    convert.__name__ = name
     return convert
 
 
-def devices_type(text):
-    """An argparse type: comma-separated network device names (the grammar's parse_devices)."""
-    try:
-        return parse_devices("--rate_devices", text)
-    except S2DSError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
+def rate_type(option):
+    """The grammar's rate, with units (500Mbit, 20MB/s)."""
+    return grammar_type(parse_rate, option, "rate")
 
 
 def duration_type(option):
-    """An argparse type: the grammar's duration (session.py), its error naming the option and the value."""
-    def convert(text):
-        try:
-            return parse_duration(option, text)
-        except S2DSError as exc:
-            raise argparse.ArgumentTypeError(str(exc)) from None
-    convert.__name__ = "duration"
-    return convert
+    """The grammar's duration (90s, 30m, 12h, 7d or bare seconds)."""
+    return grammar_type(parse_duration, option, "duration")
+
+
+#: Comma-separated network device names (the grammar's parse_devices).
+devices_type = grammar_type(parse_devices, "--rate_devices", "devices")
 
 
 def parse_args(argv=None):
