@@ -11,7 +11,7 @@ import io
 import os
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from ansible_collections.scistream.gateway.plugins.module_utils.s2cs import guard as guard_module
@@ -112,11 +112,12 @@ def test_every_guard_is_a_ruleset_libnftables_takes(port, per_peer, total, addre
 
 @settings(max_examples=200, deadline=None)
 @given(text=st.text(max_size=12))
+@example("@\x00")  # as its own word, "@..." would name a file of options (the role's @file): one word here
 def test_the_option_takes_a_count_or_names_itself(text):
     err = io.StringIO()
     try:
         with contextlib.redirect_stderr(err):
-            args = server.parse_args(["--max_connections_per_peer", text])
+            args = server.parse_args(["--max_connections_per_peer=" + text])
     except SystemExit:
         assert "--max_connections_per_peer" in err.getvalue()
         return
