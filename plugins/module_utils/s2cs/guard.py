@@ -85,9 +85,8 @@ class ConnectionGuard:
     def _head(self):
         """The matches every rule starts with: this server's port (and address), a new connection."""
         head = [_match(_payload("tcp", "dport"), self.port)]
-        if self.address is not None:
-            protocol = "ip" if self.address.version == 4 else "ip6"
-            head.append(_match(_payload(protocol, "daddr"), str(self.address)))
+        if self.address is not None:  # one protocol: the address's own
+            head.append(_match(_payload(self.protocols[0], "daddr"), str(self.address)))
         return head + [_match({"ct": {"key": "state"}}, "new", op="in")]
 
     def _rule(self, exprs):

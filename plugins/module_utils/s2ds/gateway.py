@@ -53,6 +53,12 @@ class Release:
     runtime: str = "process"
 
 
+def _class_moved(existing, wanted):
+    """True when a rated session's first port, which names its class (shaping.minor_of), changes: its old class
+    goes before the new one is made."""
+    return bool(existing is not None and existing.rate and existing.ports[:1] != wanted.ports[:1])
+
+
 class Gateway:
     """All sessions kept under one ``state_dir``.
 
@@ -208,7 +214,7 @@ class Gateway:
         was_shaped = existing is not None and existing.rate and self.store.read_run_file(
             wanted.uid, shaping.RESTORE_FILE) is not None
         if wanted.rate and files:
-            if not self.shaper.shapes(wanted) or (was_shaped and existing.ports[:1] != wanted.ports[:1]):
+            if not self.shaper.shapes(wanted) or (was_shaped and _class_moved(existing, wanted)):
                 actions.append("shape")
         elif was_shaped:
             actions.append("unshape")
@@ -263,8 +269,7 @@ class Gateway:
                 runtime.restart(backend, self.store, wanted)
             if files and runtime.local_network and set(actions) & {"start", "reload", "restart"}:
                 wait_for_listeners(runtime, backend, self.store, wanted)
-            moved = existing is not None and existing.rate and existing.ports[:1] != wanted.ports[:1]
-            if "unshape" in actions or ("shape" in actions and moved):
+            if "unshape" in actions or ("shape" in actions and _class_moved(existing, wanted)):
                 self.shaper.remove(existing)
                 self.store.remove_run_file(wanted.uid, shaping.RESTORE_FILE)
             if "shape" in actions:

@@ -139,15 +139,16 @@ class Shaper:
                                      "name them in rate_devices" % uid, field="rate_devices", value=None)
         return found
 
-    def _elements(self):
-        """``{port: classid text}`` of the map, or {} when the table is not there."""
+    def _table(self):
+        """``({port: classid text} of the map, whether the chain has its rule)``, from one listing of the table
+        (``({}, False)`` when the table is not there)."""
+        elements, has_rule = None, False
         for entry in self.nft.list_table(TABLE, FAMILY):
-            if "map" in entry and entry["map"]["name"] == CLASS_MAP:
-                return {key: value for key, value in entry["map"].get("elem", []) if isinstance(key, int)}
-        return {}
-
-    def _has_rule(self):
-        return any("rule" in entry and entry["rule"]["chain"] == CHAIN for entry in self.nft.list_table(TABLE, FAMILY))
+            if elements is None and "map" in entry and entry["map"]["name"] == CLASS_MAP:
+                elements = {key: value for key, value in entry["map"].get("elem", []) if isinstance(key, int)}
+            elif "rule" in entry and entry["rule"]["chain"] == CHAIN:
+                has_rule = True
+        return elements or {}, has_rule
 
     def shapes(self, record):
         """True when the session's ports are classified to its class and the class has its rate on every device."""
@@ -155,8 +156,8 @@ class Shaper:
             return False
         try:
             devices = self.devices(record.uid)
-            elements = self._elements()
-            if not self._has_rule() or any(elements.get(port) != tc.class_text(minor_of(record)) for port in record.ports):
+            elements, has_rule = self._table()
+            if not has_rule or any(elements.get(port) != tc.class_text(minor_of(record)) for port in record.ports):
                 return False
             for device in devices:
                 index = self.tc.index(device)
@@ -177,8 +178,9 @@ class Shaper:
             except tc.ShapingError as exc:
                 raise ShapingUnavailable("rate of session %s: %s" % (record.uid, exc), field="rate_devices",
                                          value=device) from None
-        commands = base_commands() + ([] if self._has_rule() else rule_commands())
-        stale = [port for port in record.ports if port in self._elements()]
+        elements, has_rule = self._table()
+        commands = base_commands() + ([] if has_rule else rule_commands())
+        stale = [port for port in record.ports if port in elements]
         if stale:
             commands.append({"delete": {"element": dict(_TABLE_REF, name=CLASS_MAP, elem=stale)}})
         rc, dummy, error = self.nft.run(commands + element_commands(record.ports, minor_of(record)))
@@ -193,7 +195,7 @@ class Shaper:
         if not self.available or not record.ports:
             return
         minor = minor_of(record)
-        ours = [port for port, value in self._elements().items() if port in record.ports and value == tc.class_text(minor)]
+        ours = [port for port, value in self._table()[0].items() if port in record.ports and value == tc.class_text(minor)]
         if ours:
             rc, dummy, error = self.nft.run([{"delete": {"element": dict(_TABLE_REF, name=CLASS_MAP, elem=ours)}}])
             if rc != 0:
