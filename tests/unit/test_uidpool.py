@@ -17,13 +17,14 @@ from ansible_collections.scistream.gateway.plugins.module_utils.s2ds import uidp
 from ansible_collections.scistream.gateway.plugins.module_utils.s2ds.errors import S2DSError
 from ansible_collections.scistream.gateway.plugins.module_utils.s2ds.uidpool import UidPool, UidsExhausted, parse_uid_range
 
-# A range no account of a Debian host has (checked in the fixture).
-RANGE = "7400-7409"
+# A range no account of a Debian host has (checked in the fixture), outside the collection's default proxy uids
+# (7400-8399): gateways running beside the tests (Molecule's containers share the kernel) hold some of those.
+RANGE = "59400-59409"
 
 
 @pytest.fixture
 def pool(tmp_path):
-    for uid in range(7400, 7410):
+    for uid in range(59400, 59410):
         with pytest.raises(KeyError):
             pwd.getpwuid(uid)
     return UidPool(RANGE, registry=str(tmp_path / "registry" / "proxy-uids.json"))
@@ -63,7 +64,7 @@ def test_two_state_dirs_never_share_a_uid(pool, tmp_path):
     first = pool.claim(a, "s1")
     second = pool.claim(b, "s1")  # the same session key in another state dir is another session
     third = pool.claim(a, "s2")
-    assert len({first, second, third}) == 3 and all(7400 <= uid <= 7409 for uid in (first, second, third))
+    assert len({first, second, third}) == 3 and all(59400 <= uid <= 59409 for uid in (first, second, third))
     assert pool.claim(a, "s1") == first  # asked again: the same uid
     assert pool.claim(a, "s1", keep=first) == first
     pool.release(a, "s1")
@@ -98,12 +99,12 @@ def test_a_stale_entry_is_reclaimed(pool, tmp_path, monkeypatch):
 
 
 def test_a_uid_a_process_runs_as_is_skipped(pool, tmp_path):
-    sleeper = subprocess.Popen(["/bin/sleep", "30"], user=7400, group=7400, extra_groups=[], cwd="/")
+    sleeper = subprocess.Popen(["/bin/sleep", "30"], user=59400, group=59400, extra_groups=[], cwd="/")
     try:
         deadline = time.monotonic() + 5
-        while 7400 not in uidpool.uids_in_use() and time.monotonic() < deadline:
+        while 59400 not in uidpool.uids_in_use() and time.monotonic() < deadline:
             time.sleep(0.05)
-        assert pool.claim(str(tmp_path / "a"), "s1") == 7401
+        assert pool.claim(str(tmp_path / "a"), "s1") == 59401
     finally:
         sleeper.kill()
         sleeper.wait()
@@ -125,7 +126,7 @@ def test_the_pool_runs_out_clearly(pool, tmp_path, monkeypatch):
         pool.claim(str(tmp_path / "a"), "s%d" % index)
     with pytest.raises(UidsExhausted):
         pool.claim(str(tmp_path / "a"), "one-too-many")
-    assert pool.claim(str(tmp_path / "a"), "s3") in range(7400, 7410)  # those it has still work
+    assert pool.claim(str(tmp_path / "a"), "s3") in range(59400, 59410)  # those it has still work
 
 
 def test_pending_uids_of_a_batch_are_not_given_twice(pool, tmp_path):
@@ -155,13 +156,13 @@ def test_no_uid_is_ever_held_by_two_sessions(tmp_path_factory, operations):
     """Property: whatever claims and releases two state dirs make, each uid has one holder and each
     session one uid, inside the range."""
     base = tmp_path_factory.mktemp("pool")
-    pool = UidPool("7400-7409", registry=str(base / "r.json"))
+    pool = UidPool("59400-59409", registry=str(base / "r.json"))
     given_out = {}
     for operation, state, key in operations:
         owner = (str(base / state), key)
         if operation == "claim":
             uid = pool.claim(owner[0], key, keep=given_out.get(owner))
-            assert 7400 <= uid <= 7409
+            assert 59400 <= uid <= 59409
             assert given_out.get(owner) in (None, uid)  # a session keeps its uid
             given_out[owner] = uid
         else:

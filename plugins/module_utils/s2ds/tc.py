@@ -19,15 +19,11 @@ is never slowed. A root qdisc that is not ours is never replaced.
 from __future__ import annotations
 
 import errno
+import importlib.util
 
-try:
-    from pyroute2 import IPRoute
-    from pyroute2.netlink.exceptions import NetlinkError
-    HAS_PYROUTE2 = True
-except ImportError:  # pragma: no cover - depends on the host
-    IPRoute = None
-    NetlinkError = OSError
-    HAS_PYROUTE2 = False
+# pyroute2 is imported when a device is shaped, not with this module: it costs 150-250 ms of CPU, and every module
+# run and daemon of the collection imports this file, mostly for sessions without a rate.
+HAS_PYROUTE2 = importlib.util.find_spec("pyroute2") is not None
 
 MISSING_PYROUTE2 = "pyroute2 (Debian: python3-pyroute2; PyPI: pyroute2)"
 #: The major number of the collection's HTB root qdisc (``5353:``, "SS"); a class is ``5353:<minor>``.
@@ -37,6 +33,15 @@ ROOT_HANDLE = MAJOR << 16
 TC_H_ROOT = 0xFFFFFFFF
 #: HTB's 32-bit rate field is bytes per second.
 MAX_BYTES_PER_SECOND = 2 ** 32 - 1
+
+
+def _netlink_error():
+    """pyroute2's NetlinkError (an OSError: what a fake rtnetlink socket raises without pyroute2)."""
+    try:
+        from pyroute2.netlink.exceptions import NetlinkError  # pylint: disable=import-outside-toplevel
+    except ImportError:  # pragma: no cover - depends on the host
+        return OSError
+    return NetlinkError
 
 
 class ShapingError(Exception):
@@ -56,7 +61,10 @@ class TrafficControl:
     """One rtnetlink socket (in the calling process's network namespace)."""
 
     def __init__(self, ipr=None):
-        self.ipr = ipr if ipr is not None else IPRoute()
+        if ipr is None:
+            from pyroute2 import IPRoute  # pylint: disable=import-outside-toplevel
+            ipr = IPRoute()
+        self.ipr = ipr
 
     def close(self):
         self.ipr.close()
@@ -73,7 +81,7 @@ class TrafficControl:
         for family in (2, 10):  # AF_INET, AF_INET6
             try:
                 routes = self.ipr.get_routes(family=family, table=254)
-            except NetlinkError:
+            except _netlink_error():
                 continue
             for route in routes:
                 if route["dst_len"] == 0 and route.get_attr("RTA_OIF"):
@@ -107,7 +115,7 @@ class TrafficControl:
                                "another device in rate_devices)" % (device, root[0], root[1] >> 16, MAJOR))
         try:
             self.ipr.tc("add", "htb", index, ROOT_HANDLE, default=0)
-        except NetlinkError as exc:
+        except _netlink_error() as exc:
             raise ShapingError("device %s: adding the htb root qdisc failed: %s" % (device, exc)) from None
         return index
 
@@ -137,14 +145,14 @@ class TrafficControl:
         try:
             self.ipr.tc(command, "htb", index, classid(minor), parent=ROOT_HANDLE, rate=bytes_per_second,
                         ceil=bytes_per_second, burst=burst, cburst=burst)
-        except NetlinkError as exc:
+        except _netlink_error() as exc:
             raise ShapingError("device %s: class %s: %s" % (device, class_text(minor), exc)) from None
         return True
 
     def delete_class(self, index, minor):
         try:
             self.ipr.tc("del-class", "htb", index, classid(minor), parent=ROOT_HANDLE)
-        except NetlinkError as exc:
+        except _netlink_error() as exc:
             if exc.code not in (errno.ENOENT, errno.EINVAL):
                 raise ShapingError("class %s: %s" % (class_text(minor), exc)) from None
 
