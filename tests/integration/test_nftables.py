@@ -7,7 +7,8 @@ distribution's Python (where python3-nftables lives). Real rules, real
 bytes: >= 200 MB consumer -> B -> A -> producer with the same SHA-256, UDP
 datagrams too; no path without the session; an unchanged re-run changes
 nothing; rules flushed by hand come back; release removes exactly the
-session's rules.
+session's rules. With a forward chain that drops by default (Docker's),
+the module warns and the README's DOCKER-USER rule lets the stream through.
 """
 
 from __future__ import annotations
@@ -150,6 +151,41 @@ def test_two_gateways_forward_in_the_kernel(topology, gateways, tmp_path):
     assert rc == 0 and released.changed == 2, released.failures()
     assert chains_of(ruleset(topology, "a"), other) == []
     topology.sh("a", "nft", "delete table inet ssnft-other")
+    assert files_under(str(tmp_path / "gateway-a")) == files_under(str(tmp_path / "gateway-b")) == []
+
+
+def test_a_forward_chain_that_drops_is_named_and_the_readmes_rule_lets_the_stream_through(topology, gateways, tmp_path):
+    """Both gateways filter forwarded packets as Docker does (iptables: FORWARD policy DROP, DOCKER-USER jumped to
+    first): the run that puts a session in place warns, naming the chain; the stream is dropped there until the
+    README's DOCKER-USER rule accepts each listener's DNAT'd connections; an unchanged run says nothing again."""
+    for role in ("a", "b"):
+        topology.sh(role, "iptables", "-P", "FORWARD", "DROP")
+        topology.sh(role, "iptables", "-N", "DOCKER-USER")
+        topology.sh(role, "iptables", "-A", "FORWARD", "-j", "DOCKER-USER")
+    uid = str(uuid.uuid4())
+    base = {"uids": [uid], "producer_targets": ["%s:%d" % (topology.producer, SINK_PORT)]}
+    rc, run = run_playbook(PLAYBOOK, base, inventory=gateways)
+    assert rc == 0, run.failures()
+    prod = run.result("PROD session", "gw-a")["results"][0]
+    cons = run.result("CONS session", "gw-b")["results"][0]
+    for task, host in (("PROD session", "gw-a"), ("CONS session", "gw-b")):  # a loop's warnings are the task's
+        warnings = run.result(task, host).get("warnings", [])
+        assert [w for w in warnings if "'ip filter FORWARD'" in w and uid in w], warnings
+
+    tcp_sink = sink(topology)
+    assert send(topology, cons["listeners"][0], "1K", timeout=3) is None  # dropped by the chain named
+    for role, result in (("a", prod), ("b", cons)):
+        for listener in result["listeners"]:
+            topology.sh(role, "iptables", "-I", "DOCKER-USER", "-m", "conntrack", "--ctstate", "DNAT",
+                        "--ctorigdstport", listener.rpartition(":")[2], "-j", "ACCEPT")
+    sent = send(topology, cons["listeners"][0], "8M")
+    assert sent and received(tcp_sink)["sha256"] == sent["sha256"]
+
+    rc, again = run_playbook(PLAYBOOK, base, inventory=gateways)
+    assert rc == 0 and again.changed == 0, again.failures()
+    assert not again.result("PROD session", "gw-a").get("warnings")
+    rc, released = run_playbook(PLAYBOOK, dict(base, session_state="absent"), inventory=gateways)
+    assert rc == 0 and released.changed == 2, released.failures()
     assert files_under(str(tmp_path / "gateway-a")) == files_under(str(tmp_path / "gateway-b")) == []
 
 

@@ -7,7 +7,10 @@ from __future__ import annotations
 import json
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from ansible_collections.scistream.gateway.plugins.module_utils.s2ds import nft
 from ansible_collections.scistream.gateway.plugins.module_utils.s2ds.backends import get_backend, render_config
 from ansible_collections.scistream.gateway.plugins.module_utils.s2ds.errors import S2DSError
 from ansible_collections.scistream.gateway.plugins.module_utils.s2ds.session import SessionRecord, SessionSpec
@@ -105,3 +108,41 @@ def test_kernel_view_ignores_handles_and_counter_values_and_traffic_sums_protoco
          "bytes_out": 100, "packets_in": 10, "packets_out": 1},
         {"listener": "10.0.2.2:5101", "port": 5101, "bytes": 0, "packets": 0, "bytes_in": 0, "bytes_out": 0,
          "packets_in": 0, "packets_out": 0}]
+
+
+def chain(family, table, name, hook="forward", policy="drop"):
+    return {"chain": {"family": family, "table": table, "name": name, "handle": 1, "type": "filter", "hook": hook,
+                      "prio": 0, "policy": policy}}
+
+
+def test_forward_chains_that_drop_are_found_by_the_targets_family():
+    listing = [chain("ip", "filter", "FORWARD"), chain("ip6", "filter", "FORWARD"), chain("inet", "fw", "forward"),
+               chain("ip", "filter", "INPUT", hook="input"), chain("ip", "mine", "fwd", policy="accept"),
+               {"chain": {"family": "ip", "table": "filter", "name": "DOCKER-USER", "handle": 9}}, {"rule": {}}]
+    assert nft.dropping_forward_chains(listing, 4) == ["inet fw forward", "ip filter FORWARD"]
+    assert nft.dropping_forward_chains(listing, 6) == ["inet fw forward", "ip6 filter FORWARD"]
+    assert nft.dropping_forward_chains(listing[3:], 4) == []
+
+
+def test_the_kernel_runtime_names_a_dropping_chain_once_per_session_with_targets():
+    from ansible_collections.scistream.gateway.plugins.module_utils.s2ds.runtimes.kernel import KernelRuntime
+
+    runtime = object.__new__(KernelRuntime)
+    runtime.nft = type("Listing", (), {"list_chains": staticmethod(lambda: [chain("ip", "filter", "FORWARD")])})()
+    [warning] = runtime.warnings_for(record())
+    assert UID in warning and "'ip filter FORWARD'" in warning and "DOCKER-USER" in warning
+    assert runtime.warnings_for(record(listener_ip="::", targets=["[2001:db8::1]:5074"])) == []
+    assert runtime.warnings_for(record(targets=[])) == []
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.fixed_dictionaries({}, optional={
+    "family": st.one_of(st.sampled_from(["ip", "ip6", "inet", "bridge"]), st.text(max_size=8), st.integers()),
+    "table": st.one_of(st.text(max_size=80), st.integers(), st.none()),
+    "name": st.one_of(st.text(max_size=80), st.lists(st.integers(), max_size=2)),
+    "hook": st.sampled_from(["forward", "input", None]), "policy": st.sampled_from(["drop", "accept", 5])}).map(
+        lambda c: {"chain": c}) | st.none() | st.integers(), max_size=6), st.sampled_from([4, 6]))
+def test_any_listing_gives_only_plain_names(listing, version):
+    """The kernel's ruleset is written by other programs too: what reaches a message is a plain name or '?'."""
+    for found in nft.dropping_forward_chains(listing, version):
+        assert all(part == "?" or nft._PLAIN_NAME.match(part) for part in found.split(" ")), found

@@ -231,6 +231,9 @@ class Gateway:
         elif backend.uses_psk and spec.psk_is_derived and spec.targets:
             warnings.append("psk for session %s is derived from its uid and is only as secret as the uid; "
                             "give both gateways a psk of their own" % spec.uid)
+        if files and actions:
+            # Told on the run that puts the session in place or changes it, not on every run.
+            warnings.extend(runtime.warnings_for(wanted))
         if actions:
             # A run that makes or changes the session renews it (a run that changes nothing does not).
             if existing is None and spec.max_lifetime:

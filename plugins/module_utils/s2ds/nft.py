@@ -24,11 +24,12 @@ from __future__ import annotations
 import glob
 import importlib.util
 import os
+import re
 import stat
 import sys
 
 __all__ = ["COUNT_TABLE", "FAMILY", "FORWARD_TABLE", "HAS_NFTABLES", "MISSING_BINDING", "Nft", "RATE_TABLE", "counter_of",
-           "load_in_one_or_each", "reset_table", "table_ref", "without_metainfo"]
+           "dropping_forward_chains", "load_in_one_or_each", "reset_table", "table_ref", "without_metainfo"]
 
 FAMILY = "inet"
 #: The nftables backend's forwarding table (templates/nftables.py renders its rules).
@@ -153,6 +154,36 @@ class Nft:
         if rc != 0 or not isinstance(output, dict):
             return []
         return without_metainfo(output.get("nftables", []))
+
+    def list_chains(self):
+        """Every chain of every table (with its hook and policy where it is a base chain), or []."""
+        rc, output, dummy = self.run([{"list": {"chains": {}}}])
+        if rc != 0 or not isinstance(output, dict):
+            return []
+        return without_metainfo(output.get("nftables", []))
+
+
+#: A table or chain name as it may appear in a message (the kernel's ruleset is written by other programs too).
+_PLAIN_NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}\Z")
+#: Which families' forward hooks a forwarded packet of each IP version passes.
+_FORWARD_FAMILIES = {4: ("ip", "inet"), 6: ("ip6", "inet")}
+
+
+def dropping_forward_chains(entries, version):
+    """``family table chain`` of each base chain at the forward hook whose policy drops what no rule accepts, among
+    ``entries`` (a listing of chains), for forwarded packets of IP ``version``. nftables runs every base chain at a
+    hook: an accept in one does not save a packet that another drops (Docker's ``ip filter FORWARD`` is such a chain).
+    """
+    found = []
+    for entry in entries:
+        chain = entry.get("chain") if isinstance(entry, dict) else None
+        if not isinstance(chain, dict) or chain.get("hook") != "forward" or chain.get("policy") != "drop":
+            continue
+        if chain.get("family") not in _FORWARD_FAMILIES[version]:
+            continue
+        names = [str(chain.get(key, "")) for key in ("family", "table", "name")]
+        found.append(" ".join(name if _PLAIN_NAME.match(name) else "?" for name in names))
+    return sorted(set(found))
 
 
 def load_in_one_or_each(nft, reset, parts, report):

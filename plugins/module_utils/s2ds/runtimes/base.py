@@ -116,6 +116,11 @@ class Runtime:
             return PoolAccount(record.proxy_uid)
         return account
 
+    def warnings_for(self, record):
+        """What the operator should know about ``record`` as this runtime puts it in place (a message each),
+        such as something of the host's that will stop its stream; the default knows of nothing."""
+        return []
+
     def release_orphan(self, store, uid):
         """Stop whatever proxy of session ``uid`` this runtime can find from the uid and the run dir alone.
 

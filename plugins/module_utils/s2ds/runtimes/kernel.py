@@ -124,6 +124,20 @@ class KernelRuntime(Runtime):
         self.release_orphan(store, record.uid)
         store.remove_run_file(record.uid, APPLIED_FILE)
 
+    def warnings_for(self, record):
+        """A forward hook that drops by default (Docker's ``ip filter FORWARD``) drops this session's stream too:
+        nftables gives each base chain its say, and an accept in this collection's table overrides none of them."""
+        versions = sorted({6 if target.startswith("[") else 4 for target in record.targets})
+        if not versions:
+            return []
+        chains = self.nft.list_chains()
+        found = sorted({name for version in versions for name in nft.dropping_forward_chains(chains, version)})
+        return ["session %s: the base chain '%s' drops forwarded packets that no rule of its accepts (policy drop; "
+                "Docker sets it on ip filter FORWARD), and this session's stream is forwarded: add a rule there that "
+                "accepts it, such as, for Docker, 'iptables -I DOCKER-USER -m conntrack --ctstate DNAT "
+                "--ctorigdstport PORT -j ACCEPT' for each listener port (README: Kernel data path)" % (record.uid, name)
+                for name in found]
+
     def release_orphan(self, store, uid):
         """A session whose record is broken: its chains and jump rules are found by uid alone."""
         own_chains, own_rules = self._owned(self._table(), uid)
